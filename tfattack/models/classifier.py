@@ -1,0 +1,89 @@
+"""The one classifier contract: float32 NHWC RGB in [0, 1], any size -> [N, 1000] standard-order logits.
+
+Resizing (differentiable bilinear), the model's own preprocessing and the label space (slim's
+background class, other class orders) all live here, so that every model means the same thing by an
+image and by a label, and one batch can feed a mixed ensemble.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfattack.models import preprocessing
+from tfattack.models.registry import ModelSpec
+
+NUM_CLASSES = 1000
+
+
+def standard_output_index(spec: ModelSpec, network) -> Optional[np.ndarray]:
+    """Column of the network's raw output holding each standard class 0..999 (None = identity)."""
+    index = getattr(network, "output_index", None)
+    if index is not None:
+        index = np.asarray(index, np.int32)
+        if index.shape != (NUM_CLASSES,):
+            raise ValueError(f"model {spec.name!r}: output_index must have {NUM_CLASSES} entries")
+        return index
+    if spec.num_classes == 1001:
+        return np.arange(1, 1001, dtype=np.int32)  # drop slim's background class 0
+    return None
+
+
+class Classifier(tf.Module):
+    """A loaded model: `model(images) -> logits`, images float32 [N, H, W, 3] RGB in [0, 1].
+
+    Attributes: `name`, `spec` (its registry record), `image_size`, `differentiable` (False for
+    black-box victims such as the int8 TFLite interpreter), `info` (where the weights came from).
+    """
+
+    num_classes = NUM_CLASSES
+
+    def __init__(self, spec: ModelSpec, network, info: Optional[dict] = None):
+        super().__init__(name=spec.name)
+        self.spec = spec
+        self.network = network
+        self.info = dict(info or {})
+        self._preprocess = preprocessing.get(spec.preprocessing)
+        index = standard_output_index(spec, network)
+        self._output_index = None if index is None else tf.constant(index)
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def differentiable(self) -> bool:
+        return self.spec.differentiable and getattr(self.network, "differentiable", True)
+
+    def __repr__(self):
+        return f"Classifier({self.spec.name!r}, {self.spec.architecture}, {self.image_size}px, {self.info.get('checkpoint', 'random weights')})"
+
+    def _check_images(self, images):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4 or images.shape[-1] != 3:
+            raise ValueError(f"model {self.spec.name!r}: images must be [N, H, W, 3] RGB, got shape {images.shape}")
+        if not images.dtype.is_floating:
+            raise ValueError(f"model {self.spec.name!r}: images must be float in [0, 1], got {images.dtype.name} "
+                             f"(divide uint8 pixels by 255)")
+        return images
+
+    def _to_standard(self, raw_logits):
+        if raw_logits is None:
+            return None
+        if self._output_index is not None:
+            raw_logits = tf.gather(raw_logits, self._output_index, axis=-1)
+        return raw_logits
+
+    def logits_and_aux(self, images):
+        """Returns (logits [N, 1000], aux_logits [N, 1000] or None)."""
+        images = self._check_images(images)
+        x = preprocessing.resize_to(images, self.image_size)
+        x = self._preprocess(x)
+        logits, end_points = self.network(x)
+        aux = end_points.get("AuxLogits") if end_points else None
+        return self._to_standard(logits), self._to_standard(aux)
+
+    def __call__(self, images):
+        return self.logits_and_aux(images)[0]

@@ -1,0 +1,66 @@
+"""Ensembles fused before the softmax (the origin write-up's first lesson), or after it, or at the loss."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+FUSIONS = ("logits", "probs", "loss")
+
+
+class Ensemble(tf.Module):
+    """`Ensemble(models, weights=None, fuse="logits")`, itself a model: images in [0, 1] -> [N, 1000].
+
+    - "logits": weighted sum of the members' logits (Dong et al. 2018, eq. 6).
+    - "probs": log of the weighted mean of the members' softmax, so cross-entropy on the output is
+      the cross-entropy of the averaged prediction.
+    - "loss": `__call__` returns the fused logits (for prediction); attacks see `fuse == "loss"`
+      and average the members' losses with `weights`, reading `member_logits(images)`.
+    Weights are normalised to sum to 1; equal weights unless given.
+    """
+
+    def __init__(self, models: Sequence, weights: Optional[Sequence[float]] = None, fuse: str = "logits"):
+        super().__init__(name="ensemble")
+        models = list(models)
+        if not models:
+            raise ValueError("Ensemble needs at least one model")
+        if fuse not in FUSIONS:
+            raise ValueError(f"Ensemble fuse must be one of {', '.join(FUSIONS)}, got {fuse!r}")
+        if weights is None:
+            weights = [1.0] * len(models)
+        weights = [float(w) for w in weights]
+        if len(weights) != len(models):
+            raise ValueError(f"Ensemble got {len(models)} models but {len(weights)} weights")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"Ensemble weights must be non-negative with a positive sum, got {weights}")
+        total = sum(weights)
+        self.members = models
+        self.weights = [w / total for w in weights]
+        self.fuse = fuse
+
+    @property
+    def name_list(self):
+        return [getattr(m, "name", repr(m)) for m in self.members]
+
+    @property
+    def differentiable(self) -> bool:
+        return all(getattr(m, "differentiable", True) for m in self.members)
+
+    @property
+    def image_size(self) -> int:
+        return max(getattr(m, "image_size", 0) for m in self.members)
+
+    def member_logits(self, images):
+        return [model(images) for model in self.members]
+
+    def __call__(self, images):
+        logits = self.member_logits(images)
+        if self.fuse == "probs":
+            probs = tf.add_n([w * tf.nn.softmax(l) for w, l in zip(self.weights, logits)])
+            return tf.math.log(tf.maximum(probs, 1e-12))
+        return tf.add_n([w * l for w, l in zip(self.weights, logits)])
+
+    def __repr__(self):
+        parts = ", ".join(f"{n}:{w:.3g}" for n, w in zip(self.name_list, self.weights))
+        return f"Ensemble([{parts}], fuse={self.fuse!r})"

@@ -1,0 +1,27 @@
+"""Imports every model family module once, so that each registers its specs and architectures.
+
+One line per family; a family module holds its architecture code and, next to it, its weight records.
+"""
+
+import importlib
+
+FAMILY_MODULES = (
+    "tfattack.models.inception_v3",
+    "tfattack.models.inception_v4",
+    "tfattack.models.inception_resnet_v2",
+    "tfattack.models.resnet_v2",
+    "tfattack.models.vgg",
+    "tfattack.models.keras_applications",
+    "tfattack.models.efficientnet_lite",
+    "tfattack.models.tfjs",
+    "tfattack.models.tflite",
+)
+
+for _module in FAMILY_MODULES:
+    try:
+        importlib.import_module(_module)
+    except ModuleNotFoundError as err:
+        # Only while a family is being written: a family module that is absent is skipped, but any
+        # import error *inside* a present module propagates.
+        if err.name != _module:
+            raise
