@@ -52,7 +52,7 @@ def read_variable_shapes(prefix: str, model_name: str):
     try:
         reader = tf.train.load_checkpoint(prefix)
         return reader, reader.get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as err:
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot read checkpoint {prefix} for model {model_name!r}: {first_line}") from None
 
@@ -101,7 +101,7 @@ def restore_slim(variables: Dict[str, tf.Variable], official_scope: str, path: s
     for rel, var in variables.items():
         try:
             value = reader.get_tensor(f"{scope}/{rel}")
-        except (tf.errors.OpError, ValueError) as err:
+        except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as err:
             raise CheckpointError(f"cannot read {scope}/{rel} from checkpoint {prefix} for model {model_name!r}: "
                                   f"{str(err).strip().splitlines()[0]} (truncated or corrupt file?)") from None
         var.assign(np.asarray(value, dtype=var.dtype.as_numpy_dtype))
