@@ -1,0 +1,95 @@
+"""Measuring models: forward and forward+input-gradient time, FLOPs, the machine's matmul rate.
+
+Used by `scripts/benchmark.py`; nothing here asserts a speed (tests never time anything).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Callable, Dict
+
+import numpy as np
+import tensorflow as tf
+
+
+def best_time(fn: Callable, *args, repeats: int = 3, warmup: int = 1) -> float:
+    """Best wall time (s) of `fn(*args)` over `repeats` runs after `warmup` runs (results are fetched)."""
+    for _ in range(warmup):
+        _fetch(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _fetch(fn(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _fetch(result):
+    # Forces the computation to finish (eager results may still be in flight on a GPU).
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+
+
+def forward_and_gradient_fns(model, jit_compile: bool = False):
+    """Compiled forward and forward+input-gradient (cross-entropy to fixed labels) functions."""
+
+    @tf.function(jit_compile=jit_compile)
+    def forward(images):
+        return model(images)
+
+    @tf.function(jit_compile=jit_compile)
+    def input_gradient(images, labels):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, model(images)))
+        return tape.gradient(loss, images)
+
+    return forward, input_gradient
+
+
+def time_model(model, batch: int, image_size: int, *, jit_compile: bool = False, repeats: int = 3) -> Dict[str, float]:
+    """Seconds per image for forward and forward+input-gradient at `batch`, plus peak RSS so far (MiB)."""
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 1, (batch, image_size, image_size, 3)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, 1000, batch), tf.int64)
+    forward, gradient = forward_and_gradient_fns(model, jit_compile)
+    t_forward = best_time(forward, images, repeats=repeats)
+    t_gradient = best_time(gradient, images, labels, repeats=repeats)
+    return {"forward_s_per_image": t_forward / batch, "gradient_s_per_image": t_gradient / batch,
+            "peak_rss_mib": peak_rss_mib(), "forward_flops": count_flops(forward, images)}
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux; it is the process's peak, so measure one model per process.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def count_flops(function, *args) -> float:
+    """Multiply-adds x 2 of the convolutions and matmuls in a traced function's graph (static shapes)."""
+    graph = function.get_concrete_function(*args).graph
+    total = 0.0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            out = op.outputs[0].shape
+            kernel = op.inputs[1].shape
+            if not out.is_fully_defined() or not kernel.is_fully_defined():
+                continue
+            if op.type == "Conv2D":
+                total += 2.0 * np.prod(out.as_list()) * kernel[0] * kernel[1] * kernel[2]
+            else:
+                total += 2.0 * np.prod(out.as_list()) * kernel[0] * kernel[1]
+        elif op.type in ("MatMul", "BatchMatMulV2"):
+            a, out = op.inputs[0].shape, op.outputs[0].shape
+            if a.is_fully_defined() and out.is_fully_defined():
+                inner = a[-2] if op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x") else a[-1]
+                total += 2.0 * np.prod(out.as_list()) * inner
+    return float(total)
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate (FLOP/s), the ceiling a convnet's achieved rate is judged by."""
+    a = tf.random.stateless_uniform([size, size], seed=[1, 2])
+    b = tf.random.stateless_uniform([size, size], seed=[3, 4])
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    seconds = best_time(matmul, a, b, repeats=repeats, warmup=2)
+    return 2.0 * size ** 3 / seconds
