@@ -1,0 +1,213 @@
+"""The one attack loop. Every preset and combination is this loop with a different `AttackConfig`.
+
+Per step (x_0 = clean + start, g_0 = v_0 = 0):
+    p      = x_t + alpha*mu*g_t if nesterov else x_t                  (updates.lookahead_point)
+    grad   = TI( mean over copies c(p) of d objective(c(p)) / dp )     (input_transforms, losses, gradient_ops)
+    cur    = grad + v_t ;  v_{t+1} = mean_i grad(x_t + r_i) - grad     (VT, if vt_samples > 0)
+    g_t+1  = mu*g_t + cur / mean|cur|                                  (updates.accumulate)
+    x_t+1  = project(x_t + alpha*sign(g_t+1)), then optional blur of x_t+1 - clean and project again.
+
+All steps, copies, neighbours, restarts and ensemble members run inside one `tf.function` per
+(attack, model); it is traced once per batch shape and targeted/untargeted mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfattack.attacks import gradient_ops, input_transforms, losses, updates
+from tfattack.attacks.config import AttackConfig
+from tfattack.attacks.projection import project
+
+
+def model_name(model) -> str:
+    return str(getattr(model, "name", None) or type(model).__name__)
+
+
+def check_model(model) -> None:
+    if not callable(model):
+        raise ValueError(f"attack needs a callable model(images) -> logits, got {type(model).__name__}")
+    if not getattr(model, "differentiable", True):
+        raise ValueError(f"model {model_name(model)!r} is a black-box (not differentiable) model: attack a "
+                         "differentiable surrogate and evaluate it as a victim")
+    if getattr(model, "fuse", None) == "loss" and not hasattr(model, "member_logits"):
+        raise ValueError(f"model {model_name(model)!r} has fuse='loss' but no member_logits(images)")
+
+
+def _check_images(images) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"images must be [N, H, W, 3] RGB, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"images must be float in [0, 1], got {array.dtype} (divide uint8 pixels by 255)")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(f"images must lie in [0, 1], got values in [{array.min():.3g}, {array.max():.3g}]")
+    return array.astype(np.float32)
+
+
+def _check_labels(labels, what: str, batch: int, num_classes: int) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.shape != (batch,) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what} must be integers of shape [{batch}], got {array.dtype} of shape {array.shape}")
+    bad = array[(array < 0) | (array >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{what} must be class indices in 0..{num_classes - 1}, got {bad[:5].tolist()} "
+                         "(NIPS'17 CSV labels are 1..1000: subtract 1 once at the data boundary)")
+    return array.astype(np.int32)
+
+
+class Attack:
+    """`attack(model, images, labels=None, target=None, seed=None) -> adv`, a built `AttackConfig`.
+
+    - images: float [N, H, W, 3] in [0, 1]; labels: int [N] (optional with label_source='predicted');
+      target: int [N] for a targeted attack; seed: overrides `config.seed` for this call.
+    - Returns a float32 tf.Tensor of the images' shape inside the eps ball and [0, 1].
+    - `compiled_for(model)` is the traced function (for timing and trace counting); `trace_count`
+      counts Python traces of the loop over all models.
+    """
+
+    def __init__(self, config: AttackConfig):
+        self.config = config
+        self.trace_count = 0
+        self._compiled = weakref.WeakKeyDictionary()
+        self._compiled_strong = {}  # for callables that cannot be weakly referenced
+        self._generator: Optional[tf.random.Generator] = None
+
+    def __repr__(self):
+        return f"Attack({self.config.name!r}, eps={self.config.eps:.4g}, steps={self.config.steps})"
+
+    # ----- public -----
+
+    def __call__(self, model, images, labels=None, target=None, seed=None):
+        check_model(model)
+        clean = _check_images(images)
+        batch = clean.shape[0]
+        num_classes = int(getattr(model, "num_classes", 1000) or 1000)
+        if labels is None:
+            if self.config.label_source != "predicted":
+                raise ValueError("labels are required (or build the attack with label_source='predicted')")
+            labels = np.zeros([batch], np.int32)
+        labels = _check_labels(labels, "labels", batch, num_classes)
+        targeted = target is not None
+        targets = _check_labels(target, "target", batch, num_classes) if targeted else labels
+        if self._generator is None:
+            self._generator = tf.random.Generator.from_seed(self.config.seed)
+        self._generator.reset_from_seed(self.config.seed if seed is None else int(seed))
+        compiled = self.compiled_for(model)
+        return compiled(tf.constant(clean), tf.constant(labels), tf.constant(targets), self._generator, targeted)
+
+    def compiled_for(self, model):
+        """The `tf.function` running the whole attack on `model` (built once, cached per model)."""
+        try:
+            compiled = self._compiled.get(model)
+        except TypeError:
+            compiled = self._compiled_strong.get(id(model), (None, None))[1]
+        if compiled is None:
+            compiled = tf.function(self._graph_for(model), jit_compile=self.config.jit_compile, reduce_retracing=False)
+            try:
+                self._compiled[model] = compiled
+            except TypeError:
+                self._compiled_strong[id(model)] = (model, compiled)
+        return compiled
+
+    # ----- the traced loop -----
+
+    def _graph_for(self, model):
+        config = self.config
+        alpha = config.alpha
+        fuse_loss = getattr(model, "fuse", None) == "loss"
+        compute_dtype = [tf.as_dtype(config.compute_dtype)]
+
+        def forward(images):
+            """Model logits in float32, the forward pass in `compute_dtype` when the model accepts it."""
+            call = model.member_logits if fuse_loss else model
+            if compute_dtype[0] != tf.float32:
+                try:
+                    outputs = call(tf.cast(images, compute_dtype[0]))
+                    return [tf.cast(o, tf.float32) for o in outputs] if fuse_loss else tf.cast(outputs, tf.float32)
+                except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+                    warnings.warn(f"model {model_name(model)!r} cannot run in {config.compute_dtype} "
+                                  f"({type(error).__name__}); attacking in float32")
+                    compute_dtype[0] = tf.float32
+            return call(images)
+
+        def objective(images, labels, targets):
+            """Per-image objective [N]; for fuse='loss' ensembles the weighted sum of member objectives."""
+            outputs = forward(images)
+            if fuse_loss:
+                return tf.add_n([w * losses.objective(l, labels, targets, config)
+                                 for w, l in zip(model.weights, outputs)])
+            return losses.objective(outputs, labels, targets, config)
+
+        ti_kernel = gradient_ops.gaussian_kernel(config.ti_kernel, config.ti_nsig)
+        blur_kernel = gradient_ops.gaussian_kernel(config.delta_blur_kernel, config.delta_blur_nsig)
+
+        def estimate_gradient(point, labels, targets, generator):
+            """TI-smoothed mean gradient of the objective over all input copies of `point`."""
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(point)
+                copies, count = input_transforms.expand_copies(point, generator, config)
+                total = tf.reduce_sum(objective(copies, tf.tile(labels, [count]), None if targets is None
+                                                else tf.tile(targets, [count])))
+            gradient = tape.gradient(total, point) / float(count)
+            return gradient_ops.smooth(gradient, ti_kernel)
+
+        def variance(images, gradient, labels, targets, generator):
+            """VT: mean gradient over vt_samples neighbours of `images`, minus `gradient` (Wang & He 2021)."""
+            total = tf.zeros_like(images)
+            for _ in tf.range(config.vt_samples):
+                neighbour = gradient_ops.vt_neighbour(images, generator, config.vt_beta * config.eps)
+                total += estimate_gradient(neighbour, labels, targets, generator)
+            return total / float(config.vt_samples) - gradient
+
+        def start(clean, generator):
+            shape = tf.shape(clean)
+            if config.start == "uniform":
+                delta = generator.uniform(shape, -config.eps, config.eps)
+            elif config.start == "gaussian":
+                delta = tf.clip_by_value(generator.normal(shape, stddev=config.eps / 2), -config.eps, config.eps)
+            else:
+                delta = tf.zeros_like(clean)
+            return project(clean + delta, clean, config.eps)
+
+        def one_run(clean, labels, targets, generator):
+            adv = start(clean, generator)
+            accumulated = tf.zeros_like(clean)
+            tuning = tf.zeros_like(clean)
+            for _ in tf.range(config.steps):
+                point = updates.lookahead_point(adv, accumulated, alpha, config.momentum, config.nesterov)
+                gradient = estimate_gradient(point, labels, targets, generator)
+                current = gradient
+                if config.vt_samples:
+                    current = gradient + tuning
+                    tuning = variance(adv, gradient, labels, targets, generator)
+                accumulated = updates.accumulate(accumulated, current, config.momentum)
+                adv = project(updates.sign_step(adv, accumulated, alpha), clean, config.eps)
+                if config.delta_blur_kernel > 1:
+                    adv = project(clean + gradient_ops.smooth(adv - clean, blur_kernel), clean, config.eps)
+            return adv
+
+        def run(clean, labels, targets, generator, targeted):
+            self.trace_count += 1
+            if config.label_source == "predicted":
+                labels = tf.argmax(model(clean), axis=-1, output_type=tf.int32)
+            if not targeted:
+                targets = None
+            if config.restarts == 1:
+                return project(one_run(clean, labels, targets, generator), clean, config.eps)
+            best = clean
+            best_score = tf.fill(tf.shape(labels), -np.inf)
+            for _ in tf.range(config.restarts):
+                adv = one_run(clean, labels, targets, generator)
+                score = objective(adv, labels, targets)
+                better = score > best_score
+                best = tf.where(better[:, None, None, None], adv, best)
+                best_score = tf.where(better, score, best_score)
+            return project(best, clean, config.eps)
+
+        return run
