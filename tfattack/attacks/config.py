@@ -15,6 +15,8 @@ STARTS = ("zero", "uniform", "gaussian")
 LABEL_SOURCES = ("given", "predicted")
 AUGMENT_MODES = ("all", "one")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+# JPEG coding and ImageProjectiveTransform (rotate, translate, scale) have no XLA kernels.
+NOT_XLA_COMPILABLE = ("jpeg", "rotate", "translate", "scale")
 AUGMENTATIONS = ("rotate", "brighten", "darken", "noise", "translate", "jpeg", "bit_depth", "flip",
                  "scale", "gaussian_filter", "dct_lowpass", "dropout")
 
@@ -73,7 +75,7 @@ class AttackConfig:
     restarts: int = _field(1, "Restarts R; per image the adversarial with the highest objective is kept.")
     # Execution.
     seed: int = _field(0, "Seed of the tf.random.Generator feeding every random draw (same seed -> same output).")
-    jit_compile: bool = _field(False, "Compile the loop with XLA (not with the jpeg augmentation).")
+    jit_compile: bool = _field(False, "Compile the loop with XLA (not with the jpeg, rotate, translate or scale augmentations).")
     compute_dtype: str = _field("float32", "dtype of the model's forward pass: float32, bfloat16 or float16.")
 
     def __post_init__(self):
@@ -163,6 +165,7 @@ def validate(config: AttackConfig) -> None:
     _require(0 < low <= high, f"scale_range must be (low, high) with 0 < low <= high, got {config.scale_range!r}")
     _require(_is_int(config.jpeg_quality) and 1 <= config.jpeg_quality <= 100, f"jpeg_quality must be in 1..100, got {config.jpeg_quality!r}")
     _require(_is_int(config.bit_depth) and 1 <= config.bit_depth <= 8, f"bit_depth must be in 1..8, got {config.bit_depth!r}")
-    _require(not (config.jit_compile and "jpeg" in config.augmentations),
-             "jit_compile cannot compile the jpeg augmentation (JPEG coding has no XLA kernel)")
+    not_compilable = [a for a in config.augmentations if a in NOT_XLA_COMPILABLE]
+    _require(not (config.jit_compile and not_compilable),
+             f"jit_compile cannot compile the augmentation(s) {not_compilable} (their TF ops have no XLA kernel)")
     _require(_is_int(config.seed), f"seed must be an integer, got {config.seed!r}")

@@ -61,6 +61,56 @@ def _check_labels(labels, what: str, batch: int, num_classes: int) -> np.ndarray
     return array.astype(np.int32)
 
 
+def make_objective(model, config: AttackConfig):
+    """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
+
+    For `fuse == 'loss'` ensembles it is the weighted sum of the members' objectives. The forward pass
+    runs in `config.compute_dtype` when the model accepts such inputs, else (with a warning, at trace
+    time) in float32; logits are cast back to float32 before the loss.
+    """
+    fuse_loss = getattr(model, "fuse", None) == "loss"
+    call = model.member_logits if fuse_loss else model
+    compute_dtype = [tf.as_dtype(config.compute_dtype)]
+
+    def forward(images):
+        if compute_dtype[0] != tf.float32:
+            try:
+                outputs = call(tf.cast(images, compute_dtype[0]))
+                return [tf.cast(o, tf.float32) for o in outputs] if fuse_loss else tf.cast(outputs, tf.float32)
+            except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+                warnings.warn(f"model {model_name(model)!r} cannot run in {config.compute_dtype} "
+                              f"({type(error).__name__}); attacking in float32")
+                compute_dtype[0] = tf.float32
+        return call(images)
+
+    def objective(images, labels, targets):
+        outputs = forward(images)
+        if fuse_loss:
+            return tf.add_n([w * losses.objective(l, labels, targets, config) for w, l in zip(model.weights, outputs)])
+        return losses.objective(outputs, labels, targets, config)
+
+    return objective
+
+
+def make_gradient_estimator(model, config: AttackConfig, objective=None):
+    """`estimate(point, labels, targets, generator) -> gradient`: the TI-smoothed mean, over all input
+    copies of `point` (Admix, SI, DI, augmentations), of the gradient of the objective w.r.t. `point`.
+    This is the gradient the update rule receives (before VT and momentum)."""
+    objective = objective or make_objective(model, config)
+    ti_kernel = gradient_ops.gaussian_kernel(config.ti_kernel, config.ti_nsig)
+
+    def estimate(point, labels, targets, generator):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(point)
+            copies, count = input_transforms.expand_copies(point, generator, config)
+            copy_targets = None if targets is None else tf.tile(targets, [count])
+            total = tf.reduce_sum(objective(copies, tf.tile(labels, [count]), copy_targets))
+        gradient = tape.gradient(total, point) / float(count)
+        return gradient_ops.smooth(gradient, ti_kernel)
+
+    return estimate
+
+
 class Attack:
     """`attack(model, images, labels=None, target=None, seed=None) -> adv`, a built `AttackConfig`.
 
@@ -120,42 +170,9 @@ class Attack:
     def _graph_for(self, model):
         config = self.config
         alpha = config.alpha
-        fuse_loss = getattr(model, "fuse", None) == "loss"
-        compute_dtype = [tf.as_dtype(config.compute_dtype)]
-
-        def forward(images):
-            """Model logits in float32, the forward pass in `compute_dtype` when the model accepts it."""
-            call = model.member_logits if fuse_loss else model
-            if compute_dtype[0] != tf.float32:
-                try:
-                    outputs = call(tf.cast(images, compute_dtype[0]))
-                    return [tf.cast(o, tf.float32) for o in outputs] if fuse_loss else tf.cast(outputs, tf.float32)
-                except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
-                    warnings.warn(f"model {model_name(model)!r} cannot run in {config.compute_dtype} "
-                                  f"({type(error).__name__}); attacking in float32")
-                    compute_dtype[0] = tf.float32
-            return call(images)
-
-        def objective(images, labels, targets):
-            """Per-image objective [N]; for fuse='loss' ensembles the weighted sum of member objectives."""
-            outputs = forward(images)
-            if fuse_loss:
-                return tf.add_n([w * losses.objective(l, labels, targets, config)
-                                 for w, l in zip(model.weights, outputs)])
-            return losses.objective(outputs, labels, targets, config)
-
-        ti_kernel = gradient_ops.gaussian_kernel(config.ti_kernel, config.ti_nsig)
+        objective = make_objective(model, config)
+        estimate_gradient = make_gradient_estimator(model, config, objective)
         blur_kernel = gradient_ops.gaussian_kernel(config.delta_blur_kernel, config.delta_blur_nsig)
-
-        def estimate_gradient(point, labels, targets, generator):
-            """TI-smoothed mean gradient of the objective over all input copies of `point`."""
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(point)
-                copies, count = input_transforms.expand_copies(point, generator, config)
-                total = tf.reduce_sum(objective(copies, tf.tile(labels, [count]), None if targets is None
-                                                else tf.tile(targets, [count])))
-            gradient = tape.gradient(total, point) / float(count)
-            return gradient_ops.smooth(gradient, ti_kernel)
 
         def variance(images, gradient, labels, targets, generator):
             """VT: mean gradient over vt_samples neighbours of `images`, minus `gradient` (Wang & He 2021)."""
