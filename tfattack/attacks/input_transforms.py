@@ -180,13 +180,14 @@ def _dct_2d(images, inverse=False):
 
 
 def dct_lowpass(images, generator, config):
-    """Keeps the lowest `dct_keep` fraction of (orthonormal, full-image) DCT frequencies per axis."""
+    """Keeps the lowest `dct_keep` fraction of (orthonormal, full-image) DCT frequencies per axis,
+    clipped back to [0, 1] (low-passing rings past the box)."""
     height, width = images.shape[1], images.shape[2]
     keep_h = max(1, int(round(height * config.dct_keep)))
     keep_w = max(1, int(round(width * config.dct_keep)))
     mask = tf.reshape(tf.cast(tf.range(height) < keep_h, images.dtype), [1, -1, 1, 1]) * \
         tf.reshape(tf.cast(tf.range(width) < keep_w, images.dtype), [1, 1, -1, 1])
-    return _dct_2d(_dct_2d(images) * mask, inverse=True)
+    return tf.clip_by_value(_dct_2d(_dct_2d(images) * mask, inverse=True), 0.0, 1.0)
 
 
 def dropout(images, generator, config):

@@ -36,14 +36,19 @@ def negative_logit(logits, labels):
 
 
 def poincare_distance(logits, labels):
-    """Poincare distance between l/||l||_1 and the one-hot of `labels` shrunk by 1e-5 (Li et al. CVPR 2020)."""
+    """Poincare distance between l/||l||_1 and the one-hot of `labels` shrunk by 1e-5 (Li et al. CVPR 2020).
+
+    Computed in float64: 1 - ||v||^2 is about 2e-5, which float32 resolves to only ~3 digits.
+    """
+    dtype = logits.dtype
+    logits = tf.cast(logits, tf.float64)
     u = logits / tf.reduce_sum(tf.abs(logits), axis=-1, keepdims=True)
     v = tf.clip_by_value(_one_hot(labels, logits) - 1e-5, 0.0, 1.0)
     u_norm = tf.reduce_sum(tf.square(u), axis=-1)
     v_norm = tf.reduce_sum(tf.square(v), axis=-1)
     denominator = tf.maximum((1.0 - u_norm) * (1.0 - v_norm), 1e-12)
     delta = 2.0 * tf.reduce_sum(tf.square(u - v), axis=-1) / denominator
-    return tf.math.acosh(1.0 + delta)
+    return tf.cast(tf.math.acosh(1.0 + delta), dtype)
 
 
 def cosine_distance(logits, labels):
