@@ -20,7 +20,7 @@ from tfattack.attacks.presets import PRESET_DOCS, PRESETS
 from tfattack.attacks import presets as _presets
 from tfattack.attacks.projection import quantize, to_uint8
 
-__all__ = ["build", "presets", "quantize", "to_uint8", "Attack", "AttackConfig", "FIELD_DOCS", "PRESET_DOCS",
+__all__ = ["build", "presets", "PRESETS", "quantize", "to_uint8", "Attack", "AttackConfig", "FIELD_DOCS", "PRESET_DOCS",
            "AUGMENTATIONS"]
 
 
