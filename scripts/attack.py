@@ -1,0 +1,150 @@
+"""Craft adversarial examples for a folder of images (NIPS 2017 competition layout).
+
+  python scripts/attack.py --input_dir=DIR --output_dir=OUT \
+      --models=ens3_adv_inception_v3,inception_v3:0.5 --attack=ti_di_mi_fgsm \
+      --max_epsilon=16 --num_iter=10 --batch_size=10 [--targeted] [--seed=0]
+
+Every attack piece has its own flag (see --helpfull); given piece flags override the --attack preset.
+Writes one lossless PNG per input image (same name) and `run.json` into --output_dir; a rerun skips
+finished images unless --overwrite. Bad input: one line on stderr and exit code 2.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+import attack_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "Folder of input images (PNG/JPEG), NIPS'17 layout.")
+flags.DEFINE_string("output_dir", None, "Where the adversarial PNGs and run.json go (never the input folder).")
+flags.DEFINE_string("csv", None, "Metadata CSV (default: dev_dataset.csv or images.csv in --input_dir, "
+                    "else none: the clean ensemble's predictions are the labels).")
+flags.DEFINE_string("target_class_csv", None, "NIPS'17 target_class.csv (filename,class) for --targeted runs "
+                    "(default: the metadata CSV's TargetClass, else target_class.csv in --input_dir).")
+flags.DEFINE_list("models", ["efficientnet_lite0"], "Surrogate ensemble: registry names, each optionally :weight.")
+flags.DEFINE_list("checkpoints", [], "Explicit weight locations, name=path (default: the model search path).")
+flags.DEFINE_string("model_dir", None, "Extra folders searched for weights (os.pathsep separated); "
+                    "also TFATTACK_MODEL_DIR.")
+flags.DEFINE_enum("fuse", "logits", ["logits", "probs", "loss"], "How the ensemble members are fused "
+                  "(logits: before the softmax, Dong et al. 2018).")
+flags.DEFINE_string("attack", "ti_di_mi_fgsm", "Attack preset (see --helpfull for the pieces).")
+flags.DEFINE_float("max_epsilon", 16.0, "L-inf budget in pixel units 0..255, as in NIPS 2017.")
+flags.DEFINE_integer("num_iter", None, "Iterations (default: the preset's).")
+flags.DEFINE_integer("batch_size", 10, "Images per batch.")
+flags.DEFINE_boolean("targeted", False, "Targeted attack toward the CSV's TargetClass / target_class.csv.")
+flags.DEFINE_boolean("overwrite", False, "Attack again images already in --output_dir.")
+flags.DEFINE_integer("num_shards", 1, "Split the image list into this many deterministic shards ...")
+flags.DEFINE_integer("shard_index", 0, "... and attack only this one (0-based).")
+flags.DEFINE_boolean("random_weights", False, "Use random weights instead of checkpoints (tests and speed only).")
+attack_flags.define_piece_flags()
+
+
+def fail(message: str) -> int:
+    print(f"attack.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def check_flags():
+    from tfattack.runs import UsageError
+
+    if not FLAGS.input_dir:
+        raise UsageError("--input_dir is required")
+    if not FLAGS.output_dir:
+        raise UsageError("--output_dir is required")
+    if not 0 < FLAGS.max_epsilon <= 255:
+        raise UsageError(f"--max_epsilon must be in (0, 255] pixel units, got {FLAGS.max_epsilon:g}")
+    if FLAGS.num_iter is not None and FLAGS.num_iter < 1:
+        raise UsageError(f"--num_iter must be >= 1, got {FLAGS.num_iter}")
+    if FLAGS.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if FLAGS.num_shards < 1 or not 0 <= FLAGS.shard_index < FLAGS.num_shards:
+        raise UsageError(f"--shard_index must be in 0..{FLAGS.num_shards - 1} (--num_shards={FLAGS.num_shards})")
+
+
+def build_attack():
+    import tfattack
+    from tfattack.runs import UsageError
+
+    if FLAGS.attack not in tfattack.attacks.presets():
+        raise UsageError(f"--attack: unknown attack {FLAGS.attack!r}; known: {', '.join(tfattack.attacks.presets())}")
+    overrides = attack_flags.piece_overrides()
+    overrides["eps"] = FLAGS.max_epsilon / 255.0
+    if FLAGS.num_iter is not None:
+        overrides["steps"] = FLAGS.num_iter
+    try:
+        return tfattack.attacks.build(FLAGS.attack, **overrides)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def run() -> int:
+    import tfattack
+    from tfattack import data, pipeline, runs
+
+    started = time.time()
+    check_flags()
+    data.check_output_dir(FLAGS.input_dir, FLAGS.output_dir)
+    dataset = data.read_dataset(FLAGS.input_dir, csv=FLAGS.csv, target_class_csv=FLAGS.target_class_csv)
+    for note in dataset.notes:
+        print(f"attack.py: {note}", file=sys.stderr)
+    if FLAGS.targeted:
+        dataset.require_targets()
+    dataset = dataset.select(data.shard(dataset.ids, FLAGS.num_shards, FLAGS.shard_index))
+    attack = build_attack()
+    entries = runs.parse_models(FLAGS.models)
+    ensemble = runs.build_ensemble(entries, runs.parse_checkpoints(FLAGS.checkpoints), FLAGS.model_dir, FLAGS.fuse,
+                                   FLAGS.random_weights)
+    if dataset.labels is None:
+        print("attack.py: no labels in the metadata: attacking the clean ensemble's predictions", file=sys.stderr)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    progress = runs.Progress(len(dataset.ids))
+    summary = pipeline.attack_dataset(dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size,
+                                      targeted=FLAGS.targeted, overwrite=FLAGS.overwrite, progress=progress.update)
+    progress.close()
+    record = {
+        "flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])
+                  + FLAGS.get_flags_for_module(attack_flags)},
+        "attack_config": attack.config.to_dict(),
+        "max_epsilon": FLAGS.max_epsilon,
+        "targeted": FLAGS.targeted,
+        "label_source": "metadata" if dataset.labels is not None else "clean_prediction",
+        "models": [{"name": m.spec.name, "weight": w, **{k: str(v) for k, v in m.info.items()}}
+                   for m, w in zip(ensemble.members, ensemble.weights)],
+        "fuse": FLAGS.fuse,
+        "shard": {"num_shards": FLAGS.num_shards, "shard_index": FLAGS.shard_index, "images": len(dataset.ids)},
+        "images_written": len(summary.written),
+        "images_already_done": len(summary.already_done),
+        "failed_images": summary.failed,
+        "predicted_labels": summary.predicted_labels,
+        "attack_seconds": summary.seconds,
+        "images_per_second": summary.images_per_second,
+        "wall_seconds": time.time() - started,
+        "environment": runs.environment(),
+        "command": sys.argv,
+    }
+    runs.write_json_atomic(os.path.join(FLAGS.output_dir, "run.json"), record)
+    print(f"attack.py: {len(summary.written)} written, {len(summary.already_done)} already done, "
+          f"{len(summary.failed)} failed, {summary.images_per_second:.2f} images/s, "
+          f"{record['wall_seconds']:.0f} s in all -> {FLAGS.output_dir}", file=sys.stderr)
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        return fail(f"unexpected arguments {' '.join(argv[1:])}")
+    from tfattack.runs import UsageError
+    from tfattack.data import DataError
+    try:
+        return run()
+    except (UsageError, DataError) as err:
+        return fail(str(err))
+
+
+if __name__ == "__main__":
+    app.run(main)
