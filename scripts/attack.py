@@ -9,6 +9,7 @@ Writes one lossless PNG per input image (same name) and `run.json` into --output
 finished images unless --overwrite. Bad input: one line on stderr and exit code 2.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -41,6 +42,10 @@ flags.DEFINE_boolean("targeted", False, "Targeted attack toward the CSV's Target
 flags.DEFINE_boolean("overwrite", False, "Attack again images already in --output_dir.")
 flags.DEFINE_integer("num_shards", 1, "Split the image list into this many deterministic shards ...")
 flags.DEFINE_integer("shard_index", 0, "... and attack only this one (0-based).")
+flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "mirrored: data-parallel over all visible GPUs "
+                  "(tf.distribute.MirroredStrategy).")
+flags.DEFINE_integer("logical_cpus", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical "
+                     "devices (to test the mirrored path).")
 flags.DEFINE_boolean("random_weights", False, "Use random weights instead of checkpoints (tests and speed only).")
 attack_flags.define_piece_flags()
 
@@ -98,8 +103,18 @@ def run() -> int:
     dataset = dataset.select(data.shard(dataset.ids, FLAGS.num_shards, FLAGS.shard_index))
     attack = build_attack()
     entries = runs.parse_models(FLAGS.models)
-    ensemble = runs.build_ensemble(entries, runs.parse_checkpoints(FLAGS.checkpoints), FLAGS.model_dir, FLAGS.fuse,
-                                   FLAGS.random_weights)
+    strategy = None
+    if FLAGS.strategy == "mirrored":
+        from tfattack import distributed
+        if FLAGS.logical_cpus:
+            distributed.use_logical_cpus(FLAGS.logical_cpus)
+        strategy = distributed.make_strategy()
+        print(f"attack.py: mirrored over {strategy.num_replicas_in_sync} device(s)", file=sys.stderr)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        ensemble = runs.build_ensemble(entries, runs.parse_checkpoints(FLAGS.checkpoints), FLAGS.model_dir,
+                                       FLAGS.fuse, FLAGS.random_weights)
+    if strategy is not None:
+        attack = distributed.MirroredAttack(attack, strategy)
     if dataset.labels is None:
         print("attack.py: no labels in the metadata: attacking the clean ensemble's predictions", file=sys.stderr)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
@@ -117,7 +132,8 @@ def run() -> int:
         "models": [{"name": m.spec.name, "weight": w, **{k: str(v) for k, v in m.info.items()}}
                    for m, w in zip(ensemble.members, ensemble.weights)],
         "fuse": FLAGS.fuse,
-        "shard": {"num_shards": FLAGS.num_shards, "shard_index": FLAGS.shard_index, "images": len(dataset.ids)},
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        "shard": {"num_shards": FLAGS.num_shards, "shard_index": FLAGS.shard_index, "image_ids": list(dataset.ids)},
         "images_written": len(summary.written),
         "images_already_done": len(summary.already_done),
         "failed_images": summary.failed,
@@ -128,7 +144,8 @@ def run() -> int:
         "environment": runs.environment(),
         "command": sys.argv,
     }
-    runs.write_json_atomic(os.path.join(FLAGS.output_dir, "run.json"), record)
+    runs.write_json_atomic(os.path.join(FLAGS.output_dir, runs.run_record_name(FLAGS.num_shards, FLAGS.shard_index)),
+                           record)
     print(f"attack.py: {len(summary.written)} written, {len(summary.already_done)} already done, "
           f"{len(summary.failed)} failed, {summary.images_per_second:.2f} images/s, "
           f"{record['wall_seconds']:.0f} s in all -> {FLAGS.output_dir}", file=sys.stderr)

@@ -92,6 +92,11 @@ def environment() -> dict:
             "devices": [d.name for d in tf.config.list_logical_devices()]}
 
 
+def run_record_name(num_shards: int, shard_index: int) -> str:
+    """`run.json` for a whole run; one record per shard otherwise (scripts/merge_runs.py joins them)."""
+    return "run.json" if num_shards == 1 else f"run.shard-{shard_index}-of-{num_shards}.json"
+
+
 def write_json_atomic(path: str, payload) -> None:
     """Writes JSON through a temporary file and a rename: readers never see half a file."""
     folder = os.path.dirname(os.path.abspath(path))

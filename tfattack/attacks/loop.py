@@ -167,6 +167,13 @@ class Attack:
 
     # ----- the traced loop -----
 
+    def graph_function(self, model):
+        """The untraced loop `run(clean, labels, targets, generator, targeted) -> adv` for `model`.
+
+        For callers that trace it themselves, e.g. inside `strategy.run` (tfattack.distributed).
+        """
+        return self._graph_for(model)
+
     def _graph_for(self, model):
         config = self.config
         alpha = config.alpha
