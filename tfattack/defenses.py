@@ -1,0 +1,248 @@
+"""Input-transformation defenses put in front of any model: batched TF ops on float images in [0, 1].
+
+    defense = defenses.parse("jpeg:75")          # a callable images -> images
+    victim = defenses.wrap(model, defense)       # same call contract as the model, name "vgg_16+jpeg75"
+
+Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA.
+  - jpeg: JPEG re-encoding at a quality (Dziugaite et al. 2016; Guo et al. ICLR 2018), per image.
+  - bits: bit-depth reduction to BITS bits per channel (Xu et al. NDSS 2018, "feature squeezing").
+  - rp: random resize and pad (Xie et al. ICLR 2018): each image is resized (nearest neighbour) to a
+    random side rnd in [299, 331) and zero-padded at a random offset to 331x331; other input sizes
+    scale these numbers by side/299. Seeded: the same seed gives the same draws in the same order.
+  - median: k x k median filter per channel (Xu et al. NDSS 2018), edges mirrored like scipy's
+    `median_filter(mode="reflect")`.
+  - gauss: Gaussian blur with standard deviation SIGMA pixels, kernel radius int(4*SIGMA + 0.5) and
+    mirrored edges, like scipy's `gaussian_filter` defaults.
+A wrapped model is differentiable only if the model and the transform are (JPEG and bit reduction
+have no useful gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+FORMS = ("none", "jpeg:QUALITY (integer 1-100)", "bits:BITS (integer 1-8)", "rp", "median:K (odd integer K >= 1)",
+         "gauss:SIGMA (number > 0)")
+# Xie et al. ICLR 2018: inputs 299, random side in [299, 331), padded to 331.
+RP_INPUT_SIZE = 299
+RP_OUTPUT_SIZE = 331
+
+
+class DefenseError(ValueError):
+    """An unknown or malformed defense spec; the message lists the valid forms."""
+
+
+def _error(message: str) -> DefenseError:
+    return DefenseError(f"{message}; valid forms: {', '.join(FORMS)}")
+
+
+class Defense:
+    """An input transformation: `defense(images) -> images`, float32 [N, H, W, 3] in [0, 1].
+
+    Attributes: `spec` (canonical spec string, e.g. "jpeg:75"), `name` (short tag, e.g. "jpeg75";
+    "" for none), `differentiable`.
+    """
+
+    spec = "none"
+    name = ""
+    differentiable = True
+
+    def __call__(self, images):
+        return tf.convert_to_tensor(images, tf.float32)
+
+    def __repr__(self):
+        return f"Defense({self.spec!r})"
+
+
+class Jpeg(Defense):
+    differentiable = False
+
+    def __init__(self, quality: int):
+        self.quality = int(quality)
+        self.spec, self.name = f"jpeg:{self.quality}", f"jpeg{self.quality}"
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        # One JPEG round trip per image (the codec is not batched); values are rounded to 8 bits first.
+        return tf.map_fn(lambda image: tf.image.adjust_jpeg_quality(image, self.quality), images,
+                         fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32))
+
+
+class BitDepth(Defense):
+    differentiable = False
+
+    def __init__(self, bits: int):
+        self.bits = int(bits)
+        self.spec, self.name = f"bits:{self.bits}", f"bits{self.bits}"
+
+    def __call__(self, images):
+        levels = float(2 ** self.bits - 1)
+        return tf.round(tf.convert_to_tensor(images, tf.float32) * levels) / levels
+
+
+class RandomResizePad(Defense):
+    spec = name = "rp"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+        self._generator = tf.random.Generator.from_seed(self.seed)
+
+    @staticmethod
+    def output_size(height: int, width: int):
+        scale = RP_OUTPUT_SIZE / RP_INPUT_SIZE
+        return int(round(height * scale)), int(round(width * scale))
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        count, height, width = images.shape[0], images.shape[1], images.shape[2]
+        if count is None:
+            count = tf.shape(images)[0]
+        out_h, out_w = self.output_size(height, width)
+        # One draw per image: the side (as in the paper, [size, padded size)) and the two offsets.
+        rnd_h = self._generator.uniform([count], height, max(out_h, height + 1), dtype=tf.int32)
+        rnd_w = tf.minimum(tf.cast(tf.round(tf.cast(rnd_h, tf.float32) * (width / height)), tf.int32), out_w)
+        rnd_h = tf.minimum(rnd_h, out_h)
+        u_top = self._generator.uniform([count])
+        u_left = self._generator.uniform([count])
+        top = tf.cast(tf.floor(u_top * tf.cast(out_h - rnd_h, tf.float32)), tf.int32)
+        left = tf.cast(tf.floor(u_left * tf.cast(out_w - rnd_w, tf.float32)), tf.int32)
+
+        def one(args):
+            image, h, w, y, x = args
+            resized = tf.image.resize(image, tf.stack([h, w]), method="nearest")
+            padded = tf.image.pad_to_bounding_box(resized, y, x, out_h, out_w)
+            return tf.ensure_shape(padded, [out_h, out_w, 3])
+
+        return tf.map_fn(one, (images, rnd_h, rnd_w, top, left),
+                         fn_output_signature=tf.TensorSpec([out_h, out_w, 3], tf.float32))
+
+
+def _mirror_pad(images, radius: int):
+    # scipy.ndimage mode="reflect" (d c b a | a b c d | d c b a) is TF's SYMMETRIC padding.
+    return tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+
+
+class Median(Defense):
+    def __init__(self, kernel: int):
+        self.kernel = int(kernel)
+        self.spec, self.name = f"median:{self.kernel}", f"median{self.kernel}"
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        k = self.kernel
+        if k == 1:
+            return images
+        channels = images.shape[-1]
+        patches = tf.image.extract_patches(_mirror_pad(images, k // 2), sizes=[1, k, k, 1], strides=[1, 1, 1, 1],
+                                           rates=[1, 1, 1, 1], padding="VALID")
+        # Patch values come ordered (row, column, channel); split the channel back out.
+        patches = tf.reshape(patches, tf.concat([tf.shape(patches)[:3], [k * k, channels]], axis=0))
+        return tf.sort(patches, axis=3)[:, :, :, (k * k) // 2, :]
+
+
+class GaussianBlur(Defense):
+    def __init__(self, sigma: float):
+        self.sigma = float(sigma)
+        self.spec, self.name = f"gauss:{self.sigma:g}", f"gauss{self.sigma:g}"
+        self.radius = int(4.0 * self.sigma + 0.5)  # scipy.ndimage.gaussian_filter's default truncate=4
+        offsets = np.arange(-self.radius, self.radius + 1, dtype=np.float64)
+        weights = np.exp(-0.5 * (offsets / self.sigma) ** 2)
+        self.weights = (weights / weights.sum()).astype(np.float32)
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        if self.radius == 0:
+            return images
+        channels = images.shape[-1]
+        size = 2 * self.radius + 1
+        vertical = tf.constant(np.tile(self.weights.reshape(size, 1, 1, 1), (1, 1, channels, 1)))
+        horizontal = tf.reshape(vertical, [1, size, channels, 1])
+        padded = _mirror_pad(images, self.radius)
+        blurred = tf.nn.depthwise_conv2d(padded, vertical, [1, 1, 1, 1], "VALID")
+        return tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], "VALID")
+
+
+def _integer(text: str, spec: str, what: str, low: int, high: Optional[int] = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bound = f"{low}-{high}" if high is not None else f">= {low}"
+        raise _error(f"defense {spec!r}: {what} must be an integer {bound}, got {text!r}")
+    return value
+
+
+def parse(spec: str, seed: int = 0) -> Defense:
+    """A defense from its spec string (see FORMS); `seed` seeds the random ones (rp)."""
+    text = str(spec).strip().lower()
+    kind, _, arg = text.partition(":")
+    if kind == "none" and not arg:
+        return Defense()
+    if kind == "rp" and not arg:
+        return RandomResizePad(seed)
+    if kind == "jpeg" and arg:
+        return Jpeg(_integer(arg, spec, "quality", 1, 100))
+    if kind == "bits" and arg:
+        return BitDepth(_integer(arg, spec, "bits", 1, 8))
+    if kind == "median" and arg:
+        kernel = _integer(arg, spec, "kernel size", 1)
+        if kernel % 2 == 0:
+            raise _error(f"defense {spec!r}: kernel size must be odd, got {kernel}")
+        return Median(kernel)
+    if kind in ("gauss", "gaussian") and arg:
+        try:
+            sigma = float(arg)
+        except ValueError:
+            sigma = float("nan")
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise _error(f"defense {spec!r}: sigma must be a number > 0, got {arg!r}")
+        return GaussianBlur(sigma)
+    raise _error(f"unknown defense {spec!r}")
+
+
+def parse_list(specs: Sequence[str], seed: int = 0) -> List[Defense]:
+    """Parses each spec (e.g. the comma-split `--defenses` flag); empty entries are ignored."""
+    parsed = [parse(s, seed) for s in specs if str(s).strip()]
+    if not parsed:
+        raise _error("no defense given")
+    return parsed
+
+
+class Defended:
+    """`wrap(model, defense)`: images -> model(defense(images)), with the model's contract and metadata."""
+
+    def __init__(self, model, defense: Defense):
+        self.model = model
+        self.defense = defense
+        base = getattr(model, "name", None) or type(model).__name__
+        self.name = f"{base}+{defense.name}" if defense.name else base
+        self.spec = getattr(model, "spec", None)
+        self.image_size = getattr(model, "image_size", None)
+
+    @property
+    def differentiable(self) -> bool:
+        return bool(getattr(self.model, "differentiable", True)) and self.defense.differentiable
+
+    def __call__(self, images):
+        return self.model(self.defense(images))
+
+    def logits_and_aux(self, images):
+        transformed = self.defense(images)
+        if hasattr(self.model, "logits_and_aux"):
+            return self.model.logits_and_aux(transformed)
+        return self.model(transformed), None
+
+    def __repr__(self):
+        return f"Defended({self.name!r})"
+
+
+def wrap(model, defense) -> Defended:
+    """`model` behind `defense` (a Defense or a spec string)."""
+    if not isinstance(defense, Defense):
+        defense = parse(defense)
+    return Defended(model, defense)

@@ -1,0 +1,410 @@
+"""Transfer evaluation from the saved 8-bit PNGs: every (adversarial set, victim, defense).
+
+    dataset = data.read_dataset("images/")
+    adv = [evaluate.read_adv_set("out/mi_fgsm"), evaluate.read_adv_set("out/ti_di", targeted=False)]
+    result = evaluate.evaluate(dataset, adv, victims=[vgg, resnet], defenses=["none", "jpeg:75"],
+                               label_source="truth", denominator="clean_correct")
+
+Two choices are named parameters because papers differ on them and the numbers move a lot:
+  - `label_source`: "truth" (the dataset's TrueLabel) or "clean_prediction" (the surrogate's
+    prediction on the clean image, `label_model`).
+  - `denominator`: "clean_correct" (success among images the victim classified correctly when clean)
+    or "all" (among all images). Both are always computed; `denominator` picks the headline
+    `success_rate`. Each victim's clean accuracy is reported next to it.
+Success: untargeted, prediction != label; targeted, prediction == target.
+Perturbation sizes are in pixel units (0..255) over the 8-bit files: L-inf, L2 (over all H*W*3 values)
+and mean absolute value. The eps bound is checked per image.
+
+Competition score (`tianchi_score`): the IJCAI-19 Alibaba Adversarial AI Challenge (Tianchi, 2019) attack
+score as participants reimplemented it in their local scoring scripts: per image and victim, 0 if the
+prediction is still the label, 2 * (2 - Linf / 32) if misclassified, 5 * (2 - Linf / 32) if it is the
+target class (targeted sets only), Linf in pixel units; averaged over images (and, in the report, victims).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfattack import data, defenses as defenses_lib
+
+LABEL_SOURCES = ("truth", "clean_prediction")
+DENOMINATORS = ("clean_correct", "all")
+DENOMINATOR_TEXT = {"clean_correct": "images the victim classified correctly when clean", "all": "all images"}
+RUN_RECORD = "run.json"
+TIANCHI_FORMULA = ("per image and victim: 0 if still classified as the label, 2*(2 - Linf/32) if misclassified, "
+                   "5*(2 - Linf/32) if classified as the target (targeted sets), Linf in pixel units 0..255; "
+                   "averaged over images and victims")
+TIANCHI_PROVENANCE = ("IJCAI-19 Alibaba Adversarial AI Challenge (Tianchi 2019), attack-track score as "
+                      "participants reimplemented it in their local scoring scripts")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvSet:
+    """One folder of adversarial PNGs (`<ImageId>.png`) and what its run record says about it."""
+
+    name: str
+    path: str
+    targeted: bool
+    max_epsilon: Optional[float]
+    notes: Tuple[str, ...] = ()
+
+
+def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Optional[float] = None,
+                 name: Optional[str] = None) -> AdvSet:
+    """Reads an adversarial folder and its `run.json` (written by scripts/attack.py), if any.
+
+    `targeted`: the run record's `targeted` wins; the argument is used when the record does not say
+    (default untargeted). `max_epsilon` (pixels): the argument wins over the record's `max_epsilon`.
+    """
+    if not os.path.isdir(path):
+        raise data.DataError(f"adv dir {path}: no such folder")
+    run: dict = {}
+    record = os.path.join(path, RUN_RECORD)
+    if os.path.isfile(record):
+        try:
+            with open(record) as handle:
+                run = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise data.DataError(f"{record}: not a readable JSON run record ({' '.join(str(err).split())})") from None
+        if not isinstance(run, dict):
+            raise data.DataError(f"{record}: expected a JSON object")
+    notes = []
+    if isinstance(run.get("targeted"), bool):
+        is_targeted = run["targeted"]
+        where = f"{RUN_RECORD}"
+    else:
+        is_targeted = bool(targeted)
+        where = "--targeted flag" if targeted is not None else f"default (no 'targeted' in a {RUN_RECORD})"
+    notes.append(f"{'targeted' if is_targeted else 'untargeted'} ({where})")
+    recorded = run.get("max_epsilon")
+    if recorded is not None and not isinstance(recorded, (int, float)):
+        raise data.DataError(f"{record}: max_epsilon must be a number of pixels, got {recorded!r}")
+    if max_epsilon is not None:
+        bound = float(max_epsilon)
+        notes.append(f"eps bound {bound:g} (given)" + (f"; {RUN_RECORD} says {recorded:g}" if recorded is not None
+                                                          and float(recorded) != bound else ""))
+    elif recorded is not None:
+        bound = float(recorded)
+        notes.append(f"eps bound {bound:g} ({RUN_RECORD})")
+    else:
+        bound = None
+        notes.append("eps bound unknown (no --max_epsilon, no max_epsilon in a run record): not checked")
+    label = name or os.path.basename(os.path.normpath(path)) or path
+    return AdvSet(name=label, path=str(path), targeted=is_targeted, max_epsilon=bound, notes=tuple(notes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Numbers for one (adversarial set, victim, defense) over `images` evaluated images."""
+
+    attack: str
+    model: str
+    defense: str
+    targeted: bool
+    images: int
+    label_source: str
+    denominator: str
+    clean_correct: int
+    adv_correct: int
+    success_all: int
+    success_clean_correct: int
+    tianchi_score: float
+
+    @property
+    def clean_accuracy(self) -> float:
+        return _ratio(self.clean_correct, self.images)
+
+    @property
+    def adv_accuracy(self) -> float:
+        return _ratio(self.adv_correct, self.images)
+
+    @property
+    def success_rate_all(self) -> float:
+        return _ratio(self.success_all, self.images)
+
+    @property
+    def success_rate_clean_correct(self) -> float:
+        return _ratio(self.success_clean_correct, self.clean_correct)
+
+    @property
+    def success_rate(self) -> float:
+        """The headline rate, over `denominator`."""
+        return self.success_rate_all if self.denominator == "all" else self.success_rate_clean_correct
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        for key in ("clean_accuracy", "adv_accuracy", "success_rate_all", "success_rate_clean_correct", "success_rate"):
+            out[key] = getattr(self, key)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Perturbation:
+    """Per-set perturbation sizes (pixel units 0..255) and the eps check."""
+
+    attack: str
+    images: int
+    missing: Tuple[str, ...]
+    skipped: Tuple[data.Skipped, ...]
+    linf_mean: float
+    linf_max: float
+    l2_mean: float
+    mean_abs_mean: float
+    max_epsilon: Optional[float]
+    violations: Tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["skipped"] = [dataclasses.asdict(s) for s in self.skipped]
+        return out
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Everything `evaluate` found; `report.write_report` turns it into tables and plots.
+
+    Per-image arrays are aligned with `dataset.ids`; -1 / NaN mark images not evaluated.
+      labels: the labels used (per `label_source`); targets: the dataset's targets or None.
+      clean_predictions[(victim, defense)], adv_predictions[(attack, victim, defense)]: top-1 indices.
+      linf, l2, mean_abs [attack]: per-image perturbation sizes, pixel units.
+    """
+
+    dataset: data.Dataset
+    adv_sets: List[AdvSet]
+    victims: List[str]
+    defenses: List[str]
+    label_source: str
+    denominator: str
+    results: List[Result]
+    perturbations: List[Perturbation]
+    labels: np.ndarray
+    targets: Optional[np.ndarray]
+    clean_predictions: Dict[Tuple[str, str], np.ndarray]
+    adv_predictions: Dict[Tuple[str, str, str], np.ndarray]
+    linf: Dict[str, np.ndarray]
+    l2: Dict[str, np.ndarray]
+    mean_abs: Dict[str, np.ndarray]
+    skipped: List[data.Skipped]
+    notes: List[str]
+
+    def result(self, attack: str, model: str, defense: str) -> Result:
+        for r in self.results:
+            if (r.attack, r.model, r.defense) == (attack, model, defense):
+                return r
+        raise KeyError((attack, model, defense))
+
+    def tianchi_mean(self, attack: str, defense: str) -> float:
+        """The competition score of one set under one defense, averaged over victims."""
+        scores = [r.tianchi_score for r in self.results if r.attack == attack and r.defense == defense]
+        return float(np.mean(scores)) if scores else float("nan")
+
+
+def _ratio(num, den) -> float:
+    return float(num) / float(den) if den else float("nan")
+
+
+def tianchi_scores(adv_pred, labels, linf, targets=None) -> np.ndarray:
+    """Per-image competition score (see module doc); `targets` None for untargeted sets."""
+    adv_pred, labels, linf = np.asarray(adv_pred), np.asarray(labels), np.asarray(linf, np.float64)
+    scale = 2.0 - linf / 32.0
+    score = np.where(adv_pred != labels, 2.0 * scale, 0.0)
+    if targets is not None:
+        score = np.where(adv_pred == np.asarray(targets), 5.0 * scale, score)
+    return score
+
+
+def perturbation_sizes(adv_uint8: np.ndarray, clean_uint8: np.ndarray):
+    """Per-image (L-inf, L2, mean |delta|) in pixel units, from uint8 [N, H, W, 3] batches."""
+    delta = adv_uint8.astype(np.int32) - clean_uint8.astype(np.int32)
+    flat = delta.reshape(delta.shape[0], -1)
+    return (np.abs(flat).max(axis=1).astype(np.float64), np.sqrt((flat.astype(np.float64) ** 2).sum(axis=1)),
+            np.abs(flat).mean(axis=1))
+
+
+def _predictor(model):
+    """`predict(pixels, rows)`: top-1 of a model on a uint8 batch, compiled once per model.
+
+    The batch is padded with zero images to `rows` (the planned batch size), so adversarial sets with
+    a missing file reuse the clean batch's trace; padded predictions are dropped.
+    """
+    @tf.function
+    def top1(images01):
+        return tf.argmax(model(images01), axis=-1, output_type=tf.int64)
+
+    def predict(pixels, rows):
+        count = pixels.shape[0]
+        images = pixels.astype(np.float32) / np.float32(255.0)
+        if count < rows:
+            images = np.concatenate([images, np.zeros((rows - count,) + images.shape[1:], np.float32)])
+        return top1(tf.constant(images)).numpy()[:count]
+
+    return predict
+
+
+def _read_batch(paths: Sequence[str], expected_sizes, skipped: List[data.Skipped]):
+    """uint8 stack of the readable images of the expected sizes, and the positions kept."""
+    images, kept = [], []
+    for position, (path, size) in enumerate(zip(paths, expected_sizes)):
+        try:
+            pixels = data.read_image_uint8(path)
+        except data.ImageReadError as err:
+            skipped.append(data.Skipped(path, str(err)))
+            continue
+        if pixels.shape[:2] != tuple(size):
+            skipped.append(data.Skipped(path, f"{path}: size {pixels.shape[1]}x{pixels.shape[0]} differs from the "
+                                              f"clean image's {size[1]}x{size[0]}"))
+            continue
+        images.append(pixels)
+        kept.append(position)
+    return (np.stack(images) if images else None), kept
+
+
+def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
+             label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
+             batch_size: int = 8, seed: int = 0, progress=None) -> Evaluation:
+    """Evaluates every adversarial set against every victim behind every defense.
+
+    Args:
+      dataset: the clean images (`data.read_dataset`); adversarial files are matched by ImageId.
+      adv_sets: from `read_adv_set`; targeted sets need `dataset.targets`.
+      victims: model-like callables (float32 [N, H, W, 3] in [0, 1] -> [N, 1000] logits) with a `name`.
+      defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed`.
+      label_source: "truth" (dataset labels) or "clean_prediction" (`label_model`'s clean top-1).
+      label_model: the surrogate whose clean predictions are the labels (label_source="clean_prediction").
+      denominator: "clean_correct" or "all": which success rate is the headline `Result.success_rate`.
+      batch_size: images per forward pass (batches hold images of one size).
+      progress: optional callable(count) called after each batch.
+    """
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {', '.join(DENOMINATORS)}, got {denominator!r}")
+    if label_source == "clean_prediction" and label_model is None:
+        raise ValueError("label_source='clean_prediction' needs label_model (the surrogate whose clean "
+                         "predictions are the labels)")
+    if not adv_sets or not victims:
+        raise ValueError("evaluate needs at least one adversarial set and one victim")
+    names = [s.name for s in adv_sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"adversarial sets need distinct names, got {names}")
+    defense_list = [d if isinstance(d, defenses_lib.Defense) else defenses_lib.parse(d, seed) for d in defenses]
+    victim_names = [getattr(v, "name", None) or f"model{i}" for i, v in enumerate(victims)]
+    if len(set(victim_names)) != len(victim_names):
+        raise ValueError(f"victims need distinct names, got {victim_names}")
+    labels_truth = dataset.require_labels() if label_source == "truth" else None
+    targets = dataset.require_targets() if any(s.targeted for s in adv_sets) else dataset.targets
+
+    count = len(dataset)
+    adv_paths = {s.name: [data.output_path(s.path, i) for i in dataset.ids] for s in adv_sets}
+    notes = list(dataset.notes)
+    for s in adv_sets:
+        present = sum(os.path.isfile(p) for p in adv_paths[s.name])
+        if present == 0:
+            raise data.DataError(f"adv dir {s.path}: none of the {count} images of {dataset.input_dir} is there "
+                                 f"as <ImageId>.png")
+        notes.append(f"{s.name} ({s.path}): " + "; ".join(s.notes))
+
+    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d))
+                  for v, vn in zip(victims, victim_names) for d in defense_list}
+    label_predictor = _predictor(label_model) if label_model is not None else None
+    labels = np.full(count, -1, np.int64) if labels_truth is None else labels_truth.copy()
+    clean_ok = np.zeros(count, bool)
+    adv_ok = {s.name: np.zeros(count, bool) for s in adv_sets}
+    clean_pred = {key: np.full(count, -1, np.int64) for key in predictors}
+    adv_pred = {(s.name,) + key: np.full(count, -1, np.int64) for s in adv_sets for key in predictors}
+    sizes = {name: {k: np.full(count, np.nan) for k in ("linf", "l2", "mean_abs")} for name in names}
+    clean_skipped: List[data.Skipped] = []
+    adv_skipped = {name: [] for name in names}
+    missing = {s.name: [i for i, p in zip(dataset.ids, adv_paths[s.name]) if not os.path.isfile(p)] for s in adv_sets}
+
+    for planned in data.batches_by_size(range(count), dataset.sizes, batch_size):
+        clean, kept = _read_batch([dataset.paths[i] for i in planned], [dataset.sizes[i] for i in planned],
+                                  clean_skipped)
+        if clean is None:
+            continue
+        rows = np.asarray([planned[k] for k in kept])
+        clean_ok[rows] = True
+        if label_predictor is not None and labels_truth is None:
+            labels[rows] = label_predictor(clean, len(planned))
+        for key, predict in predictors.items():
+            clean_pred[key][rows] = predict(clean, len(planned))
+        for s in adv_sets:
+            present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(adv_paths[s.name][r])]
+            if not present:
+                continue
+            adv, adv_kept = _read_batch([adv_paths[s.name][r] for _, r in present],
+                                        [dataset.sizes[r] for _, r in present], adv_skipped[s.name])
+            if adv is None:
+                continue
+            positions = np.asarray([present[k][0] for k in adv_kept])
+            adv_rows = rows[positions]
+            adv_ok[s.name][adv_rows] = True
+            linf, l2, mean_abs = perturbation_sizes(adv, clean[positions])
+            sizes[s.name]["linf"][adv_rows], sizes[s.name]["l2"][adv_rows] = linf, l2
+            sizes[s.name]["mean_abs"][adv_rows] = mean_abs
+            for key, predict in predictors.items():
+                adv_pred[(s.name,) + key][adv_rows] = predict(adv, len(planned))
+        if progress is not None:
+            progress(len(planned))
+
+    results, perturbations = [], []
+    for s in adv_sets:
+        mask = clean_ok & adv_ok[s.name]
+        linf = sizes[s.name]["linf"]
+        for vn in victim_names:
+            for d in defense_list:
+                results.append(score(s, vn, d.spec, mask, labels, targets, clean_pred[(vn, d.spec)],
+                                     adv_pred[(s.name, vn, d.spec)], linf, label_source, denominator))
+        over = [dataset.ids[i] for i in np.flatnonzero(mask)
+                if s.max_epsilon is not None and linf[i] > s.max_epsilon]
+        evaluated = int(mask.sum())
+
+        def stat(values, reduce):
+            return float(reduce(values[mask])) if evaluated else float("nan")
+
+        perturbations.append(Perturbation(
+            attack=s.name, images=evaluated, missing=tuple(missing[s.name]), skipped=tuple(adv_skipped[s.name]),
+            linf_mean=stat(linf, np.mean), linf_max=stat(linf, np.max), l2_mean=stat(sizes[s.name]["l2"], np.mean),
+            mean_abs_mean=stat(sizes[s.name]["mean_abs"], np.mean), max_epsilon=s.max_epsilon, violations=tuple(over)))
+        if missing[s.name]:
+            notes.append(f"{s.name}: {len(missing[s.name])} image(s) have no adversarial file "
+                         f"(not evaluated): {', '.join(missing[s.name][:5])}" + (" ..." if len(missing[s.name]) > 5 else ""))
+        if over:
+            notes.append(f"{s.name}: {len(over)} image(s) exceed the eps bound {s.max_epsilon:g}: {', '.join(over[:5])}"
+                         + (" ..." if len(over) > 5 else ""))
+    if label_source == "clean_prediction":
+        members = getattr(label_model, "name_list", None)  # an Ensemble names its members
+        surrogate = "+".join(members) if members else getattr(label_model, "name", repr(label_model))
+        notes.insert(0, f"labels: the clean top-1 of the surrogate {surrogate} (not ground truth)")
+    for item in clean_skipped + [x for name in names for x in adv_skipped[name]]:
+        notes.append(f"skipped: {item.reason}")
+    return Evaluation(
+        dataset=dataset, adv_sets=list(adv_sets), victims=victim_names, defenses=[d.spec for d in defense_list],
+        label_source=label_source, denominator=denominator, results=results, perturbations=perturbations,
+        labels=labels, targets=targets, clean_predictions=clean_pred, adv_predictions=adv_pred,
+        linf={n: sizes[n]["linf"] for n in names}, l2={n: sizes[n]["l2"] for n in names},
+        mean_abs={n: sizes[n]["mean_abs"] for n in names}, skipped=clean_skipped + [x for n in names for x in adv_skipped[n]],
+        notes=notes)
+
+
+def score(adv_set: AdvSet, model: str, defense: str, mask, labels, targets, clean_pred, adv_pred, linf,
+          label_source: str, denominator: str) -> Result:
+    """Counts for one (set, victim, defense) over the images in `mask` (per-image arrays, dataset order)."""
+    y, clean, adv = labels[mask], clean_pred[mask], adv_pred[mask]
+    target = targets[mask] if adv_set.targeted else None
+    clean_correct = clean == y
+    success = (adv == target) if adv_set.targeted else (adv != y)
+    images = int(mask.sum())
+    return Result(
+        attack=adv_set.name, model=model, defense=defense, targeted=adv_set.targeted, images=images,
+        label_source=label_source, denominator=denominator, clean_correct=int(clean_correct.sum()),
+        adv_correct=int((adv == y).sum()), success_all=int(success.sum()),
+        success_clean_correct=int((success & clean_correct).sum()),
+        tianchi_score=float(tianchi_scores(adv, y, linf[mask], target).mean()) if images else math.nan)
