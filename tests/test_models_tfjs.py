@@ -299,3 +299,7 @@ def test_real_model_top1_on_100_dev_images(name, monkeypatch):
         loss = tf.reduce_max(model(x))
     gradient = tape.gradient(loss, x).numpy()
     assert np.all(np.isfinite(gradient)) and np.abs(gradient).max() > 0
+    other = tfattack.models.load({"mobilenet_v1_075": "tiny_darknet", "tiny_darknet": "mobilenet_v1_075"}[name])
+    ensemble = tfattack.models.Ensemble([model, other])
+    np.testing.assert_allclose(ensemble(images[:2]).numpy(), (model(images[:2]) + other(images[:2])).numpy() / 2,
+                               rtol=1e-5, atol=1e-4)

@@ -569,7 +569,8 @@ def _needs_topology(spec: ModelSpec, seed: int = 0):
                      f"random-weights builder; load it with checkpoint=PATH or TFATTACK_MODEL_DIR")
 
 
-_TFJS_NOTE = "top-1 on the 1000 NIPS 2017 DEV images (299 -> model size), measured on ../shared"
+_TFJS_NOTE = ("top-1 on the 1000 NIPS 2017 DEV images (299 -> model size, tfattack's loading), measured on "
+              "../shared; its README (PIL resize) says")
 
 SPECS = (
     ModelSpec(
@@ -578,7 +579,7 @@ SPECS = (
         licence="Apache-2.0",
         provenance="Google tfjs-models MobileNet v1 0.75/224 (Keras 2.1 MobileNet(alpha=0.75) converted to a "
                    "TF.js layers model), as mirrored in tangmingsh/ml5featureExtractormodel",
-        reference_top1=80.3, reference_note=_TFJS_NOTE,
+        reference_top1=80.0, reference_note=_TFJS_NOTE + " 80.3 %",
         paper="Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, 2017"),
     ModelSpec(
         name="tiny_darknet", architecture="tiny_darknet_tfjs", source="tfjs_layers", image_size=224,
@@ -586,7 +587,7 @@ SPECS = (
         licence="MIT (ml5js/ml5-data-and-models); weights by J. Redmon (darknet, public domain)",
         provenance="ml5js/ml5-data-and-models TinyDarknet TF.js layers model, converted from pjreddie's darknet "
                    "tiny.weights; outputs in darknet's class order",
-        reference_top1=67.8, reference_note=_TFJS_NOTE,
+        reference_top1=67.8, reference_note=_TFJS_NOTE + " 67.8 %",
         paper="Redmon, Tiny Darknet (pjreddie.com/darknet/tiny-darknet), 2016"),
 )
 

@@ -1,0 +1,520 @@
+"""Quantised TFLite classifiers in two forms: a differentiable float rebuild and the exact interpreter.
+
+- `TFLiteFloatNetwork` (source "tflite_float"): the graph of a uint8/int8-quantised classifier run in
+  float32 with `tf.nn`. Weights are dequantised (per channel where the file says so; int32 biases with
+  their own scale, input_scale * weight_scale); each op runs in float, then its result is clamped to the
+  real range its quantised output tensor can represent, `scale * (q_min - zero_point) ..
+  scale * (q_max - zero_point)`, as the integer kernels saturate (fused ReLU/ReLU6 are applied too).
+  With `round_to_grid` (what the registered records use) the input pixels and every op's output are
+  also rounded to their quantisation grid in the forward pass with a straight-through gradient
+  (`y + stop_gradient(round(y) - y)`): the forward pass then follows the integer model to within a few
+  quantisation steps (integer requantisation still rounds differently now and then) while the
+  gradient is the float graph's. Without it the float logits drift further from the interpreter's
+  (see tests/test_models_tflite.py and the measured figures in the records' notes).
+- `TFLiteInterpreterNetwork` (source "tflite_interpreter"): the file itself through `tf.lite.Interpreter`
+  (TFLite's built-in kernels, without the XNNPACK delegate so that intermediate tensors can be read), a
+  BLACK BOX: `differentiable = False` and asking for its gradient raises `NotDifferentiableError`.
+
+Both take 0..255 pixel values (preprocessing "pixels": the Classifier resizes, then multiplies by 255)
+and map them to the graph's input exactly as a camera byte would be: a uint8 input tensor holds the
+pixel (int8: pixel - 128) and means `scale * (q - zero_point)`; the interpreter form rounds the pixel
+first (round(x * 255) of the [0, 1] image), so it sees what an 8-bit PNG holds.
+
+Logits: the classifiers end in SOFTMAX (then maybe reshape/quantize ops); both forms return the
+dequantised INPUT of that softmax (times its beta), i.e. the pre-softmax logits in the file's 1001-class
+space, 0 = background.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfattack.models import loading, registry
+from tfattack.models.registry import ModelSpec
+from tfattack.models.tflite_reader import Operator, Tensor, TFLiteFormatError, TFLiteModel, read_tflite
+
+# Integer ranges of the quantised activation types (TensorType codes).
+QUANTIZED_RANGES = {3: (0, 255), 9: (-128, 127), 7: (-32768, 32767)}
+UINT8, INT8 = 3, 9
+# Ops that only move values between the softmax and the graph output.
+PASS_THROUGH = ("RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE")
+
+
+class UnsupportedOpError(TFLiteFormatError):
+    """The graph holds an op the float rebuild does not implement."""
+
+
+class NotDifferentiableError(ValueError):
+    """A gradient was asked of a black-box model (the TFLite interpreter)."""
+
+
+# --- graph facts shared by both forms ------------------------------------------------------------
+
+
+def find_logits(model: TFLiteModel) -> Tuple[int, float, Optional[Operator]]:
+    """(tensor index of the logits, softmax beta, the softmax op) of a one-input, one-output classifier.
+
+    Walks back from the output through RESHAPE/SQUEEZE/(DE)QUANTIZE; a SOFTMAX found there is dropped
+    and its input is the logits. A graph without one is taken to output logits already (beta 1).
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise TFLiteFormatError(f"{model.path}: a classifier has one input and one output, the graph has "
+                                f"{len(model.inputs)} and {len(model.outputs)}")
+    producer = {out: op for op in model.operators for out in op.outputs}
+    tensor = model.outputs[0]
+    while tensor in producer:
+        op = producer[tensor]
+        if op.name == "SOFTMAX":
+            return op.inputs[0], float(op.options.get("beta") or 1.0), op
+        if op.name not in PASS_THROUGH:
+            break
+        tensor = op.inputs[0]
+    return model.outputs[0], 1.0, None
+
+
+def dequantize(tensor: Tensor, values: np.ndarray) -> np.ndarray:
+    """Real values of a quantised array (per tensor or per channel), float32; floats pass through."""
+    values = np.asarray(values)
+    if tensor.quantization is None or values.dtype.kind == "f":
+        return values.astype(np.float32)
+    q = tensor.quantization
+    rank = values.ndim
+    return ((values.astype(np.float64) - q.broadcast(q.zero_point, rank)) * q.broadcast(q.scale.astype(np.float64), rank)
+            ).astype(np.float32)
+
+
+def representable_range(tensor: Tensor) -> Optional[Tuple[float, float]]:
+    """The real interval a per-tensor quantised activation can hold (None for float tensors)."""
+    q = tensor.quantization
+    if q is None or not q.per_tensor or tensor.type_code not in QUANTIZED_RANGES:
+        return None
+    low, high = QUANTIZED_RANGES[tensor.type_code]
+    scale, zero_point = float(q.scale[0]), float(q.zero_point[0])
+    return scale * (low - zero_point), scale * (high - zero_point)
+
+
+def pixel_offset(model: TFLiteModel) -> float:
+    """What to subtract from a 0..255 pixel to get the graph's quantised input value."""
+    tensor = model.tensors[model.inputs[0]]
+    if tensor.type_code in (UINT8, INT8) and (tensor.quantization is None or not tensor.quantization.per_tensor):
+        raise TFLiteFormatError(f"{model.path}: input tensor {tensor.name!r} has no per-tensor quantisation")
+    if tensor.type_code == UINT8:
+        return 0.0
+    if tensor.type_code == INT8:
+        return 128.0
+    raise TFLiteFormatError(f"{model.path}: input tensor {tensor.name!r} is not uint8/int8 (type code "
+                            f"{tensor.type_code}); only quantised camera-input classifiers are supported")
+
+
+# --- the float rebuild ---------------------------------------------------------------------------
+
+FUSED_ACTIVATIONS = {
+    0: tf.identity,                                    # NONE
+    1: tf.nn.relu,                                     # RELU
+    2: lambda x: tf.clip_by_value(x, -1.0, 1.0),       # RELU_N1_TO_1
+    3: tf.nn.relu6,                                    # RELU6
+    4: tf.math.tanh,                                   # TANH
+}
+
+
+class _OpContext:
+    """What an op builder may ask: its options, its constant inputs (dequantised) and tensor facts."""
+
+    def __init__(self, model: TFLiteModel, op: Operator):
+        self.model, self.op, self.options = model, op, op.options
+
+    def error(self, message: str) -> TFLiteFormatError:
+        return TFLiteFormatError(f"{self.model.path}: op {self.op.index} ({self.op.name}): {message}")
+
+    def tensor(self, position: int, outputs: bool = False) -> Tensor:
+        return self.model.tensors[(self.op.outputs if outputs else self.op.inputs)[position]]
+
+    def has_input(self, position: int) -> bool:
+        return position < len(self.op.inputs) and self.op.inputs[position] >= 0
+
+    def constant(self, position: int) -> np.ndarray:
+        tensor = self.tensor(position)
+        if tensor.data is None:
+            raise self.error(f"input {position} ({tensor.name!r}) must be a constant")
+        return dequantize(tensor, tensor.data)
+
+    def raw_constant(self, position: int) -> np.ndarray:
+        tensor = self.tensor(position)
+        if tensor.data is None:
+            raise self.error(f"input {position} ({tensor.name!r}) must be a constant")
+        return tensor.data
+
+    def bias(self, position: int, channels: int):
+        """An optional bias input; int32 biases without a scale of their own get input_scale * weight_scale."""
+        if not self.has_input(position):
+            return tf.zeros([channels])
+        tensor = self.tensor(position)
+        if tensor.quantization is None and tensor.data is not None and tensor.data.dtype.kind == "i":
+            inputs, weights = self.tensor(0).quantization, self.tensor(1).quantization
+            if inputs is None or weights is None:
+                raise self.error(f"integer bias {tensor.name!r} has no scale and cannot be derived")
+            return tf.constant(tensor.data * (inputs.scale[0] * weights.scale).astype(np.float32), tf.float32)
+        return tf.constant(self.constant(position))
+
+    def fused_activation(self) -> Callable:
+        code = self.options.get("fused_activation_function", 0)
+        if code not in FUSED_ACTIVATIONS:
+            raise self.error(f"unsupported fused activation {code}")
+        return FUSED_ACTIVATIONS[code]
+
+    def padding(self) -> str:
+        return "SAME" if self.options.get("padding", 0) == 0 else "VALID"
+
+    def output_shape(self) -> List[int]:
+        """The output's static shape with the batch dimension left free (files are built for batch 1)."""
+        return [-1, *self.tensor(0, outputs=True).shape[1:]]
+
+
+def _conv_2d(ctx):
+    kernel = tf.constant(np.transpose(ctx.constant(1), (1, 2, 3, 0)))   # [O, H, W, I] -> [H, W, I, O]
+    bias, activation = ctx.bias(2, kernel.shape[-1]), ctx.fused_activation()
+    strides = [ctx.options["stride_h"], ctx.options["stride_w"]]
+    dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
+    padding = ctx.padding()
+    return lambda x: activation(tf.nn.bias_add(tf.nn.conv2d(x[0], kernel, strides, padding, dilations=dilations), bias))
+
+
+def _depthwise_conv_2d(ctx):
+    weights = ctx.constant(1)                                            # [1, H, W, I * M]
+    channels_in = ctx.tensor(0).shape[-1]
+    multiplier = weights.shape[-1] // channels_in                        # output channel c = i * M + m
+    kernel = tf.constant(weights.reshape(weights.shape[1], weights.shape[2], channels_in, multiplier))
+    bias, activation = ctx.bias(2, weights.shape[-1]), ctx.fused_activation()
+    strides = [1, ctx.options["stride_h"], ctx.options["stride_w"], 1]
+    dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
+    padding = ctx.padding()
+    return lambda x: activation(tf.nn.bias_add(
+        tf.nn.depthwise_conv2d(x[0], kernel, strides, padding, dilations=dilations), bias))
+
+
+def _fully_connected(ctx):
+    weights = tf.constant(ctx.constant(1).T)                             # [O, I] -> [I, O]
+    bias, activation = ctx.bias(2, weights.shape[-1]), ctx.fused_activation()
+    if ctx.options.get("weights_format", 0) != 0:
+        raise ctx.error("only the DEFAULT weights format is supported")
+    keep_dims = ctx.options.get("keep_num_dims", False)
+
+    def apply(x):
+        inputs = x[0] if keep_dims else tf.reshape(x[0], [-1, weights.shape[0]])
+        return activation(tf.tensordot(inputs, weights, axes=1) + bias)
+    return apply
+
+
+def _elementwise(combine):
+    def build(ctx):
+        activation = ctx.fused_activation()
+        return lambda x: activation(combine(x[0], x[1]))
+    return build
+
+
+def _pool(pool):
+    def build(ctx):
+        size = [ctx.options["filter_height"], ctx.options["filter_width"]]
+        strides = [ctx.options["stride_h"], ctx.options["stride_w"]]
+        padding, activation = ctx.padding(), ctx.fused_activation()
+        # TFLite's SAME average pooling divides by the count of in-bounds inputs, as tf.nn.avg_pool2d does.
+        return lambda x: activation(pool(x[0], size, strides, padding))
+    return build
+
+
+def _mean(ctx):
+    axes = [int(a) for a in np.atleast_1d(ctx.raw_constant(1))]
+    keep_dims = bool(ctx.options.get("keep_dims", False))
+    return lambda x: tf.reduce_mean(x[0], axis=axes, keepdims=keep_dims)
+
+
+def _reshape(ctx):
+    shape = ctx.output_shape()
+    return lambda x: tf.reshape(x[0], shape)
+
+
+def _softmax(ctx):
+    beta = float(ctx.options.get("beta") or 1.0)
+    return lambda x: tf.nn.softmax(beta * x[0])
+
+
+def _concatenation(ctx):
+    axis, activation = int(ctx.options.get("axis", 0)), ctx.fused_activation()
+    return lambda x: activation(tf.concat(x, axis=axis))
+
+
+def _pad(ctx):
+    # A quantised PAD fills with the zero point, which means real 0.
+    paddings = ctx.raw_constant(1).astype(np.int32).tolist()
+    return lambda x: tf.pad(x[0], paddings)
+
+
+def _unary(function):
+    return lambda ctx: (lambda x: function(x[0]))
+
+
+def _hard_swish(x):
+    return x * tf.nn.relu6(x + 3.0) / 6.0
+
+
+# TFLite op name -> builder(ctx) -> apply(list of input tensors, constants included) -> output.
+OP_BUILDERS: Dict[str, Callable] = {
+    "CONV_2D": _conv_2d,
+    "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
+    "FULLY_CONNECTED": _fully_connected,
+    "ADD": _elementwise(tf.add),
+    "SUB": _elementwise(tf.subtract),
+    "MUL": _elementwise(tf.multiply),
+    "AVERAGE_POOL_2D": _pool(tf.nn.avg_pool2d),
+    "MAX_POOL_2D": _pool(tf.nn.max_pool2d),
+    "MEAN": _mean,
+    "RESHAPE": _reshape,
+    "SQUEEZE": _reshape,
+    "SOFTMAX": _softmax,
+    "CONCATENATION": _concatenation,
+    "PAD": _pad,
+    "QUANTIZE": _unary(tf.identity),     # requantisation: only the output clamp remains in float
+    "DEQUANTIZE": _unary(tf.identity),
+    "HARD_SWISH": _unary(_hard_swish),
+    "LOGISTIC": _unary(tf.math.sigmoid),
+    "TANH": _unary(tf.math.tanh),
+    "RELU": _unary(tf.nn.relu),
+    "RELU6": _unary(tf.nn.relu6),
+}
+
+# Inputs that are read as raw integers by the builder (shapes, axes, paddings), not fed as tensors.
+_STRUCTURAL_INPUTS = {"RESHAPE": 1, "MEAN": 1, "PAD": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
+
+
+def _fold_constant_dequantize(model: TFLiteModel):
+    """Float16/int8 weights stored through a DEQUANTIZE op become float constants of its output."""
+    for op in model.operators:
+        source = model.tensors[op.inputs[0]] if op.inputs else None
+        if op.name == "DEQUANTIZE" and source is not None and source.data is not None:
+            model.tensors[op.outputs[0]].data = dequantize(source, source.data)
+
+
+class TFLiteFloatNetwork(tf.Module):
+    """A quantised TFLite classifier rebuilt in float32: `network(pixels) -> (logits, end_points)`.
+
+    `pixels` are 0..255 floats [N, H, W, C]; end points are keyed by the file's tensor names, plus
+    "Logits". Attributes: `model` (the parsed file), `dropped_softmax` (name of the dropped op's output).
+    """
+
+    differentiable = True
+
+    def __init__(self, model: TFLiteModel, name: Optional[str] = None, round_to_grid: bool = False):
+        super().__init__(name=name or "tflite_float")
+        self.round_to_grid = round_to_grid
+        self.model = model
+        _fold_constant_dequantize(model)
+        self._logits_index, self._beta, softmax = find_logits(model)
+        self.dropped_softmax = None if softmax is None else model.tensors[softmax.outputs[0]].name
+        self._input = model.tensors[model.inputs[0]]
+        self._pixel_offset = pixel_offset(model)
+        self._steps = [self._step(op) for op in self._ops_needed()]
+
+    def _ops_needed(self) -> List[Operator]:
+        """The ops the logits depend on, in file order (the file's operator list is topologically sorted)."""
+        producer = {out: op for op in self.model.operators for out in op.outputs}
+        needed, pending = set(), [self._logits_index]
+        while pending:
+            index = pending.pop()
+            op = None if self.model.tensors[index].data is not None else producer.get(index)
+            if op is not None and op.index not in needed:
+                needed.add(op.index)
+                pending.extend(i for i in op.inputs if i >= 0)
+        return [op for op in self.model.operators if op.index in needed]
+
+    def _step(self, op: Operator):
+        if op.name not in OP_BUILDERS:
+            raise UnsupportedOpError(f"{self.model.path}: op {op.index} is {op.name}, which the float rebuild does "
+                                     f"not support; supported: {', '.join(sorted(OP_BUILDERS))}")
+        ctx = _OpContext(self.model, op)
+        apply = OP_BUILDERS[op.name](ctx)
+        structural = _STRUCTURAL_INPUTS.get(op.name)
+        # Constant inputs that the op computes with (e.g. the other operand of an ADD) become tensors.
+        inputs = [i for position, i in enumerate(op.inputs)
+                  if i >= 0 and (structural is None or position < structural)]
+        constants = {i: tf.constant(dequantize(self.model.tensors[i], self.model.tensors[i].data))
+                     for i in inputs if self.model.tensors[i].data is not None}
+        output = self.model.tensors[op.outputs[0]]
+        q = output.quantization
+        step = float(q.scale[0]) if q is not None and q.per_tensor and output.type_code in QUANTIZED_RANGES else None
+        return apply, inputs, constants, output, representable_range(output), step
+
+    def __call__(self, pixels):
+        q = self._input.quantization
+        if self.round_to_grid:
+            pixels = pixels + tf.stop_gradient(tf.round(pixels) - pixels)
+        x = (pixels - self._pixel_offset - float(q.zero_point[0])) * float(q.scale[0])
+        bounds = representable_range(self._input)
+        values = {self._input.index: tf.clip_by_value(x, *bounds) if bounds else x}
+        end_points = {}
+        for apply, inputs, constants, output, bounds, step in self._steps:
+            y = apply([constants[i] if i in constants else values[i] for i in inputs])
+            if bounds is not None:
+                y = tf.clip_by_value(y, *bounds)
+            if self.round_to_grid and step is not None:
+                y = y + tf.stop_gradient(tf.round(y / step) * step - y)
+            values[output.index] = y
+            end_points[output.name] = y
+        logits = values[self._logits_index] * self._beta
+        end_points["Logits"] = logits
+        return logits, end_points
+
+
+# --- the interpreter (black box) -----------------------------------------------------------------
+
+
+class TFLiteInterpreterNetwork(tf.Module):
+    """The quantised file run by `tf.lite.Interpreter`: `network(pixels) -> (logits, end_points)`.
+
+    Pixels (0..255 floats) are rounded and clipped to uint8 (int8: minus 128), one image per invoke.
+    `logits_kind` says what is returned: "pre_softmax" (the dequantised input of the final SOFTMAX, read
+    from the preserved intermediate tensor; what the registered records give), "log_softmax" (the log of
+    the dequantised output probabilities, floored at half a step, if a runtime cannot read that tensor)
+    or "output" (a graph without a final softmax: its dequantised output). Gradients raise
+    `NotDifferentiableError`.
+    """
+
+    differentiable = False
+
+    def __init__(self, path, model: TFLiteModel, name: Optional[str] = None):
+        super().__init__(name=name or "tflite_interpreter")
+        self.model = model
+        self.path = str(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its move to ai_edge_litert
+            self._interpreter = tf.lite.Interpreter(
+                model_path=self.path, experimental_preserve_all_tensors=True,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self._interpreter.allocate_tensors()
+        self._lock = threading.Lock()  # one interpreter, possibly called from several TF threads
+        self._input = model.tensors[model.inputs[0]]
+        self._pixel_offset = pixel_offset(model)
+        logits_index, self._beta, softmax = find_logits(model)
+        self.logits_kind = "pre_softmax" if softmax is not None else "output"
+        self.logits_tensor = model.tensors[logits_index]
+        self.num_outputs = int(np.prod(self.logits_tensor.shape[1:]))
+
+    def _read_logits(self) -> np.ndarray:
+        if self.logits_kind == "pre_softmax":
+            try:
+                return dequantize(self.logits_tensor, self._interpreter.get_tensor(self.logits_tensor.index)).reshape(-1) * self._beta
+            except ValueError:  # the intermediate tensor is not readable in this runtime: use the output
+                self.logits_kind = "log_softmax"
+        out = self.model.tensors[self.model.outputs[0]]
+        values = dequantize(out, self._interpreter.get_tensor(out.index)).reshape(-1)
+        if self.logits_kind == "log_softmax":
+            step = float(out.quantization.scale[0]) if out.quantization else 1e-6
+            return np.log(np.maximum(values, step / 2))
+        return values
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """NumPy in, NumPy out: [N, H, W, C] 0..255 floats -> [N, classes] float32."""
+        low, high = QUANTIZED_RANGES[self._input.type_code]
+        quantized = np.clip(np.round(np.asarray(pixels, np.float64)) - self._pixel_offset, low, high)
+        quantized = quantized.astype(self._input.dtype)
+        rows = []
+        with self._lock:
+            for image in quantized:
+                self._interpreter.set_tensor(self._input.index, image[None])
+                self._interpreter.invoke()
+                rows.append(self._read_logits())
+        return (np.stack(rows) if rows else np.zeros([0, self.num_outputs])).astype(np.float32)
+
+    def __call__(self, pixels):
+        name, path = self.name, self.path
+
+        @tf.custom_gradient
+        def black_box(x):
+            y = tf.numpy_function(self.run, [x], tf.float32, stateful=False)
+            y.set_shape([x.shape[0], self.num_outputs])
+
+            def gradient(_):
+                raise NotDifferentiableError(f"model {name!r} runs the TFLite interpreter on {path}, a black box "
+                                             f"without gradients: attack a differentiable model (e.g. its float "
+                                             f"rebuild) and use this one as a victim")
+            return y, gradient
+
+        logits = black_box(tf.convert_to_tensor(pixels, tf.float32))
+        return logits, {"Logits": logits}
+
+
+# --- registry records and loaders ----------------------------------------------------------------
+
+
+def _load_float(spec: ModelSpec, path: str):
+    model = read_tflite(path)
+    _check_input(spec, model)
+    network = TFLiteFloatNetwork(model, name=spec.name, round_to_grid=True)
+    return network, {"checkpoint": str(path), "dropped_softmax": network.dropped_softmax, "round_to_grid": True}
+
+
+def _load_interpreter(spec: ModelSpec, path: str):
+    model = read_tflite(path)
+    _check_input(spec, model)
+    network = TFLiteInterpreterNetwork(path, model, name=spec.name)
+    return network, {"checkpoint": str(path), "logits": network.logits_kind}
+
+
+def _check_input(spec: ModelSpec, model: TFLiteModel):
+    shape = model.tensors[model.inputs[0]].shape
+    if tuple(shape[1:]) != (spec.image_size, spec.image_size, 3):
+        raise TFLiteFormatError(f"{model.path}: input is {'x'.join(map(str, shape[1:]))}, model {spec.name!r} "
+                                f"expects {spec.image_size}x{spec.image_size}x3")
+
+
+def _needs_file(spec: ModelSpec, seed: int = 0):
+    raise ValueError(f"model {spec.name!r}: its architecture is the graph in its .tflite file, so it has no "
+                     f"random-weights builder; load it with checkpoint=PATH or TFATTACK_MODEL_DIR")
+
+
+_CORAL_URL = "https://github.com/google-coral/test_data/raw/master/"
+_CORAL_PROVENANCE = ("google-coral/test_data (Apache-2.0, see its LICENSE and COPYRIGHT): TF-slim MobileNet "
+                     "trained with quantisation-aware training, converted to a uint8 TFLite flatbuffer")
+_NOTE = ("top-1 on the 1000 NIPS 2017 DEV images (299 -> model size, tfattack's loading), measured on "
+         "../shared; its README (PIL resize, default interpreter, plain dequantised float) says")
+_MOBILENET_V1 = "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, 2017"
+_MOBILENET_V2 = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018"
+
+# (record name, file, input size, sha256 of the file in ../shared, top-1 float rebuild, top-1 interpreter,
+#  README's float and interpreter figures, paper)
+CORAL_FILES = (
+    ("mobilenet_v2_quant", "mobilenet_v2_1.0_224_quant.tflite", 224,
+     "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", 84.3, 84.4, (84.1, 84.1), _MOBILENET_V2),
+    ("mobilenet_v1_075_192_quant", "mobilenet_v1_0.75_192_quant.tflite", 192,
+     "41daeb22fdcf947e0e5ec32373aa9df7c31f3ef45dbd0ef7b5940fbce3c20f6a", 76.5, 76.7, (76.8, 77.2), _MOBILENET_V1),
+    ("mobilenet_v1_05_160_quant", "mobilenet_v1_0.5_160_quant.tflite", 160,
+     "3cc6d2ca460abd2e0f699a6d0d2550c6b61c6e3b0e27a3616e384ea74cb86f43", 66.8, 66.9, (66.8, 66.8), _MOBILENET_V1),
+    ("mobilenet_v1_025_128_quant", "mobilenet_v1_0.25_128_quant.tflite", 128,
+     "cb273c23ee76374b05b9583177e28aa19744858a7679c56a250e83d0333da785", 44.5, 44.7, (45.9, 44.4), _MOBILENET_V1),
+)
+
+
+def _coral_specs():
+    for name, file, size, sha256, float_top1, interpreter_top1, readme, paper in CORAL_FILES:
+        common = dict(architecture=f"tflite:{Path(file).stem}", image_size=size, preprocessing="pixels",
+                      num_classes=1001, url=_CORAL_URL + file, archive_files=(file,), sha256=sha256,
+                      default_location=f"coral_tflite/{file}", licence="Apache-2.0", provenance=_CORAL_PROVENANCE,
+                      paper=paper)
+        yield ModelSpec(name=name, source="tflite_float", reference_top1=float_top1,
+                        reference_note=f"{_NOTE} {readme[0]} %; float rebuild rounded to the grid", **common)
+        yield ModelSpec(name=f"{name}_int8", source="tflite_interpreter", reference_top1=interpreter_top1,
+                        reference_note=f"{_NOTE} {readme[1]} %; TFLite interpreter, built-in kernels", **common)
+
+
+SPECS = tuple(_coral_specs())
+
+for _spec in SPECS:
+    registry.register(_spec)
+    registry.register_architecture(_spec.architecture, _needs_file)
+loading.register_loader("tflite_float", _load_float)
+loading.register_loader("tflite_interpreter", _load_interpreter)
