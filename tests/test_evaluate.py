@@ -215,6 +215,17 @@ def test_read_adv_set_record_and_flags(layout, tmp_path):
         evaluate.read_adv_set(str(tmp_path / "absent"))
 
 
+def test_shard_records_must_agree(tmp_path):
+    for k, eps in enumerate((16, 16)):
+        (tmp_path / f"run.shard-{k}-of-2.json").write_text(json.dumps({"targeted": True, "max_epsilon": eps}))
+    adv = evaluate.read_adv_set(str(tmp_path))
+    assert adv.targeted and adv.max_epsilon == 16
+    (tmp_path / "run.shard-1-of-2.json").write_text(json.dumps({"targeted": True, "max_epsilon": 8}))
+    with pytest.raises(data.DataError) as err:
+        evaluate.read_adv_set(str(tmp_path))
+    assert str(err.value) == f"{tmp_path}: the shard run records disagree on max_epsilon (16, 8)"
+
+
 def test_evaluate_errors(layout, tmp_path):
     dataset = data.read_dataset(str(layout / "images"))
     victims = [ChannelModel("red", RED)]

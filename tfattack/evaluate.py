@@ -24,6 +24,7 @@ target class (targeted sets only), Linf in pixel units; averaged over images (an
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -38,6 +39,7 @@ LABEL_SOURCES = ("truth", "clean_prediction")
 DENOMINATORS = ("clean_correct", "all")
 DENOMINATOR_TEXT = {"clean_correct": "images the victim classified correctly when clean", "all": "all images"}
 RUN_RECORD = "run.json"
+SHARD_RECORDS = "run.shard-*-of-*.json"  # sharded attacks before scripts/merge_runs.py
 TIANCHI_FORMULA = ("per image and victim: 0 if still classified as the label, 2*(2 - Linf/32) if misclassified, "
                    "5*(2 - Linf/32) if classified as the target (targeted sets), Linf in pixel units 0..255; "
                    "averaged over images and victims")
@@ -58,30 +60,22 @@ class AdvSet:
 
 def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Optional[float] = None,
                  name: Optional[str] = None) -> AdvSet:
-    """Reads an adversarial folder and its `run.json` (written by scripts/attack.py), if any.
+    """Reads an adversarial folder and its `run.json` (written by scripts/attack.py; or, before
+    scripts/merge_runs.py, the shard records, which must agree), if any.
 
     `targeted`: the run record's `targeted` wins; the argument is used when the record does not say
     (default untargeted). `max_epsilon` (pixels): the argument wins over the record's `max_epsilon`.
     """
     if not os.path.isdir(path):
         raise data.DataError(f"adv dir {path}: no such folder")
-    run: dict = {}
-    record = os.path.join(path, RUN_RECORD)
-    if os.path.isfile(record):
-        try:
-            with open(record) as handle:
-                run = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise data.DataError(f"{record}: not a readable JSON run record ({' '.join(str(err).split())})") from None
-        if not isinstance(run, dict):
-            raise data.DataError(f"{record}: expected a JSON object")
+    run = _run_record(path)
     notes = []
     if isinstance(run.get("targeted"), bool):
         is_targeted = run["targeted"]
         where = f"{RUN_RECORD}"
     else:
         is_targeted = bool(targeted)
-        where = "--targeted flag" if targeted is not None else f"default (no 'targeted' in a {RUN_RECORD})"
+        where = "--targeted flag" if targeted is not None else f"default: no 'targeted' in a {RUN_RECORD}"
     notes.append(f"{'targeted' if is_targeted else 'untargeted'} ({where})")
     recorded = run.get("max_epsilon")
     if recorded is not None and not isinstance(recorded, (int, float)):
@@ -98,6 +92,31 @@ def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Opt
         notes.append("eps bound unknown (no --max_epsilon, no max_epsilon in a run record): not checked")
     label = name or os.path.basename(os.path.normpath(path)) or path
     return AdvSet(name=label, path=str(path), targeted=is_targeted, max_epsilon=bound, notes=tuple(notes))
+
+
+def _run_record(path: str) -> dict:
+    """The folder's `run.json`, else the `targeted`/`max_epsilon` its shard records agree on, else {}."""
+    single = os.path.join(path, RUN_RECORD)
+    files = [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(path, SHARD_RECORDS)))
+    records = []
+    for record in files:
+        try:
+            with open(record) as handle:
+                payload = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise data.DataError(f"{record}: not a readable JSON run record ({' '.join(str(err).split())})") from None
+        if not isinstance(payload, dict):
+            raise data.DataError(f"{record}: expected a JSON object")
+        records.append(payload)
+    if len(records) <= 1:
+        return records[0] if records else {}
+    merged = {}
+    for key in ("targeted", "max_epsilon"):
+        values = {json.dumps(r.get(key)) for r in records}
+        if len(values) > 1:
+            raise data.DataError(f"{path}: the shard run records disagree on {key} ({', '.join(sorted(values))})")
+        merged[key] = records[0].get(key)
+    return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,21 +248,14 @@ def perturbation_sizes(adv_uint8: np.ndarray, clean_uint8: np.ndarray):
 
 
 def _predictor(model):
-    """`predict(pixels, rows)`: top-1 of a model on a uint8 batch, compiled once per model.
+    """Top-1 of a model on a uint8 batch, one batched forward pass.
 
-    The batch is padded with zero images to `rows` (the planned batch size), so adversarial sets with
-    a missing file reuse the clean batch's trace; padded predictions are dropped.
+    Eager on purpose: a compiled forward pass would be traced once per model, defense and image
+    shape, which on a CPU costs more than it saves for the few batches of an evaluation.
     """
-    @tf.function
-    def top1(images01):
-        return tf.argmax(model(images01), axis=-1, output_type=tf.int64)
-
-    def predict(pixels, rows):
-        count = pixels.shape[0]
-        images = pixels.astype(np.float32) / np.float32(255.0)
-        if count < rows:
-            images = np.concatenate([images, np.zeros((rows - count,) + images.shape[1:], np.float32)])
-        return top1(tf.constant(images)).numpy()[:count]
+    def predict(pixels):
+        images = tf.constant(pixels.astype(np.float32) / np.float32(255.0))
+        return tf.argmax(model(images), axis=-1, output_type=tf.int64).numpy()
 
     return predict
 
@@ -332,9 +344,9 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
         rows = np.asarray([planned[k] for k in kept])
         clean_ok[rows] = True
         if label_predictor is not None and labels_truth is None:
-            labels[rows] = label_predictor(clean, len(planned))
+            labels[rows] = label_predictor(clean)
         for key, predict in predictors.items():
-            clean_pred[key][rows] = predict(clean, len(planned))
+            clean_pred[key][rows] = predict(clean)
         for s in adv_sets:
             present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(adv_paths[s.name][r])]
             if not present:
@@ -350,7 +362,7 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
             sizes[s.name]["linf"][adv_rows], sizes[s.name]["l2"][adv_rows] = linf, l2
             sizes[s.name]["mean_abs"][adv_rows] = mean_abs
             for key, predict in predictors.items():
-                adv_pred[(s.name,) + key][adv_rows] = predict(adv, len(planned))
+                adv_pred[(s.name,) + key][adv_rows] = predict(adv)
         if progress is not None:
             progress(len(planned))
 

@@ -98,7 +98,7 @@ def markdown(evaluation, plot_names: Dict[str, str]) -> str:
 
     lines += ["## Perturbation size (pixel units, 0..255) and eps check", "",
               "Per image over the 8-bit files: L∞ = max |δ|, L2 = sqrt(Σ δ²) over all H·W·3 values, mean |δ|; "
-              "the table gives means over images (and the largest L∞).", ""]
+              "the table gives means over images (and the largest L∞); mean abs(δ) is the mean |δ|.", ""]
     rows = []
     for p in ev.perturbations:
         bound = "not checked" if p.max_epsilon is None else f"{p.max_epsilon:g}"
@@ -107,7 +107,7 @@ def markdown(evaluation, plot_names: Dict[str, str]) -> str:
             + (" ..." if len(p.violations) > 10 else ""))
         rows.append([p.attack, str(p.images), str(len(p.missing)), _num(p.linf_mean), _num(p.linf_max, 0),
                      _num(p.l2_mean), _num(p.mean_abs_mean, 3), bound, broken])
-    lines += _markdown_table(["attack", "images", "missing", "L∞ mean", "L∞ max", "L2 mean", "mean |δ|", "eps bound",
+    lines += _markdown_table(["attack", "images", "missing", "L∞ mean", "L∞ max", "L2 mean", "mean abs(δ)", "eps bound",
                               "images over the bound"], rows) + [""]
 
     lines += ["## Competition score", "",
@@ -182,9 +182,10 @@ def plot_examples(evaluation, path: str, count: int = 4) -> bool:
                 continue
             adv = data.read_image_uint8(adv_file)
             delta = adv.astype(np.float64) - clean.astype(np.float64)
-            peak = max(1.0, float(np.abs(delta).max()))
+            linf = float(np.abs(delta).max())
+            peak = max(1.0, linf)  # stretch the perturbation to the full display range
             panels += [(adv, f"{s.name}: {title(ev.adv_predictions[(s.name, victim, defense)][i])}"),
-                       (0.5 + delta / (2 * peak), f"perturbation x{127.5 / peak:.0f} (L∞ {peak:.0f})")]
+                       (0.5 + delta / (2 * peak), f"perturbation x{127.5 / peak:.0f} (L∞ {linf:.0f})")]
         for col, (image, text) in enumerate(panels):
             axes = figure.add_subplot(len(chosen), columns, row * columns + col + 1)
             axes.axis("off")
