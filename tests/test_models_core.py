@@ -258,3 +258,19 @@ def test_runtime_does_not_import_legacy_keras_or_slim():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("size", [224, 128, 260, 331])
+def test_resize_matches_antialiased_bilinear_and_pil(size):
+    from PIL import Image
+    from tfattack.models.preprocessing import resize_to
+
+    pixels = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "..", "samples", "images",
+                                                "0c7ac4a8c9dfa802.png")).convert("RGB"))
+    x = tf.constant(pixels[None].astype(np.float32) / 255)
+    ours = resize_to(x, size).numpy()[0]
+    np.testing.assert_allclose(ours, tf.image.resize(x, [size, size], antialias=True).numpy()[0], atol=2e-5)
+    pil = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR)).astype(np.float32) / 255
+    assert np.abs(ours - pil).max() * 255 <= 1.01  # PIL rounds to 8 bits between its two passes
+    compiled = tf.function(lambda z: resize_to(z, size), jit_compile=True)
+    np.testing.assert_allclose(compiled(x).numpy()[0], ours, atol=1e-5)

