@@ -278,6 +278,80 @@ def _read_batch(paths: Sequence[str], expected_sizes, skipped: List[data.Skipped
     return (np.stack(images) if images else None), kept
 
 
+@dataclasses.dataclass
+class _PerImage:
+    """What the batch loop finds, per image in dataset order (-1 / NaN / False where not evaluated)."""
+
+    labels: np.ndarray
+    clean_ok: np.ndarray
+    adv_ok: Dict[str, np.ndarray]
+    clean_pred: Dict[Tuple[str, str], np.ndarray]
+    adv_pred: Dict[Tuple[str, str, str], np.ndarray]
+    sizes: Dict[str, Dict[str, np.ndarray]]
+    clean_skipped: List[data.Skipped]
+    adv_skipped: Dict[str, List[data.Skipped]]
+
+    @classmethod
+    def empty(cls, count, labels, set_names, predictor_keys):
+        def filled(value, dtype):
+            return np.full(count, value, dtype)
+
+        return cls(labels=filled(-1, np.int64) if labels is None else labels.copy(), clean_ok=filled(False, bool),
+                   adv_ok={n: filled(False, bool) for n in set_names},
+                   clean_pred={k: filled(-1, np.int64) for k in predictor_keys},
+                   adv_pred={(n,) + k: filled(-1, np.int64) for n in set_names for k in predictor_keys},
+                   sizes={n: {k: filled(np.nan, np.float64) for k in ("linf", "l2", "mean_abs")} for n in set_names},
+                   clean_skipped=[], adv_skipped={n: [] for n in set_names})
+
+
+def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerImage, batch_size, progress) -> None:
+    """Reads clean and adversarial files batch by batch (one image size per batch) and fills `found`."""
+    for planned in data.batches_by_size(range(len(dataset)), dataset.sizes, batch_size):
+        clean, kept = _read_batch([dataset.paths[i] for i in planned], [dataset.sizes[i] for i in planned],
+                                  found.clean_skipped)
+        if clean is None:
+            continue
+        rows = np.asarray([planned[k] for k in kept])
+        found.clean_ok[rows] = True
+        if label_predictor is not None:
+            found.labels[rows] = label_predictor(clean)
+        for key, predict in predictors.items():
+            found.clean_pred[key][rows] = predict(clean)
+        for name, paths in adv_paths.items():
+            present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(paths[r])]
+            adv, adv_kept = _read_batch([paths[r] for _, r in present], [dataset.sizes[r] for _, r in present],
+                                        found.adv_skipped[name])
+            if adv is None:
+                continue
+            positions = np.asarray([present[k][0] for k in adv_kept])
+            adv_rows = rows[positions]
+            found.adv_ok[name][adv_rows] = True
+            for key, values in zip(("linf", "l2", "mean_abs"), perturbation_sizes(adv, clean[positions])):
+                found.sizes[name][key][adv_rows] = values
+            for key, predict in predictors.items():
+                found.adv_pred[(name,) + key][adv_rows] = predict(adv)
+        if progress is not None:
+            progress(len(planned))
+
+
+def _summarise_perturbation(adv_set: AdvSet, ids, mask, sizes, missing, skipped) -> Perturbation:
+    evaluated = int(mask.sum())
+
+    def stat(values, reduce):
+        return float(reduce(values[mask])) if evaluated else float("nan")
+
+    linf = sizes["linf"]
+    over = tuple(ids[i] for i in np.flatnonzero(mask) if adv_set.max_epsilon is not None and linf[i] > adv_set.max_epsilon)
+    return Perturbation(attack=adv_set.name, images=evaluated, missing=tuple(missing), skipped=tuple(skipped),
+                        linf_mean=stat(linf, np.mean), linf_max=stat(linf, np.max), l2_mean=stat(sizes["l2"], np.mean),
+                        mean_abs_mean=stat(sizes["mean_abs"], np.mean), max_epsilon=adv_set.max_epsilon,
+                        violations=over)
+
+
+def _listed(items: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
+
+
 def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
              label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
              batch_size: int = 8, seed: int = 0, progress=None) -> Evaluation:
@@ -313,97 +387,50 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
     labels_truth = dataset.require_labels() if label_source == "truth" else None
     targets = dataset.require_targets() if any(s.targeted for s in adv_sets) else dataset.targets
 
-    count = len(dataset)
     adv_paths = {s.name: [data.output_path(s.path, i) for i in dataset.ids] for s in adv_sets}
-    notes = list(dataset.notes)
+    missing = {n: [i for i, p in zip(dataset.ids, paths) if not os.path.isfile(p)] for n, paths in adv_paths.items()}
     for s in adv_sets:
-        present = sum(os.path.isfile(p) for p in adv_paths[s.name])
-        if present == 0:
-            raise data.DataError(f"adv dir {s.path}: none of the {count} images of {dataset.input_dir} is there "
-                                 f"as <ImageId>.png")
-        notes.append(f"{s.name} ({s.path}): " + "; ".join(s.notes))
+        if len(missing[s.name]) == len(dataset):
+            raise data.DataError(f"adv dir {s.path}: none of the {len(dataset)} images of {dataset.input_dir} is "
+                                 f"there as <ImageId>.png")
 
     predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d))
                   for v, vn in zip(victims, victim_names) for d in defense_list}
-    label_predictor = _predictor(label_model) if label_model is not None else None
-    labels = np.full(count, -1, np.int64) if labels_truth is None else labels_truth.copy()
-    clean_ok = np.zeros(count, bool)
-    adv_ok = {s.name: np.zeros(count, bool) for s in adv_sets}
-    clean_pred = {key: np.full(count, -1, np.int64) for key in predictors}
-    adv_pred = {(s.name,) + key: np.full(count, -1, np.int64) for s in adv_sets for key in predictors}
-    sizes = {name: {k: np.full(count, np.nan) for k in ("linf", "l2", "mean_abs")} for name in names}
-    clean_skipped: List[data.Skipped] = []
-    adv_skipped = {name: [] for name in names}
-    missing = {s.name: [i for i, p in zip(dataset.ids, adv_paths[s.name]) if not os.path.isfile(p)] for s in adv_sets}
+    label_predictor = _predictor(label_model) if label_source == "clean_prediction" else None
+    found = _PerImage.empty(len(dataset), labels_truth, names, list(predictors))
+    _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
 
-    for planned in data.batches_by_size(range(count), dataset.sizes, batch_size):
-        clean, kept = _read_batch([dataset.paths[i] for i in planned], [dataset.sizes[i] for i in planned],
-                                  clean_skipped)
-        if clean is None:
-            continue
-        rows = np.asarray([planned[k] for k in kept])
-        clean_ok[rows] = True
-        if label_predictor is not None and labels_truth is None:
-            labels[rows] = label_predictor(clean)
-        for key, predict in predictors.items():
-            clean_pred[key][rows] = predict(clean)
-        for s in adv_sets:
-            present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(adv_paths[s.name][r])]
-            if not present:
-                continue
-            adv, adv_kept = _read_batch([adv_paths[s.name][r] for _, r in present],
-                                        [dataset.sizes[r] for _, r in present], adv_skipped[s.name])
-            if adv is None:
-                continue
-            positions = np.asarray([present[k][0] for k in adv_kept])
-            adv_rows = rows[positions]
-            adv_ok[s.name][adv_rows] = True
-            linf, l2, mean_abs = perturbation_sizes(adv, clean[positions])
-            sizes[s.name]["linf"][adv_rows], sizes[s.name]["l2"][adv_rows] = linf, l2
-            sizes[s.name]["mean_abs"][adv_rows] = mean_abs
-            for key, predict in predictors.items():
-                adv_pred[(s.name,) + key][adv_rows] = predict(adv)
-        if progress is not None:
-            progress(len(planned))
-
-    results, perturbations = [], []
-    for s in adv_sets:
-        mask = clean_ok & adv_ok[s.name]
-        linf = sizes[s.name]["linf"]
-        for vn in victim_names:
-            for d in defense_list:
-                results.append(score(s, vn, d.spec, mask, labels, targets, clean_pred[(vn, d.spec)],
-                                     adv_pred[(s.name, vn, d.spec)], linf, label_source, denominator))
-        over = [dataset.ids[i] for i in np.flatnonzero(mask)
-                if s.max_epsilon is not None and linf[i] > s.max_epsilon]
-        evaluated = int(mask.sum())
-
-        def stat(values, reduce):
-            return float(reduce(values[mask])) if evaluated else float("nan")
-
-        perturbations.append(Perturbation(
-            attack=s.name, images=evaluated, missing=tuple(missing[s.name]), skipped=tuple(adv_skipped[s.name]),
-            linf_mean=stat(linf, np.mean), linf_max=stat(linf, np.max), l2_mean=stat(sizes[s.name]["l2"], np.mean),
-            mean_abs_mean=stat(sizes[s.name]["mean_abs"], np.mean), max_epsilon=s.max_epsilon, violations=tuple(over)))
-        if missing[s.name]:
-            notes.append(f"{s.name}: {len(missing[s.name])} image(s) have no adversarial file "
-                         f"(not evaluated): {', '.join(missing[s.name][:5])}" + (" ..." if len(missing[s.name]) > 5 else ""))
-        if over:
-            notes.append(f"{s.name}: {len(over)} image(s) exceed the eps bound {s.max_epsilon:g}: {', '.join(over[:5])}"
-                         + (" ..." if len(over) > 5 else ""))
+    notes = [n for n in dataset.notes if label_source == "truth" or not n.startswith("labels:")]
     if label_source == "clean_prediction":
         members = getattr(label_model, "name_list", None)  # an Ensemble names its members
         surrogate = "+".join(members) if members else getattr(label_model, "name", repr(label_model))
         notes.insert(0, f"labels: the clean top-1 of the surrogate {surrogate} (not ground truth)")
-    for item in clean_skipped + [x for name in names for x in adv_skipped[name]]:
-        notes.append(f"skipped: {item.reason}")
+    results, perturbations = [], []
+    for s in adv_sets:
+        mask = found.clean_ok & found.adv_ok[s.name]
+        linf = found.sizes[s.name]["linf"]
+        for vn in victim_names:
+            for d in defense_list:
+                results.append(score(s, vn, d.spec, mask, found.labels, targets, found.clean_pred[(vn, d.spec)],
+                                     found.adv_pred[(s.name, vn, d.spec)], linf, label_source, denominator))
+        summary = _summarise_perturbation(s, dataset.ids, mask, found.sizes[s.name], missing[s.name],
+                                          found.adv_skipped[s.name])
+        perturbations.append(summary)
+        notes.append(f"{s.name} ({s.path}): " + "; ".join(s.notes))
+        if summary.missing:
+            notes.append(f"{s.name}: {len(summary.missing)} image(s) have no adversarial file (not evaluated): "
+                         + _listed(summary.missing))
+        if summary.violations:
+            notes.append(f"{s.name}: {len(summary.violations)} image(s) exceed the eps bound {s.max_epsilon:g}: "
+                         + _listed(summary.violations))
+    skipped = found.clean_skipped + [x for n in names for x in found.adv_skipped[n]]
+    notes += [f"skipped: {item.reason}" for item in skipped]
     return Evaluation(
         dataset=dataset, adv_sets=list(adv_sets), victims=victim_names, defenses=[d.spec for d in defense_list],
         label_source=label_source, denominator=denominator, results=results, perturbations=perturbations,
-        labels=labels, targets=targets, clean_predictions=clean_pred, adv_predictions=adv_pred,
-        linf={n: sizes[n]["linf"] for n in names}, l2={n: sizes[n]["l2"] for n in names},
-        mean_abs={n: sizes[n]["mean_abs"] for n in names}, skipped=clean_skipped + [x for n in names for x in adv_skipped[n]],
-        notes=notes)
+        labels=found.labels, targets=targets, clean_predictions=found.clean_pred, adv_predictions=found.adv_pred,
+        linf={n: found.sizes[n]["linf"] for n in names}, l2={n: found.sizes[n]["l2"] for n in names},
+        mean_abs={n: found.sizes[n]["mean_abs"] for n in names}, skipped=skipped, notes=notes)
 
 
 def score(adv_set: AdvSet, model: str, defense: str, mask, labels, targets, clean_pred, adv_pred, linf,
