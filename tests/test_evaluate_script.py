@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared_data import NIPS17_DEV, NIPS17_DEV_CSV, nips17_dev_rows, requires_shared
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DEV = REPO.parent / "shared" / "nips17_dev"
 SCRIPT = REPO / "scripts" / "evaluate.py"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 ENV.pop("TFATTACK_MODEL_DIR", None)
 # Two different architectures, cheap on a CPU with random weights (no checkpoint needed).
 VICTIMS = ("efficientnet_lite0", "inception_v3")
-
-requires_shared_dev = pytest.mark.skipif(not (SHARED_DEV / "dev_dataset.csv").is_file(),
-                                         reason=f"needs the NIPS'17 DEV set at {SHARED_DEV}")
-
 
 def run_evaluate(*args, timeout=600):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=ENV,
@@ -44,12 +41,11 @@ def dev_input(tmp_path, count):
     """`count` real DEV images and their dev_dataset.csv rows in a fresh folder."""
     images = tmp_path / "in"
     images.mkdir()
-    with open(SHARED_DEV / "dev_dataset.csv", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = [next(reader) for _ in range(count)]
-        fields = reader.fieldnames
+    rows = list(nips17_dev_rows()[:count])
+    with open(NIPS17_DEV_CSV, newline="") as handle:
+        fields = next(csv.reader(handle))
     for row in rows:
-        shutil.copy(SHARED_DEV / "images" / f"{row['ImageId']}.png", images)
+        shutil.copy(NIPS17_DEV / "images" / f"{row['ImageId']}.png", images)
     with open(images / "dev_dataset.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -71,7 +67,7 @@ def noisy_copy(images, rows, folder, amplitude, seed, record=None, overshoot=Non
         (folder / "run.json").write_text(json.dumps(record))
 
 
-@requires_shared_dev
+@requires_shared
 def test_report_numbers_equal_a_direct_computation(tmp_path):
     import tfattack
 
