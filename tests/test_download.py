@@ -156,6 +156,32 @@ def test_file_url(archive, tmp_path):
     assert_installed_checkpoint(tmp_path / "dest" / "tiny_adv")
 
 
+def test_members_inside_a_folder_of_the_archive(checkpoint_files, tmp_path):
+    source = tmp_path / "nested.tar.gz"
+    source.write_bytes(tar_gz([(f"./release/{name}", checkpoint_files[name]) for name in MEMBERS]))
+    download_model(slim_spec(source.as_uri()), tmp_path / "dest")
+    assert_installed_checkpoint(tmp_path / "dest" / "tiny_adv")
+
+
+def test_v1_single_file_checkpoint(tmp_path):
+    """The 2016 slim releases (inception_v3, resnet_v2, vgg) are one V1 `<name>.ckpt` file in a subfolder-free tar."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variable = tf.compat.v1.Variable(VARIABLES["InceptionV3/Conv2d_1a_3x3/weights"], name="InceptionV3/w")
+        saver = tf.compat.v1.train.Saver([variable], write_version=tf.compat.v1.train.SaverDef.V1)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            (tmp_path / "v1").mkdir()
+            saver.save(session, str(tmp_path / "v1" / "tiny_v1.ckpt"), write_meta_graph=False)
+    source = tmp_path / "tiny_v1.tar.gz"
+    source.write_bytes(tar_gz([("tiny_v1.ckpt", (tmp_path / "v1" / "tiny_v1.ckpt").read_bytes())]))
+    spec = slim_spec(source.as_uri(), archive_files=("tiny_v1.ckpt",))
+    result = download_model(spec, tmp_path / "dest")
+    assert sorted(p.name for p in result.path.iterdir()) == ["tiny_v1.ckpt"]
+    reader = tf.train.load_checkpoint(find_checkpoint_prefix(str(result.path), "tiny_adv"))
+    np.testing.assert_array_equal(reader.get_tensor("InceptionV3/w"), VARIABLES["InceptionV3/Conv2d_1a_3x3/weights"])
+
+
 def test_present_model_is_skipped_unless_forced(served, archive, tmp_path):
     served.files["/tiny.tar.gz"] = archive
     spec = slim_spec(served.url("/tiny.tar.gz"), archive)
