@@ -2,6 +2,8 @@
 
   python scripts/benchmark.py --what=models [--models=inception_v3,vgg_19] [--batch_size=8] [--jit_compile]
   python scripts/benchmark.py --what=accuracy [--num_images=1000]
+  python scripts/benchmark.py --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
+  python scripts/benchmark.py --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
 
 Each figure is printed as a markdown table and written as JSON under --output_dir.
 """
@@ -17,7 +19,7 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 WHATS = ("models", "accuracy", "attacks", "transfer", "speed")
-flags.DEFINE_enum("what", "models", WHATS + ("_one_model",), "Which benchmark to run.")
+flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
 flags.DEFINE_integer("batch_size", 8, "Batch size for speed measurements.")
 flags.DEFINE_boolean("jit_compile", False, "Compile with XLA.")
@@ -25,6 +27,14 @@ flags.DEFINE_string("model_dir", None, "Where to find model files (os.pathsep se
 flags.DEFINE_string("data_dir", None, "NIPS'17 DEV folder (images/ + dev_dataset.csv); default ../shared/nips17_dev.")
 flags.DEFINE_integer("num_images", 1000, "Images for accuracy/transfer benchmarks.")
 flags.DEFINE_string("output_dir", "benchmarks", "Where the JSON/markdown results go.")
+flags.DEFINE_list("presets", [], "Attack presets to time (default: all for --what=attacks, mi_fgsm and "
+                  "si_ni_ti_dim for --what=speed).")
+flags.DEFINE_list("ensemble", [], "Ensemble members for attack timing (default: resnet_v2_50, vgg_19, inception_v3, "
+                  "inception_resnet_v2, the origin write-up's four architectures).")
+flags.DEFINE_integer("num_iter", 2, "Attack iterations per timed call (after one untimed call that traces).")
+flags.DEFINE_enum("xla", "both", ("both", "off", "on"), "Attack timing with XLA (jit_compile) off, on or both.")
+flags.DEFINE_integer("peer_iter", 10, "MI-FGSM iterations of the TF1 peer comparison.")
+flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
@@ -73,9 +83,106 @@ def run_accuracy():
     write_result("accuracy", payload, markdown)
 
 
+def xla_modes(default="both"):
+    choice = FLAGS.xla if FLAGS["xla"].present else default
+    return {"both": (False, True), "off": (False,), "on": (True,)}[choice]
+
+
+def attack_rows(presets, jit_modes):
+    """Times presets on the ensemble, printing each row as it comes (the full run takes a while)."""
+    import tfattack
+    from tfattack.bench import attack_speed
+    names = FLAGS.ensemble or list(attack_speed.ORIGIN_ENSEMBLE)
+    missing = attack_speed.missing_models(names)
+    if missing:
+        raise app.UsageError(f"--ensemble: unknown model(s) {', '.join(missing)}; known: "
+                             f"{', '.join(tfattack.models.available())}")
+    unknown = [p for p in presets if p not in tfattack.attacks.presets()]
+    if unknown:
+        raise app.UsageError(f"--presets: unknown preset(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(tfattack.attacks.presets())}")
+    rows = []
+    for row in attack_speed.measure_presets(presets, names, batch_size=FLAGS.batch_size, num_iter=FLAGS.num_iter,
+                                            jit_modes=jit_modes):
+        print("attack row:", json.dumps(row), flush=True)
+        rows.append(row)
+    return names, rows
+
+
+def run_attacks():
+    import tfattack
+    from tfattack.bench import attack_speed
+    names, rows = attack_rows(FLAGS.presets or tfattack.attacks.presets(), xla_modes())
+    title = f"Attack speed on the ensemble {' + '.join(names)} (random weights), {FLAGS.num_iter} timed iterations."
+    write_result("attacks", {"ensemble": names, "rows": rows, "time": time.time()},
+                 attack_speed.markdown_table(rows, title))
+
+
+def run_peer():
+    """MI-FGSM: the TF1 peer vs tfattack on one random Inception-v3 checkpoint (own process, prints JSON)."""
+    import tempfile
+    import tf1_peer
+    import tfattack
+    from tfattack.bench import speed
+    with tempfile.TemporaryDirectory() as folder:
+        prefix = tf1_peer.write_random_checkpoint(os.path.join(folder, "inception_v3.ckpt"))
+        peer = tf1_peer.SlimMiFgsm(prefix, FLAGS.batch_size, steps=FLAGS.peer_iter)
+        model = tfattack.models.load("inception_v3", checkpoint=prefix)
+        result = speed.compare_with_peer(peer, model, FLAGS.batch_size, FLAGS.peer_iter)
+        peer.close()
+    print(json.dumps(result))
+
+
+def peer_in_subprocess():
+    import subprocess
+    command = [sys.executable, os.path.abspath(__file__), "--what=_peer", f"--batch_size={FLAGS.batch_size}",
+               f"--peer_iter={FLAGS.peer_iter}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def run_speed():
+    import tfattack
+    from tfattack.bench import attack_speed, model_speed, speed
+    quick = FLAGS.quick
+    started = time.time()
+    names = FLAGS.models or (list(attack_speed.ORIGIN_ENSEMBLE) if quick else
+                             [s.name for s in tfattack.models.specs() if is_speed_candidate(s)])
+    model_rows = []
+    for name in names:
+        model_rows.append(model_speed.measure_in_subprocess(name, FLAGS.batch_size, False, os.path.abspath(__file__),
+                                                            default_model_dir()))
+        print("model row:", json.dumps(model_rows[-1]), flush=True)
+    presets = FLAGS.presets or (["mi_fgsm"] if quick else ["mi_fgsm", "si_ni_ti_dim"])
+    ensemble, preset_rows = attack_rows(presets, xla_modes("off" if quick else "both"))
+    peer = peer_in_subprocess()
+    print("peer:", json.dumps(peer), flush=True)
+    batches = (1, FLAGS.batch_size) if quick else (1, FLAGS.batch_size, 32)
+    option_rows = speed.option_rows(batches, FLAGS.num_iter)
+    agreement = speed.gradient_sign_agreement(attack_speed.load_member(speed.OPTION_MODEL),
+                                              attack_speed.load_member(speed.OPTION_MODEL, compute_dtype="bfloat16"))
+    notes = speed.default_notes(option_rows, agreement)
+    minutes = (time.time() - started) / 60
+    markdown = "\n\n".join([
+        f"# Speed (batch {FLAGS.batch_size}, this machine's CPU; {minutes:.0f} min for the whole run)",
+        "## 1. Models (random weights; forward FLOPs counted from the traced graph)", speed.models_table(model_rows),
+        f"## 2. Attacks on {' + '.join(ensemble)}", attack_speed.markdown_table(preset_rows),
+        "## 3. MI-FGSM vs the TF1 research-code form (one random Inception-v3 checkpoint loaded by both)",
+        speed.peer_table(peer) if "error" not in peer else f"peer failed: {peer['error']}",
+        "## 4. Options", speed.options_table(option_rows),
+        "## Defaults chosen", "\n".join(f"- {n}" for n in notes)])
+    write_result("speed", {"models": model_rows, "attacks": preset_rows, "peer": peer, "options": option_rows,
+                           "bfloat16_gradient_sign_agreement": agreement, "notes": notes, "minutes": minutes,
+                           "time": time.time()}, markdown)
+
+
 def main(argv):
     del argv
-    runners = {"models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy}
+    runners = {"models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy, "attacks": run_attacks,
+               "speed": run_speed, "_peer": run_peer}
     if FLAGS.what not in runners:
         print(f"benchmark.py: --what={FLAGS.what} is not available yet", file=sys.stderr)
         return 2

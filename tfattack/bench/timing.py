@@ -5,9 +5,12 @@ Used by `scripts/benchmark.py`; nothing here asserts a speed (tests never time a
 
 from __future__ import annotations
 
+import collections
+import glob
 import resource
+import tempfile
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +26,14 @@ def best_time(fn: Callable, *args, repeats: int = 3, warmup: int = 1) -> float:
         _fetch(fn(*args))
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def first_call_time(fn: Callable, *args) -> float:
+    """Wall time (s) of one call with its results fetched: for a fresh `tf.function`, tracing + graph
+    optimisation (+ XLA compilation) + one run. Time later calls with `best_time(..., warmup=0)`."""
+    start = time.perf_counter()
+    _fetch(fn(*args))
+    return time.perf_counter() - start
 
 
 def _fetch(result):
@@ -56,7 +67,9 @@ def time_model(model, batch: int, image_size: int, *, jit_compile: bool = False,
     t_forward = best_time(forward, images, repeats=repeats)
     t_gradient = best_time(gradient, images, labels, repeats=repeats)
     return {"forward_s_per_image": t_forward / batch, "gradient_s_per_image": t_gradient / batch,
-            "peak_rss_mib": peak_rss_mib(), "forward_flops": count_flops(forward, images)}
+            "peak_rss_mib": peak_rss_mib(), "forward_flops": count_flops(forward, images),
+            # Measured here, right after the model, so that both see the same load on a shared machine.
+            "matmul_flops_per_second": matmul_flops_per_second()}
 
 
 def peak_rss_mib() -> float:
@@ -93,3 +106,37 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
     matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
     seconds = best_time(matmul, a, b, repeats=repeats, warmup=2)
     return 2.0 * size ** 3 / seconds
+
+
+def op_time_breakdown(fn: Callable, *args, top: int = 12) -> List[Dict]:
+    """Where one call of a (warmed-up) `tf.function` spends its time, by TensorFlow op type.
+
+    Runs `fn(*args)` once under `tf.profiler` and sums the durations of the op events on TensorFlow's
+    compute threads by op type (e.g. `_FusedConv2D`, `Conv2DBackpropInput`). Ops on parallel threads
+    overlap, so the seconds add up to more than the wall time; `share` is of their sum. Returns the
+    `top` types, largest first, as {"op": type, "seconds": s, "share": fraction, "count": events}.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    folder = tempfile.mkdtemp(prefix="tfattack_profile_")
+    tf.profiler.experimental.start(folder)
+    try:
+        _fetch(fn(*args))
+    finally:
+        tf.profiler.experimental.stop()
+    seconds, counts = collections.Counter(), collections.Counter()
+    for path in glob.glob(f"{folder}/**/*.xplane.pb", recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            for line in plane.lines:
+                if not line.name.startswith("tf_Compute"):
+                    continue  # python, Eigen pool bookkeeping: not op events
+                for event in line.events:
+                    op_type = plane.event_metadata[event.metadata_id].display_name
+                    if op_type:  # executor bookkeeping events have no op type
+                        seconds[op_type] += event.duration_ps * 1e-12
+                        counts[op_type] += 1
+    total = sum(seconds.values()) or 1.0
+    return [{"op": op, "seconds": s, "share": s / total, "count": counts[op]} for op, s in seconds.most_common(top)]

@@ -1,0 +1,150 @@
+"""Benchmark machinery: FLOP counting, the TF1 peer's equivalence with tfattack's MI-FGSM, the bfloat16
+wrapper behind the speed options, and the benchmark script's attack table. No timing is asserted."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfattack
+from tfattack.bench import attack_speed, timing
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "benchmark.py"
+
+
+def load_tf1_peer():
+    spec = importlib.util.spec_from_file_location("tf1_peer", REPO / "scripts" / "tf1_peer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----- FLOP counting -----
+
+def test_count_flops_equals_hand_count():
+    conv_kernel = tf.ones([3, 3, 3, 4])
+    strided_kernel = tf.ones([5, 5, 4, 6])
+    depthwise_kernel = tf.ones([3, 3, 4, 2])
+    dense = tf.ones([6, 10])
+    transposed = tf.ones([7, 2])
+
+    @tf.function
+    def tiny(x):
+        y = tf.nn.conv2d(x, conv_kernel, 1, "SAME")                    # [2, 8, 8, 4]
+        z = tf.nn.conv2d(y, strided_kernel, 2, "VALID")                # [2, 2, 2, 6]
+        d = tf.nn.depthwise_conv2d(y, depthwise_kernel, [1, 1, 1, 1], "SAME")  # [2, 8, 8, 8]
+        pooled = tf.reduce_mean(z, axis=[1, 2])                        # [2, 6], not counted
+        logits = tf.matmul(pooled, dense)                              # [2, 10]
+        side = tf.matmul(tf.ones([7, 3]), transposed, transpose_a=True)  # [3, 2], inner 7
+        return logits, d, side
+
+    # 2 FLOPs per multiply-add; a convolution does (output elements) x kh x kw x cin of them.
+    conv = 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
+    strided = 2 * (2 * 2 * 2 * 6) * (5 * 5 * 4)
+    depthwise = 2 * (2 * 8 * 8 * 8) * (3 * 3)
+    matmul = 2 * (2 * 10) * 6
+    matmul_transposed = 2 * (3 * 2) * 7
+    expected = conv + strided + depthwise + matmul + matmul_transposed
+    assert timing.count_flops(tiny, tf.zeros([2, 8, 8, 3])) == expected == 27648 + 9600 + 18432 + 240 + 84
+
+
+# ----- what a preset costs by design -----
+
+@pytest.mark.parametrize("preset,evaluations,batch", [
+    ("mi_fgsm", 1, 8),
+    ("ti_di_mi_fgsm", 1, 8),     # DI and TI transform a single view: no extra pass
+    ("si_ni_fgsm", 5, 1),        # Lin et al.: m = 5 scale copies
+    ("admix", 15, 1),            # Wang et al.: 3 admixed images x 5 scales
+    ("vmi_fgsm", 21, 1),         # Wang & He: the step's gradient + N = 20 neighbours
+])
+def test_gradient_evaluations_follow_the_papers(preset, evaluations, batch):
+    config = tfattack.attacks.build(preset).config
+    assert attack_speed.gradient_evaluations(config) == evaluations
+    assert attack_speed.batch_for(config, 8) == batch
+
+
+# ----- the bfloat16 wrapper behind the options -----
+
+def test_bfloat16_network_runs_in_bfloat16_and_stays_close():
+    reference = tfattack.models.load("inception_v3", random_weights=True)
+    bf16 = attack_speed.load_member("inception_v3", compute_dtype="bfloat16")
+    images = tf.random.stateless_uniform([1, 299, 299, 3], seed=[3, 3])
+    expected, got = reference(images).numpy(), bf16(images).numpy()
+    assert got.dtype == np.float32
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    assert 0 < error < 0.1   # bfloat16 keeps 8 bits of mantissa: close, but not float32-equal
+    with pytest.raises(ValueError, match="not a slim-style network"):
+        attack_speed.ComputeDtypeNetwork(object())
+
+
+# ----- the TF1 peer computes tfattack's MI-FGSM -----
+
+@pytest.fixture(scope="module")
+def peer_and_ours(tmp_path_factory):
+    tf1_peer = load_tf1_peer()
+    prefix = tf1_peer.write_random_checkpoint(str(tmp_path_factory.mktemp("peer") / "inception_v3.ckpt"))
+    peer = tf1_peer.SlimMiFgsm(prefix, 1, steps=2)
+    model = tfattack.models.load("inception_v3", checkpoint=prefix)
+    yield peer, model
+    peer.close()
+
+
+def test_peer_first_gradient_equals_ours(peer_and_ours):
+    peer, model = peer_and_ours
+    images, labels = attack_speed.random_batch(1, seed=5)
+    attack = tfattack.attacks.build("mi_fgsm", steps=2)
+    estimate = tfattack.attacks.loop.make_gradient_estimator(model, attack.config)
+    ours = estimate(tf.constant(images), tf.constant(labels), None, tf.random.Generator.from_seed(0)).numpy()
+    theirs = peer.first_gradient(images, labels)
+    # Through ~100 random layers float32 rounding (oneDNN vs folded batch norm) moves the gradient by
+    # ~1e-2 in L2; both are that far from a float64 evaluation. A wrong label or loss is off by ~1.
+    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < 0.03
+    assert np.mean(np.sign(ours) == np.sign(theirs)) > 0.99
+
+
+def test_peer_adversarial_images_equal_ours(peer_and_ours):
+    peer, model = peer_and_ours
+    images, labels = attack_speed.random_batch(1, seed=5)
+    ours = tfattack.attacks.build("mi_fgsm", steps=2)(model, images, labels).numpy()
+    theirs = peer(images, labels)
+    alpha = (16 / 255) / 2
+    assert np.abs(theirs - images).max() <= 16 / 255 + 1e-6
+    different = np.abs(ours - theirs) > 1e-5
+    # Pixels differ only where a near-zero gradient component flipped sign (a step of 2 alpha or less).
+    assert different.mean() < 0.1
+    assert np.abs(ours - theirs).max() <= 2 * alpha * 2 + 1e-5
+
+
+# ----- the script -----
+
+def run_script(*args, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(SCRIPT), f"--output_dir={tmp_path}", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_script_prints_the_attack_table(tmp_path):
+    done = run_script("--what=attacks", "--presets=fgsm", "--num_iter=1", "--batch_size=1", "--ensemble=inception_v3",
+                      "--xla=off", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| fgsm | off | 1 | 1 |" in done.stdout
+    payload = json.loads((tmp_path / "attacks.json").read_text())
+    (row,) = payload["rows"]
+    assert row["members"] == ["inception_v3"] and row["overhead_ratio"] > 0 and row["s_per_image_iteration"] > 0
+    assert (tmp_path / "attacks.md").read_text().count("| fgsm |") == 1
+
+
+@pytest.mark.parametrize("flag,message", [("--presets=nope", "--presets: unknown preset(s) nope"),
+                                          ("--ensemble=nope", "--ensemble: unknown model(s) nope")])
+def test_script_rejects_unknown_names(tmp_path, flag, message):
+    done = run_script("--what=attacks", flag, tmp_path=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,189 @@
+"""Attack speed on an ensemble: seconds per image per iteration, and the attack machinery's overhead.
+
+The overhead ratio of a preset is
+
+    attack seconds per iteration / (gradient evaluations per iteration x sum over members of their
+                                    forward + input-gradient seconds on the same batch)
+
+A gradient evaluation is one forward + backward pass of the batch through every member. Presets with
+input copies do several per iteration by design (SI: 5 scales; Admix: 3 mixes x 5 scales; VT: one for
+the step plus 20 neighbours); DI, TI, momentum and Nesterov add none. So a ratio near 1 means the loop,
+the input transforms, the projection and the ensemble fusion cost next to nothing beyond the nets.
+
+`ComputeDtypeNetwork` runs a slim-style network with weights and activations in bfloat16 (for the
+options table): `AttackConfig(compute_dtype="bfloat16")` alone falls back to float32 on the zoo models
+(their float32 variables meet bfloat16 activations in the first convolution).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+import tfattack
+from tfattack.attacks import input_transforms
+from tfattack.bench import timing
+
+# The four-architecture ensemble of the origin write-up: a ResNet, VGG-19, Inception-v3 and
+# Inception-ResNet-v2 (ResNet-v2-50 stands for "ResNet" here).
+ORIGIN_ENSEMBLE = ("resnet_v2_50", "vgg_19", "inception_v3", "inception_resnet_v2")
+IMAGE_SIZE = 299
+
+
+# ----- what a preset costs by design -----
+
+def gradient_evaluations(config) -> int:
+    """Batch-sized forward+input-gradient passes per iteration: the engine's own copy count (input
+    copies from `expand_copies`) times the step's gradient plus `vt_samples` neighbours."""
+    _, copies = input_transforms.expand_copies(tf.zeros([1, 8, 8, 3]), tf.random.Generator.from_seed(0), config)
+    return int(copies) * (1 + config.vt_samples)
+
+
+def batch_for(config, batch_size: int) -> int:
+    """The batch a preset is timed at: `batch_size` divided by its gradient evaluations (at least 1).
+
+    The engine stacks input copies along the batch, so Admix at batch 8 would push 120 images through
+    the four nets at once (tens of GiB of activations); dividing keeps one iteration at about
+    `batch_size` image-gradients, for memory and for time.
+    """
+    return max(1, batch_size // gradient_evaluations(config))
+
+
+# ----- model wrappers -----
+
+class _CastingStore:
+    """Read-only view of a `VariableStore` handing out its variables cast to `dtype`."""
+
+    def __init__(self, store, dtype):
+        self.store, self.dtype = store, dtype
+
+    def get(self, name, shape, init="he"):
+        return tf.cast(self.store.get(name, shape, init), self.dtype)
+
+
+class ComputeDtypeNetwork(tf.Module):
+    """A slim-style network (`SlimNetwork`) run with weights and activations in `dtype`; float32 out.
+
+    Reads the network's forward function and variable store (`_forward`, `store`): the layers take
+    their dtype from the input, so only the variables need casting.
+    """
+
+    def __init__(self, network, dtype=tf.bfloat16):
+        if not hasattr(network, "_forward") or not hasattr(network, "store"):
+            raise ValueError(f"{type(network).__name__} is not a slim-style network; cannot run it in {dtype}")
+        super().__init__(name=f"{network.name}_{tf.as_dtype(dtype).name}")
+        self.network = network
+        self.dtype = tf.as_dtype(dtype)
+        self.differentiable = getattr(network, "differentiable", True)
+        self.output_index = getattr(network, "output_index", None)
+
+    def __call__(self, x):
+        logits, end_points = self.network._forward(_CastingStore(self.network.store, self.dtype), tf.cast(x, self.dtype))
+        return tf.cast(logits, tf.float32), {k: tf.cast(v, tf.float32) for k, v in end_points.items()
+                                             if k in ("Logits", "AuxLogits")}
+
+
+def load_member(name: str, *, compute_dtype: str = "float32", seed: int = 0, checkpoint: Optional[str] = None):
+    """A zoo model (random weights unless `checkpoint`) with the benchmark's options applied."""
+    if checkpoint:
+        model = tfattack.models.load(name, checkpoint=checkpoint)
+    else:
+        model = tfattack.models.load(name, random_weights=True, seed=seed)
+    if compute_dtype != "float32":
+        from tfattack.models.classifier import Classifier
+        model = Classifier(model.spec, ComputeDtypeNetwork(model.network, compute_dtype), model.info)
+    return model
+
+
+def missing_models(names: Sequence[str]) -> List[str]:
+    known = set(tfattack.models.available())
+    return [n for n in names if n not in known]
+
+
+# ----- measuring -----
+
+def random_batch(batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+    return images, rng.integers(0, 1000, batch).astype(np.int32)
+
+
+def member_gradient_seconds(members: Sequence, batch: int, *, jit_compile: bool, repeats: int = 2) -> Dict[str, float]:
+    """Forward + input-gradient seconds per batch of each member (best of `repeats` after a warm-up)."""
+    images, labels = random_batch(batch)
+    images, labels = tf.constant(images), tf.constant(labels, tf.int64)
+    seconds = {}
+    for model in members:
+        _, gradient = timing.forward_and_gradient_fns(model, jit_compile)
+        seconds[model.name] = timing.best_time(gradient, images, labels, repeats=repeats)
+    return seconds
+
+
+def time_attack(attack, model, batch: int, *, repeats: int = 1) -> Dict[str, float]:
+    """{"first_call_s": trace + compile + one run, "call_s": best later call} of `attack(model, ...)`."""
+    images, labels = random_batch(batch, seed=1)
+    first = timing.first_call_time(attack, model, images, labels)
+    return {"first_call_s": first, "call_s": timing.best_time(attack, model, images, labels, repeats=repeats, warmup=0)}
+
+
+def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size: int, num_iter: int,
+                    jit_modes: Sequence[bool] = (False, True), compute_dtype: str = "float32",
+                    repeats: int = 1) -> Iterator[Dict]:
+    """Yields one row per (XLA mode, preset) on the ensemble of `names`, each as soon as it is measured.
+
+    Each preset runs `num_iter` iterations per call (its own step count overridden): one call to
+    trace/compile, then the best of `repeats` timed calls. Members' baselines are measured in the same
+    process at each batch the presets use, right before the first preset needing them.
+    """
+    for jit in jit_modes:
+        members = [load_member(n, compute_dtype=compute_dtype) for n in names]
+        ensemble = tfattack.models.Ensemble(members)
+        baselines: Dict[int, Dict[str, float]] = {}
+        for preset in presets:
+            attack = tfattack.attacks.build(preset, steps=num_iter, jit_compile=jit)
+            config = attack.config
+            evaluations = gradient_evaluations(config)
+            batch = batch_for(config, batch_size)
+            row = {"preset": preset, "jit_compile": jit, "batch": batch, "num_iter": num_iter,
+                   "gradient_evaluations": evaluations, "members": list(names), "compute_dtype": compute_dtype}
+            try:
+                if batch not in baselines:
+                    baselines[batch] = member_gradient_seconds(members, batch, jit_compile=jit)
+                timed = time_attack(attack, ensemble, batch, repeats=repeats)
+            except (tf.errors.OpError, ValueError, MemoryError) as err:
+                row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+                yield row
+                continue
+            finally:
+                del attack
+                gc.collect()
+            members_s = sum(baselines[batch].values())
+            iteration_s = timed["call_s"] / num_iter
+            row.update(timed, members_gradient_s=baselines[batch], s_per_image_iteration=iteration_s / batch,
+                       members_s_per_image=members_s / batch, overhead_ratio=iteration_s / (members_s * evaluations),
+                       peak_rss_mib=timing.peak_rss_mib())
+            yield row
+
+
+HEADER_NOTE = (
+    "ratio = attack s/iteration ÷ (gradient evaluations per iteration × Σ members' forward+input-gradient s at the "
+    "same batch): the overhead of the attack machinery. Presets with copies do several evaluations per iteration by "
+    "design (SI 5, Admix 15, VT 21; DI/TI/NI add none) and are timed at batch ⌊batch/evaluations⌋ (≥ 1), because "
+    "the engine stacks copies along the batch. Timing excludes tracing/compilation (first call, shown separately).")
+
+
+def markdown_table(rows: Sequence[Dict], title: str = "") -> str:
+    lines = ([title, ""] if title else []) + [HEADER_NOTE, "",
+             "| preset | XLA | batch | grad evals/iter | s/img/iter | members fwd+grad s/img | ratio | first call s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r['preset']} | {'on' if r['jit_compile'] else 'off'} | {r['batch']} | {r['gradient_evaluations']} |"
+        if "error" in r:
+            lines.append(f"{head} error: {r['error']} | | | |")
+            continue
+        lines.append(f"{head} {r['s_per_image_iteration']:.3f} | {r['members_s_per_image']:.3f} | "
+                     f"{r['overhead_ratio']:.2f} | {r['first_call_s']:.1f} |")
+    return "\n".join(lines)
