@@ -6,6 +6,7 @@ subtraction inside the classifier). Filling and saving the official graph costs 
 stages 3-5, is checked by its variable list against the official graph and the official checkpoint.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,12 @@ def test_gradient_inside_tf_function_is_finite_and_nonzero(model, oracle):
 def test_other_input_sizes_are_a_one_line_error(model):
     with pytest.raises(ValueError, match=r"^vgg_16 takes 224x224 inputs, got 256x256"):
         model.network(tf.zeros([1, 256, 256, 3]))
+
+
+def test_spec_with_another_input_size_is_refused_before_building():
+    spec = dataclasses.replace(registry.get("vgg_19"), name="vgg_19_at_299", image_size=299)
+    with pytest.raises(ValueError, match=r"^model 'vgg_19_at_299': vgg_19 is defined for 224 inputs"):
+        registry.architecture("vgg_19")(spec)
 
 
 @pytest.mark.parametrize("name, top1", [("vgg_16", 71.5), ("vgg_19", 71.1)])
