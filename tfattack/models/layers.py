@@ -67,10 +67,11 @@ class VariableStore(tf.Module):
 def batch_norm_scale_offset(store: VariableStore, name: str, channels: int, scale: bool, epsilon: float):
     """Returns (multiplier, offset) such that inference-mode BN(y) = y * multiplier + offset.
 
-    Variables in slim's creation order: beta, [gamma], moving_mean, moving_variance.
+    Variables in slim's creation order: [gamma], beta, moving_mean, moving_variance (the official
+    variable lists put gamma first where batch norm has a learned scale).
     """
-    beta = store.get(f"{name}/beta", [channels], "zeros")
     gamma = store.get(f"{name}/gamma", [channels], "ones") if scale else None
+    beta = store.get(f"{name}/beta", [channels], "zeros")
     mean = store.get(f"{name}/moving_mean", [channels], "zeros")
     variance = store.get(f"{name}/moving_variance", [channels], "ones")
     multiplier = tf.math.rsqrt(variance + epsilon)
