@@ -34,6 +34,7 @@ flags.DEFINE_list("ensemble", [], "Ensemble members for attack timing (default: 
 flags.DEFINE_integer("num_iter", 2, "Attack iterations per timed call (after one untimed call that traces).")
 flags.DEFINE_enum("xla", "both", ("both", "off", "on"), "Attack timing with XLA (jit_compile) off, on or both.")
 flags.DEFINE_integer("peer_iter", 10, "MI-FGSM iterations of the TF1 peer comparison.")
+flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call per preset and list its time by op type.")
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +89,7 @@ def xla_modes(default="both"):
     return {"both": (False, True), "off": (False,), "on": (True,)}[choice]
 
 
-def attack_rows(presets, jit_modes):
+def attack_rows(presets, jit_modes, profile=False):
     """Times presets on the ensemble, printing each row as it comes (the full run takes a while)."""
     import tfattack
     from tfattack.bench import attack_speed
@@ -103,7 +104,7 @@ def attack_rows(presets, jit_modes):
                              f"{', '.join(tfattack.attacks.presets())}")
     rows = []
     for row in attack_speed.measure_presets(presets, names, batch_size=FLAGS.batch_size, num_iter=FLAGS.num_iter,
-                                            jit_modes=jit_modes):
+                                            jit_modes=jit_modes, profile=profile):
         print("attack row:", json.dumps(row), flush=True)
         rows.append(row)
     return names, rows
@@ -112,10 +113,12 @@ def attack_rows(presets, jit_modes):
 def run_attacks():
     import tfattack
     from tfattack.bench import attack_speed
-    names, rows = attack_rows(FLAGS.presets or tfattack.attacks.presets(), xla_modes())
+    names, rows = attack_rows(FLAGS.presets or tfattack.attacks.presets(), xla_modes(), FLAGS.profile)
     title = f"Attack speed on the ensemble {' + '.join(names)} (random weights), {FLAGS.num_iter} timed iterations."
-    write_result("attacks", {"ensemble": names, "rows": rows, "time": time.time()},
-                 attack_speed.markdown_table(rows, title))
+    markdown = attack_speed.markdown_table(rows, title)
+    if FLAGS.profile:
+        markdown += "\n\nTime by op type (one profiled call):\n\n" + attack_speed.ops_table(rows)
+    write_result("attacks", {"ensemble": names, "rows": rows, "time": time.time()}, markdown)
 
 
 def run_peer():

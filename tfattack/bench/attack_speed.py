@@ -131,16 +131,17 @@ def time_attack(attack, model, batch: int, *, repeats: int = 1) -> Dict[str, flo
 
 def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size: int, num_iter: int,
                     jit_modes: Sequence[bool] = (False, True), compute_dtype: str = "float32",
-                    repeats: int = 1) -> Iterator[Dict]:
+                    repeats: int = 1, profile: bool = False) -> Iterator[Dict]:
     """Yields one row per (XLA mode, preset) on the ensemble of `names`, each as soon as it is measured.
 
     Each preset runs `num_iter` iterations per call (its own step count overridden): one call to
     trace/compile, then the best of `repeats` timed calls. Members' baselines are measured in the same
-    process at each batch the presets use, right before the first preset needing them.
+    process at each batch the presets use, right before the first preset needing them. `profile` adds
+    one more call under the profiler and its time by op type (`row["ops"]`).
     """
+    members = [load_member(n, compute_dtype=compute_dtype) for n in names]
+    ensemble = tfattack.models.Ensemble(members)
     for jit in jit_modes:
-        members = [load_member(n, compute_dtype=compute_dtype) for n in names]
-        ensemble = tfattack.models.Ensemble(members)
         baselines: Dict[int, Dict[str, float]] = {}
         for preset in presets:
             attack = tfattack.attacks.build(preset, steps=num_iter, jit_compile=jit)
@@ -153,6 +154,8 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
                 if batch not in baselines:
                     baselines[batch] = member_gradient_seconds(members, batch, jit_compile=jit)
                 timed = time_attack(attack, ensemble, batch, repeats=repeats)
+                if profile:
+                    row["ops"] = timing.op_time_breakdown(attack, ensemble, *random_batch(batch, seed=1))
             except (tf.errors.OpError, ValueError, MemoryError) as err:
                 row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
                 yield row
@@ -186,4 +189,14 @@ def markdown_table(rows: Sequence[Dict], title: str = "") -> str:
             continue
         lines.append(f"{head} {r['s_per_image_iteration']:.3f} | {r['members_s_per_image']:.3f} | "
                      f"{r['overhead_ratio']:.2f} | {r['first_call_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def ops_table(rows: Sequence[Dict], top: int = 8) -> str:
+    """Where each profiled preset's call spends its time, by op type (share of summed op time)."""
+    lines = ["| preset | XLA | top op types (share of op time) |", "|---|---|---|"]
+    for r in rows:
+        if r.get("ops"):
+            shares = ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in r["ops"][:top])
+            lines.append(f"| {r['preset']} | {'on' if r['jit_compile'] else 'off'} | {shares} |")
     return "\n".join(lines)

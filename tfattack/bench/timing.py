@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import collections
 import glob
+import re
 import resource
+import shutil
 import tempfile
 import time
 from typing import Callable, Dict, List
@@ -109,12 +111,14 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
 
 
 def op_time_breakdown(fn: Callable, *args, top: int = 12) -> List[Dict]:
-    """Where one call of a (warmed-up) `tf.function` spends its time, by TensorFlow op type.
+    """Where one call of a (warmed-up) `tf.function` spends its time, by op type.
 
-    Runs `fn(*args)` once under `tf.profiler` and sums the durations of the op events on TensorFlow's
-    compute threads by op type (e.g. `_FusedConv2D`, `Conv2DBackpropInput`). Ops on parallel threads
-    overlap, so the seconds add up to more than the wall time; `share` is of their sum. Returns the
-    `top` types, largest first, as {"op": type, "seconds": s, "share": fraction, "count": events}.
+    Runs `fn(*args)` once under `tf.profiler` and sums event durations by type: TensorFlow ops on the
+    executor threads (e.g. `_MklNativeFusedConv2D`, `Conv2DBackpropInput`) and, for XLA-compiled code,
+    the compiled program's thunks on the Eigen threads, named "xla:" + the HLO name without its
+    numbering (e.g. "xla:Conv2DBackpropInput", "xla:dot"). Ops on parallel threads overlap, so the
+    seconds add up to more than the wall time; `share` is of their sum. Returns the `top` types,
+    largest first, as {"op": type, "seconds": s, "share": fraction, "count": events}.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -131,12 +135,21 @@ def op_time_breakdown(fn: Callable, *args, top: int = 12) -> List[Dict]:
             space.ParseFromString(f.read())
         for plane in space.planes:
             for line in plane.lines:
-                if not line.name.startswith("tf_Compute"):
-                    continue  # python, Eigen pool bookkeeping: not op events
                 for event in line.events:
-                    op_type = plane.event_metadata[event.metadata_id].display_name
-                    if op_type:  # executor bookkeeping events have no op type
+                    op_type = _event_op_type(line.name, plane.event_metadata[event.metadata_id])
+                    if op_type:
                         seconds[op_type] += event.duration_ps * 1e-12
                         counts[op_type] += 1
+    shutil.rmtree(folder, ignore_errors=True)
     total = sum(seconds.values()) or 1.0
     return [{"op": op, "seconds": s, "share": s / total, "count": counts[op]} for op, s in seconds.most_common(top)]
+
+
+def _event_op_type(line_name: str, metadata) -> str:
+    """The op type of a profiler event, or "" for bookkeeping (executor, thread pool, Python) events."""
+    if line_name.startswith("tf_Compute"):
+        return metadata.display_name  # TensorFlow op events carry their type; executor events none
+    if "Eigen" in line_name and "::" not in metadata.name and not metadata.name.startswith("end:"):
+        # XLA:CPU thunks, named after their HLO instruction: "Conv2DBackpropInput_93.13", "fusion.4".
+        return "xla:" + re.sub(r"(_\d+)?(\.\d+)*$", "", metadata.name)
+    return ""
