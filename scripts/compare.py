@@ -1,0 +1,80 @@
+"""The NIPS 2017 baselines (FGSM, I-FGSM, MI-FGSM) next to your attack, on the same images and models.
+
+  python scripts/compare.py --input_dir=DIR --output_dir=OUT --models=efficientnet_lite0,mobilenet_v1_075 \
+      --attack=ti_di_mi_fgsm --victims=efficientnet_lite2 --defenses=none,jpeg:75 --max_epsilon=16 --num_iter=10
+
+Runs scripts/attack.py once per attack (outputs in OUT/<attack>/, each with its run.json; finished images
+are reused on a rerun) and then scripts/evaluate.py on all of them (OUT/report.md, .csv, .json, plots),
+so the table has the baselines and your attack as rows, side by side.
+"""
+
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "Folder of clean images (NIPS'17 layout).")
+flags.DEFINE_string("output_dir", None, "Where each attack's folder and the report go.")
+flags.DEFINE_list("models", ["efficientnet_lite0"], "Surrogate ensemble for every attack (name[:weight],...).")
+flags.DEFINE_string("attack", "ti_di_mi_fgsm", "Your attack preset, compared with the baselines.")
+flags.DEFINE_list("baselines", ["fgsm", "i_fgsm", "mi_fgsm"], "Baseline presets (NIPS 2017: FGSM, I-FGSM, MI-FGSM).")
+flags.DEFINE_list("victims", ["efficientnet_lite2"], "Victim models for the evaluation (each separately).")
+flags.DEFINE_list("defenses", ["none"], "Defenses in front of each victim (none, jpeg:Q, bits:B, rp, median:K, gauss:S).")
+flags.DEFINE_float("max_epsilon", 16.0, "L-inf budget in pixels (0..255).")
+flags.DEFINE_integer("num_iter", 10, "Iterations of the iterative attacks.")
+flags.DEFINE_integer("batch_size", 10, "Images per batch.")
+flags.DEFINE_boolean("targeted", False, "Targeted attacks (targets from the metadata CSV / target_class.csv).")
+flags.DEFINE_integer("seed", 0, "Seed of every attack.")
+flags.DEFINE_list("checkpoints", [], "name=path weights for --models and --victims.")
+flags.DEFINE_string("model_dir", None, "Folders searched for weights (os.pathsep separated).")
+flags.DEFINE_boolean("random_weights", False, "Random weights (tests and timing only).")
+
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def call(script, arguments):
+    command = [sys.executable, os.path.join(SCRIPTS, script)] + arguments
+    return subprocess.run(command).returncode
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"compare.py: error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    if not FLAGS.input_dir or not FLAGS.output_dir:
+        print("compare.py: error: --input_dir and --output_dir are required", file=sys.stderr)
+        return 2
+    from tfattack.attacks import PRESETS
+
+    shared = [f"--batch_size={FLAGS.batch_size}", f"--random_weights={FLAGS.random_weights}"] + (
+        [f"--model_dir={FLAGS.model_dir}"] if FLAGS.model_dir else [])
+
+    def checkpoints_for(names):  # each script accepts only checkpoints of the models it loads
+        wanted = {n.partition(":")[0] for n in names}
+        return [f"--checkpoints={','.join(c for c in FLAGS.checkpoints if c.partition('=')[0] in wanted)}"]
+
+    attacks = list(dict.fromkeys(FLAGS.baselines + [FLAGS.attack]))
+    folders = []
+    for attack in attacks:
+        folder = os.path.join(FLAGS.output_dir, attack)
+        single_step = attack in PRESETS and PRESETS[attack].steps == 1  # FGSM stays one step
+        code = call("attack.py", [f"--input_dir={FLAGS.input_dir}", f"--output_dir={folder}",
+                                  f"--models={','.join(FLAGS.models)}", f"--attack={attack}",
+                                  f"--max_epsilon={FLAGS.max_epsilon}", f"--targeted={FLAGS.targeted}",
+                                  f"--seed={FLAGS.seed}"] + ([] if single_step else [f"--num_iter={FLAGS.num_iter}"])
+                    + shared + checkpoints_for(FLAGS.models))
+        if code != 0:
+            return code  # attack.py already said why, in one line
+        folders.append(folder)
+    return call("evaluate.py", [f"--input_dir={FLAGS.input_dir}", f"--adv_dirs={','.join(folders)}",
+                                f"--models={','.join(FLAGS.victims)}", f"--defenses={','.join(FLAGS.defenses)}",
+                                f"--report={os.path.join(FLAGS.output_dir, 'report.md')}"] + shared
+                + checkpoints_for(FLAGS.victims))
+
+
+if __name__ == "__main__":
+    app.run(main)
