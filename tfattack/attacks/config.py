@@ -42,6 +42,8 @@ class AttackConfig:
     label_smoothing: float = _field(0.0, "Label smoothing of the ce loss (0.1 in the NIPS'17 targeted sample attacks).")
     po_trip_lambda: float = _field(0.01, "Weight of the triplet term in po_trip (Li et al. CVPR 2020).")
     po_trip_margin: float = _field(0.007, "Triplet margin gamma in po_trip (Li et al. CVPR 2020).")
+    aux_weight: float = _field(0.0, "Weight of the same loss on the auxiliary logits, for models with an aux head "
+                               "(logits_and_aux); 0.4 in the NIPS'17 sample attacks and the MI-FGSM winner.")
     label_source: str = _field("given", "given: attack the labels passed in; predicted: the model's clean prediction (NIPS'17 samples).")
     # Gradient transforms.
     ti_kernel: int = _field(1, "Translation-invariant smoothing kernel size, odd; 1 = off (TI, Dong et al. CVPR 2019: 15; SI-NI/VT/Admix code: 7).")
@@ -145,7 +147,7 @@ def validate(config: AttackConfig) -> None:
         _require(0 <= value <= 1, f"{name} is a probability and must be in [0, 1], got {value!r}")
     _require(0 < config.dct_keep <= 1, f"dct_keep must be in (0, 1], got {config.dct_keep!r}")
     for name in ("step_size", "momentum", "vt_beta", "admix_strength", "rotate_degrees", "brightness_delta",
-                 "noise_std", "translate_fraction", "po_trip_lambda", "po_trip_margin"):
+                 "noise_std", "translate_fraction", "po_trip_lambda", "po_trip_margin", "aux_weight"):
         value = getattr(config, name)
         _require(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
                  f"{name} must be a finite number >= 0, got {value!r}")

@@ -69,14 +69,20 @@ def make_objective(model, config: AttackConfig):
     time) in float32; logits are cast back to float32 before the loss.
     """
     fuse_loss = getattr(model, "fuse", None) == "loss"
-    call = model.member_logits if fuse_loss else model
+    # The aux head's loss is added where the model has one (NIPS'17 samples: weight 0.4).
+    with_aux = config.aux_weight > 0 and not fuse_loss and hasattr(model, "logits_and_aux")
+    call = model.member_logits if fuse_loss else (model.logits_and_aux if with_aux else model)
     compute_dtype = [tf.as_dtype(config.compute_dtype)]
+
+    def to_float32(outputs):
+        if fuse_loss or with_aux:
+            return [None if o is None else tf.cast(o, tf.float32) for o in outputs]
+        return tf.cast(outputs, tf.float32)
 
     def forward(images):
         if compute_dtype[0] != tf.float32:
             try:
-                outputs = call(tf.cast(images, compute_dtype[0]))
-                return [tf.cast(o, tf.float32) for o in outputs] if fuse_loss else tf.cast(outputs, tf.float32)
+                return to_float32(call(tf.cast(images, compute_dtype[0])))
             except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
                 warnings.warn(f"model {model_name(model)!r} cannot run in {config.compute_dtype} "
                               f"({type(error).__name__}); attacking in float32")
@@ -87,6 +93,12 @@ def make_objective(model, config: AttackConfig):
         outputs = forward(images)
         if fuse_loss:
             return tf.add_n([w * losses.objective(l, labels, targets, config) for w, l in zip(model.weights, outputs)])
+        if with_aux:
+            logits, aux = outputs
+            value = losses.objective(logits, labels, targets, config)
+            if aux is None:
+                return value
+            return value + config.aux_weight * losses.objective(aux, labels, targets, config)
         return losses.objective(outputs, labels, targets, config)
 
     return objective

@@ -53,16 +53,17 @@ _PRESETS = {
     "nips17_fgsm": (dict(steps=1, label_source="predicted"),
                     "NIPS'17 sample attack 'fgsm': one eps step of cleverhans FGSM on the model's own clean "
                     "prediction (no labels given). The sample saved PNGs by truncation; quantize() rounds."),
-    "nips17_step_target_class": (dict(steps=1, label_smoothing=0.1),
+    "nips17_step_target_class": (dict(steps=1, label_smoothing=0.1, aux_weight=0.4),
                                  "NIPS'17 sample targeted attack 'step_target_class': one eps step down the "
-                                 "target's cross-entropy with label smoothing 0.1 (the aux-logits term, weight "
-                                 "0.4, is not reproduced: models here return main logits only)."),
-    "nips17_iter_target_class": (dict(steps=20, step_size=1 / 255, label_smoothing=0.1),
+                                 "target's cross-entropy with label smoothing 0.1, plus 0.4 x the same loss on the "
+                                 "aux logits (Inception-v3). Smoothing spreads over 1000 classes here, not 1001."),
+    "nips17_iter_target_class": (dict(steps=20, step_size=1 / 255, label_smoothing=0.1, aux_weight=0.4),
                                  "NIPS'17 sample targeted attack 'iter_target_class': 20 steps of 1/255 (iter_alpha=1 "
-                                 "pixel), cross-entropy with label smoothing 0.1 (aux-logits term not reproduced)."),
-    "nips17_mi_fgsm": (dict(momentum=1.0, label_source="predicted"),
+                                 "pixel), cross-entropy with label smoothing 0.1, aux-logits term weight 0.4."),
+    "nips17_mi_fgsm": (dict(momentum=1.0, label_source="predicted", aux_weight=0.4),
                        "NIPS'17 non-targeted winner (Dong et al., MI-FGSM): T=10, alpha=eps/T, mu=1.0, labels = the "
-                       "model's clean prediction. Pass an Ensemble(fuse='logits') for the winning ensemble."),
+                       "model's clean prediction, aux-logits loss weight 0.4. Pass an Ensemble(fuse='logits') for "
+                       "the winning ensemble (its aux logits fuse over the members that have them)."),
 }
 
 PRESET_DOCS = {name: doc for name, (_, doc) in _PRESETS.items()}

@@ -54,11 +54,31 @@ class Ensemble(tf.Module):
     def member_logits(self, images):
         return [model(images) for model in self.members]
 
+    def logits_and_aux(self, images):
+        """(fused logits, fused aux logits or None): aux logits are fused over the members that have an
+        aux head, with their weights renormalised among them (as the NIPS'17 MI-FGSM ensemble did)."""
+        outputs = [m.logits_and_aux(images) if hasattr(m, "logits_and_aux") else (m(images), None)
+                   for m in self.members]
+        if self.fuse == "probs":
+            logits = self._fuse_probs([l for l, _ in outputs], self.weights)
+        else:
+            logits = tf.add_n([w * l for w, (l, _) in zip(self.weights, outputs)])
+        with_aux = [(w, a) for w, (_, a) in zip(self.weights, outputs) if a is not None]
+        if not with_aux or sum(w for w, _ in with_aux) <= 0:
+            return logits, None
+        total = sum(w for w, _ in with_aux)
+        aux = tf.add_n([(w / total) * a for w, a in with_aux])
+        return logits, aux
+
+    @staticmethod
+    def _fuse_probs(logits, weights):
+        probs = tf.add_n([w * tf.nn.softmax(l) for w, l in zip(weights, logits)])
+        return tf.math.log(tf.maximum(probs, 1e-12))
+
     def __call__(self, images):
         logits = self.member_logits(images)
         if self.fuse == "probs":
-            probs = tf.add_n([w * tf.nn.softmax(l) for w, l in zip(self.weights, logits)])
-            return tf.math.log(tf.maximum(probs, 1e-12))
+            return self._fuse_probs(logits, self.weights)
         return tf.add_n([w * l for w, l in zip(self.weights, logits)])
 
     def __repr__(self):
