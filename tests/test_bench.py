@@ -55,6 +55,19 @@ def test_count_flops_equals_hand_count():
     assert timing.count_flops(tiny, tf.zeros([2, 8, 8, 3])) == expected == 27648 + 9600 + 18432 + 240 + 84
 
 
+def test_op_time_breakdown_names_the_ops_that_ran():
+    @tf.function
+    def two_matmuls(a):
+        return tf.reduce_sum(tf.nn.relu(tf.matmul(a, a)) @ a)
+
+    a = tf.random.stateless_uniform([256, 256], seed=[5, 5])
+    two_matmuls(a)
+    rows = timing.op_time_breakdown(two_matmuls, a, top=50)
+    matmuls = [r for r in rows if "MatMul" in r["op"]]
+    assert matmuls and sum(r["count"] for r in matmuls) == 2
+    assert all(r["seconds"] > 0 for r in rows) and abs(sum(r["share"] for r in rows) - 1) < 1e-6
+
+
 # ----- what a preset costs by design -----
 
 @pytest.mark.parametrize("preset,evaluations,batch", [

@@ -18,7 +18,7 @@ options table): `AttackConfig(compute_dtype="bfloat16")` alone falls back to flo
 from __future__ import annotations
 
 import gc
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -82,19 +82,15 @@ class ComputeDtypeNetwork(tf.Module):
 
     def __call__(self, x):
         logits, end_points = self.network._forward(_CastingStore(self.network.store, self.dtype), tf.cast(x, self.dtype))
-        return tf.cast(logits, tf.float32), {k: tf.cast(v, tf.float32) for k, v in end_points.items()
-                                             if k in ("Logits", "AuxLogits")}
+        # The classifier reads only the aux logits from the end points.
+        return tf.cast(logits, tf.float32), {k: tf.cast(v, tf.float32) for k, v in end_points.items() if k == "AuxLogits"}
 
 
-def load_member(name: str, *, compute_dtype: str = "float32", seed: int = 0, checkpoint: Optional[str] = None):
-    """A zoo model (random weights unless `checkpoint`) with the benchmark's options applied."""
-    if checkpoint:
-        model = tfattack.models.load(name, checkpoint=checkpoint)
-    else:
-        model = tfattack.models.load(name, random_weights=True, seed=seed)
+def load_member(name: str, *, compute_dtype: str = "float32", seed: int = 0):
+    """A zoo model with random weights (speed does not depend on their values), run in `compute_dtype`."""
+    model = tfattack.models.load(name, random_weights=True, seed=seed)
     if compute_dtype != "float32":
-        from tfattack.models.classifier import Classifier
-        model = Classifier(model.spec, ComputeDtypeNetwork(model.network, compute_dtype), model.info)
+        model = tfattack.models.Classifier(model.spec, ComputeDtypeNetwork(model.network, compute_dtype), model.info)
     return model
 
 
