@@ -2,6 +2,7 @@
 
   python scripts/benchmark.py --what=models [--models=inception_v3,vgg_19] [--batch_size=8] [--jit_compile]
   python scripts/benchmark.py --what=accuracy [--num_images=1000]
+  python scripts/benchmark.py --what=transfer --num_images=50 --num_images_expensive=10
   python scripts/benchmark.py --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
   python scripts/benchmark.py --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
 
@@ -35,6 +36,10 @@ flags.DEFINE_integer("num_iter", 2, "Attack iterations per timed call (after one
 flags.DEFINE_enum("xla", "both", ("both", "off", "on"), "Attack timing with XLA (jit_compile) off, on or both.")
 flags.DEFINE_integer("peer_iter", 10, "MI-FGSM iterations of the TF1 peer comparison.")
 flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call per preset and list its time by op type.")
+flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for the attacks with many gradient "
+                     "evaluations per step (SI, VT, Admix, augmentations).")
+flags.DEFINE_list("attack_names", [], "--what=transfer: a subset of the table's attacks (default: all).")
+flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,9 +187,26 @@ def run_speed():
                            "time": time.time()}, markdown)
 
 
+def run_transfer():
+    from tfattack.bench import transfer
+    data_dir = FLAGS.data_dir or os.path.join(SHARED, "nips17_dev")
+    folder = os.path.join(FLAGS.output_dir, "transfer")
+    unknown = sorted(set(FLAGS.attack_names) - set(transfer.ATTACKS))
+    if unknown:
+        raise SystemExit(f"benchmark.py: error: --attack_names: unknown {', '.join(unknown)}; "
+                         f"known: {', '.join(transfer.ATTACKS)}")
+    payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
+                           num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
+                           attacks=FLAGS.attack_names or tuple(transfer.ATTACKS), batch_size=10, seed=FLAGS.seed,
+                           log=lambda line: print(line, file=sys.stderr))
+    transfer.write_csv(payload, os.path.join(FLAGS.output_dir, "transfer.csv"))
+    transfer.heatmap(payload, os.path.join(FLAGS.output_dir, "transfer.png"))
+    write_result("transfer", payload, transfer.markdown(payload))
+
+
 def main(argv):
     del argv
-    runners = {"models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy, "attacks": run_attacks,
+    runners = {"transfer": run_transfer, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy, "attacks": run_attacks,
                "speed": run_speed, "_peer": run_peer}
     if FLAGS.what not in runners:
         print(f"benchmark.py: --what={FLAGS.what} is not available yet", file=sys.stderr)

@@ -1,0 +1,41 @@
+"""scripts/benchmark.py --what=transfer on a few real images: the table's files, and exact reproducibility."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from shared_data import requires_shared
+from test_attack_script import ENV, REPO
+
+
+def run_transfer(output_dir):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=transfer", "--num_images=2",
+                           "--num_images_expensive=2", "--attack_names=FGSM,DI-MI", f"--output_dir={output_dir}"],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=1800)
+
+
+def digests(folder: Path):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.png"))}
+
+
+@requires_shared
+def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        result = run_transfer(folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((first / "transfer.json").read_text())
+    assert {(r["source"], r["attack"]) for r in payload["rows"]} == {
+        (s, a) for s in ("single", "ensemble") for a in ("FGSM", "DI-MI")}
+    assert {(r["victim"], r["defense"]) for r in payload["rows"]} == {
+        ("efficientnet_lite2", "none"), ("mobilenet_v2_quant_int8", "none"),
+        ("mobilenet_v1_075_192_quant_int8", "none"), ("efficientnet_lite2", "jpeg:75"), ("efficientnet_lite2", "bits:4"),
+        ("efficientnet_lite2", "rp"), ("efficientnet_lite2", "median:3")}
+    assert all(r["linf_max"] <= 16 and r["violations"] == 0 for r in payload["rows"])
+    for name in ("transfer.md", "transfer.csv", "transfer.png"):
+        assert (first / name).stat().st_size > 0
+    # Same seed, fresh folder: the same adversarial files and the same numbers.
+    assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
+    assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
