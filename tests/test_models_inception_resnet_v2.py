@@ -7,20 +7,19 @@ tf_slim does not ship this net, so there is no tf_slim oracle; Keras's version h
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import slim_oracle
 import tfattack.models as models
 from tfattack.models import inception_resnet_v2 as irv2
 from tfattack.models import layers, loading, registry
-from tfattack.models.checkpoint import write_slim_checkpoint
 from tfattack.models.classifier import Classifier
 
-SHARED_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "slim_variables" / "inception_resnet_v2.tsv"
+from slim_checks import SLIM_VARIABLES, fill_and_save, read_tsv  # noqa: E402
+
+SHARED_TSV = SLIM_VARIABLES / "inception_resnet_v2.tsv"
 # Facts about the official checkpoint (1001 classes, aux head included): variables and parameters.
 OFFICIAL_VARIABLE_COUNT = 908
 OFFICIAL_PARAMETER_COUNT = 59_244_594
@@ -41,13 +40,8 @@ def saved(spec, tmp_path_factory):
     """A network filled with checkpoint-like random values (BN far from identity), written in the
     official format; returns (that network, its values by full name, the checkpoint prefix)."""
     network = loading.build_network(spec, seed=1)
-    rng = np.random.default_rng(12)
-    values = {}
-    for name, var in network.variables_by_name.items():
-        values[name] = slim_oracle.random_value(name, tuple(var.shape), rng)
-        var.assign(values[name])
     prefix = str(tmp_path_factory.mktemp("inception_resnet_v2") / "inception_resnet_v2.ckpt")
-    write_slim_checkpoint(values, prefix)
+    values = fill_and_save(network, prefix, seed=12)
     return network, values, prefix
 
 
@@ -60,11 +54,6 @@ def model(saved):
 def expected_outputs(spec, saved, images01):
     logits, aux = Classifier(spec, saved[0]).logits_and_aux(images01)
     return logits.numpy(), aux.numpy()
-
-
-def read_tsv(path):
-    rows = (line.split("\t") for line in path.read_text().splitlines())
-    return [(name, tuple(int(d) for d in shape.split(","))) for name, shape in rows]
 
 
 def test_variable_and_parameter_counts(model):

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +12,12 @@ import tfattack.models as models
 from tfattack.models import loading, registry
 from tfattack.models.checkpoint import CheckpointError, write_slim_checkpoint
 
-SHARED_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "slim_variables" / "inception_v3.tsv"
+from slim_checks import SLIM_VARIABLES, read_tsv  # noqa: E402
+
+SHARED_TSV = SLIM_VARIABLES / "inception_v3.tsv"
 # Sum of the official variable shapes (1001 classes, aux head included) = the parameter count.
 OFFICIAL_PARAMETER_COUNT = 27_182_194
 INCEPTION_V3_NAMES = ("inception_v3", "adv_inception_v3", "ens3_adv_inception_v3", "ens4_adv_inception_v3")
-
-
-def read_tsv(path):
-    rows = []
-    for line in path.read_text().splitlines():
-        name, shape = line.split("\t")
-        rows.append((name, tuple(int(s) for s in shape.split(","))))
-    return rows
 
 
 def assert_close_to(actual, expected):

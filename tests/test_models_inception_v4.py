@@ -1,18 +1,18 @@
 """Inception-v4 port: the official variable list, the paper's grid sizes, checkpoint round trip, gradients."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import slim_oracle
 import tfattack.models as models
 from tfattack.models import loading, registry
-from tfattack.models.checkpoint import CheckpointError, write_slim_checkpoint
+from tfattack.models.checkpoint import CheckpointError
 from tfattack.models.classifier import Classifier
 
-SHARED_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "slim_variables" / "inception_v4.tsv"
+from slim_checks import SLIM_VARIABLES, fill_and_save, read_tsv  # noqa: E402
+
+SHARED_TSV = SLIM_VARIABLES / "inception_v4.tsv"
 # Facts about the official checkpoint (the tsv's line count and the sum of its shapes).
 OFFICIAL_VARIABLE_COUNT = 608
 OFFICIAL_PARAMETER_COUNT = 46_074_066
@@ -33,27 +33,14 @@ def saved(spec, tmp_path_factory):
     """A network filled with checkpoint-like random values (BN far from identity), saved as the
     official V2 format; returns (that network, the checkpoint prefix)."""
     network = loading.build_network(spec, seed=1)
-    rng = np.random.default_rng(11)
-    values = {}
-    for name, var in network.variables_by_name.items():
-        values[name] = slim_oracle.random_value(name, tuple(var.shape), rng)
-        var.assign(values[name])
     prefix = str(tmp_path_factory.mktemp("inception_v4") / "inception_v4.ckpt")
-    write_slim_checkpoint(values, prefix)
+    fill_and_save(network, prefix, seed=11)
     return network, prefix
 
 
 @pytest.fixture(scope="module")
 def model(saved):
     return models.load("inception_v4", checkpoint=saved[1])
-
-
-def read_tsv(path):
-    rows = []
-    for line in path.read_text().splitlines():
-        name, shape = line.split("\t")
-        rows.append((name, tuple(int(s) for s in shape.split(","))))
-    return rows
 
 
 def test_variable_and_parameter_counts(model):

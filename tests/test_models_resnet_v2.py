@@ -6,7 +6,6 @@ nets run the same code with more units, so resnet_v2_101 is checked on the netwo
 """
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,8 @@ import tfattack.models as models
 from tfattack.models import loading, registry
 from tfattack.models.checkpoint import CheckpointError
 
-SHARED_VARIABLES = Path(__file__).resolve().parents[1].parent / "shared" / "slim_variables"
+from slim_checks import SLIM_VARIABLES as SHARED_VARIABLES, official_variables  # noqa: E402
+
 RESNETS = ("resnet_v2_50", "resnet_v2_101", "resnet_v2_152")
 # Facts about the official checkpoints (1001 classes): variable count and the sum of their shapes.
 OFFICIAL_COUNTS = {
@@ -25,12 +25,6 @@ OFFICIAL_COUNTS = {
     "resnet_v2_101": (544, 44_677_609),
     "resnet_v2_152": (816, 60_382_697),
 }
-
-
-def official_variables(name):
-    """The official checkpoint's (name, shape) list from ../shared, in creation order."""
-    rows = (line.split("\t") for line in (SHARED_VARIABLES / f"{name}.tsv").read_text().splitlines())
-    return [(var, tuple(int(d) for d in shape.split(","))) for var, shape in rows]
 
 
 @functools.lru_cache(maxsize=None)

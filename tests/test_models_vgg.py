@@ -7,7 +7,6 @@ stages 3-5, is checked by its variable list against the official graph and the o
 """
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +16,11 @@ import slim_oracle
 import tfattack.models as models
 from tfattack.models import loading, preprocessing, registry
 
-SHARED_VARIABLES = Path(__file__).resolve().parents[1].parent / "shared" / "slim_variables"
+from slim_checks import SLIM_VARIABLES as SHARED_VARIABLES, official_variables  # noqa: E402
+
 VGGS = ("vgg_16", "vgg_19")
 # Facts about the official checkpoints (1000 classes): variable count and the sum of their shapes.
 OFFICIAL_COUNTS = {"vgg_16": (32, 138_357_544), "vgg_19": (38, 143_667_240)}
-
-
-def official_variables(name):
-    """The official checkpoint's (name, shape) list from ../shared, in creation order."""
-    rows = (line.split("\t") for line in (SHARED_VARIABLES / f"{name}.tsv").read_text().splitlines())
-    return [(var, tuple(int(d) for d in shape.split(","))) for var, shape in rows]
 
 
 def variable_list(network):
