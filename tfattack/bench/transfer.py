@@ -69,7 +69,10 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             folder = os.path.join(output_dir, source, name)
             os.makedirs(folder, exist_ok=True)
             attack = build_attack(name, seed)
-            summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=batch_size, targeted=False)
+            # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
+            # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
+            size = max(1, batch_size // 5) if name in EXPENSIVE else batch_size
+            summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False)
             with open(os.path.join(folder, "run.json"), "w") as f:
                 json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": 16, "targeted": False,
                            "surrogates": list(SOURCES[source])}, f, indent=1)
