@@ -39,3 +39,11 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     # Same seed, fresh folder: the same adversarial files and the same numbers.
     assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
     assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
+
+
+def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
+    from tfattack.bench import transfer
+
+    assert transfer.build_attack("FGSM", 0).config.steps == 1
+    assert transfer.build_attack("I-FGSM", 0).config.steps == 10
+    assert transfer.build_attack("VMI-TI-DIM", 0).config.ti_kernel == 7

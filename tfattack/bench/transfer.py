@@ -50,7 +50,10 @@ DEFENSES = ("jpeg:75", "bits:4", "rp", "median:3")
 
 def build_attack(name: str, seed: int):
     preset, overrides = ATTACKS[name]
-    return tfattack.attacks.build(preset, **COMMON, **overrides, seed=seed)
+    common = dict(COMMON)
+    if tfattack.attacks.PRESETS[preset].steps == 1:
+        common.pop("steps")  # FGSM stays a single step of eps
+    return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
@@ -123,9 +126,10 @@ def markdown(payload) -> str:
              f"{', '.join(payload['sources'].get('single', []))}; ensemble (logits fused) = "
              f"{', '.join(payload['sources'].get('ensemble', []))}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    clean = {}
+    clean = {}  # on the full-size subset (the many-copy attacks' smaller subset has its own)
     for (source, attack, victim, defense), r in index.items():
-        clean[(victim, defense)] = r["clean_accuracy"]
+        if r["images"] == payload["num_images"]:
+            clean[(victim, defense)] = r["clean_accuracy"]
     lines.append("| clean accuracy | | | " + " | ".join(f"{100 * clean.get(c, float('nan')):.1f}" for c in cols) + " |")
     seen = []
     for r in payload["rows"]:
