@@ -70,17 +70,18 @@ def test_op_time_breakdown_names_the_ops_that_ran():
 
 # ----- what a preset costs by design -----
 
-@pytest.mark.parametrize("preset,evaluations,batch", [
-    ("mi_fgsm", 1, 8),
-    ("ti_di_mi_fgsm", 1, 8),     # DI and TI transform a single view: no extra pass
-    ("si_ni_fgsm", 5, 1),        # Lin et al.: m = 5 scale copies
-    ("admix", 15, 1),            # Wang et al.: 3 admixed images x 5 scales
-    ("vmi_fgsm", 21, 1),         # Wang & He: the step's gradient + N = 20 neighbours
+@pytest.mark.parametrize("preset,evaluations,batch,per_pass", [
+    ("mi_fgsm", 1, 8, 8),
+    ("ti_di_mi_fgsm", 1, 8, 8),     # DI and TI transform a single view: no extra pass
+    ("si_ni_fgsm", 5, 1, 5),        # Lin et al.: m = 5 scale copies, stacked in one pass
+    ("admix", 15, 1, 15),           # Wang et al.: 3 admixed images x 5 scales
+    ("vmi_fgsm", 21, 1, 1),         # Wang & He: the step's gradient + N = 20 neighbours, one by one
 ])
-def test_gradient_evaluations_follow_the_papers(preset, evaluations, batch):
+def test_gradient_evaluations_follow_the_papers(preset, evaluations, batch, per_pass):
     config = tfattack.attacks.build(preset).config
     assert attack_speed.gradient_evaluations(config) == evaluations
     assert attack_speed.batch_for(config, 8) == batch
+    assert attack_speed.images_per_pass(config, batch) == per_pass
 
 
 # ----- the bfloat16 wrapper behind the options -----

@@ -31,6 +31,10 @@ from tfattack.bench import timing
 # Inception-ResNet-v2 (ResNet-v2-50 stands for "ResNet" here).
 ORIGIN_ENSEMBLE = ("resnet_v2_50", "vgg_19", "inception_v3", "inception_resnet_v2")
 IMAGE_SIZE = 299
+# XLA plans the buffers of the whole compiled loop up front: Admix (15 images per pass through the four
+# nets, batch 1) grew past 20 GiB resident under XLA on the 24 GiB benchmark machine before the process
+# was killed. Presets with more images per pass are not run with XLA (their row says so).
+XLA_MAX_IMAGES_PER_PASS = 8
 
 
 # ----- what a preset costs by design -----
@@ -40,6 +44,11 @@ def gradient_evaluations(config) -> int:
     copies from `expand_copies`) times the step's gradient plus `vt_samples` neighbours."""
     _, copies = input_transforms.expand_copies(tf.zeros([1, 8, 8, 3]), tf.random.Generator.from_seed(0), config)
     return int(copies) * (1 + config.vt_samples)
+
+
+def images_per_pass(config, batch: int) -> int:
+    """Images one forward pass carries: the batch times its input copies (VT neighbours run one by one)."""
+    return batch * gradient_evaluations(config) // (1 + config.vt_samples)
 
 
 def batch_for(config, batch_size: int) -> int:
@@ -127,7 +136,8 @@ def time_attack(attack, model, batch: int, *, repeats: int = 1) -> Dict[str, flo
 
 def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size: int, num_iter: int,
                     jit_modes: Sequence[bool] = (False, True), compute_dtype: str = "float32",
-                    repeats: int = 1, profile: bool = False) -> Iterator[Dict]:
+                    repeats: int = 1, profile: bool = False,
+                    xla_max_images_per_pass: int = XLA_MAX_IMAGES_PER_PASS) -> Iterator[Dict]:
     """Yields one row per (XLA mode, preset) on the ensemble of `names`, each as soon as it is measured.
 
     Each preset runs `num_iter` iterations per call (its own step count overridden): one call to
@@ -146,6 +156,11 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
             batch = batch_for(config, batch_size)
             row = {"preset": preset, "jit_compile": jit, "batch": batch, "num_iter": num_iter,
                    "gradient_evaluations": evaluations, "members": list(names), "compute_dtype": compute_dtype}
+            if jit and images_per_pass(config, batch) > xla_max_images_per_pass:
+                row["error"] = (f"not run: {images_per_pass(config, batch)} images per pass under XLA "
+                                f"(> {xla_max_images_per_pass}, memory; see XLA_MAX_IMAGES_PER_PASS)")
+                yield row
+                continue
             try:
                 if batch not in baselines:
                     baselines[batch] = member_gradient_seconds(members, batch, jit_compile=jit)
@@ -172,7 +187,9 @@ HEADER_NOTE = (
     "same batch): the overhead of the attack machinery. Presets with copies do several evaluations per iteration by "
     "design (SI 5, Admix 15, VT 21; DI/TI/NI add none) and are timed at batch ⌊batch/evaluations⌋ (≥ 1), because "
     "the engine stacks copies along the batch. nips17_fgsm and nips17_mi_fgsm also run one forward pass per call "
-    "for the predicted labels, spread over the timed iterations. Timing excludes tracing/compilation (first call, "
+    "for the predicted labels, spread over the timed iterations. VT (vmi/vni) with XLA: the neighbours' gradients "
+    "of the last iteration only tune a next step that never comes; XLA drops them as dead code (so with one timed "
+    "iteration it times no neighbour at all), the plain graph computes them. Timing excludes tracing/compilation (first call, "
     "shown separately).")
 
 
