@@ -89,7 +89,6 @@ def build_attack():
 
 
 def run() -> int:
-    import tfattack
     from tfattack import data, pipeline, runs
 
     started = time.time()

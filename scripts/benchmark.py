@@ -170,8 +170,8 @@ def run_speed():
     print("peer:", json.dumps(peer), flush=True)
     batches = (1, FLAGS.batch_size) if quick else (1, FLAGS.batch_size, 32)
     option_rows = speed.option_rows(batches, FLAGS.num_iter)
-    agreement = speed.gradient_sign_agreement(attack_speed.load_member(speed.OPTION_MODEL),
-                                              attack_speed.load_member(speed.OPTION_MODEL, compute_dtype="bfloat16"))
+    model = attack_speed.load_member(speed.OPTION_MODEL)
+    agreement = speed.gradient_sign_agreement(model, model.with_compute_dtype("bfloat16"))
     notes = speed.default_notes(option_rows, agreement)
     minutes = (time.time() - started) / 60
     markdown = "\n\n".join([

@@ -213,6 +213,9 @@ def test_read_adv_set_record_and_flags(layout, tmp_path):
         evaluate.read_adv_set(str(tmp_path))
     with pytest.raises(data.DataError, match="adv dir .*absent: no such folder"):
         evaluate.read_adv_set(str(tmp_path / "absent"))
+    (tmp_path / "run.json").write_text(json.dumps({"max_epsilon": "sixteen"}))
+    with pytest.raises(data.DataError, match=r"run.json: max_epsilon must be a number of pixels, got 'sixteen'$"):
+        evaluate.read_adv_set(str(tmp_path))
 
 
 def test_shard_records_must_agree(tmp_path):

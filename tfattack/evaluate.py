@@ -79,7 +79,7 @@ def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Opt
     notes.append(f"{'targeted' if is_targeted else 'untargeted'} ({where})")
     recorded = run.get("max_epsilon")
     if recorded is not None and not isinstance(recorded, (int, float)):
-        raise data.DataError(f"{record}: max_epsilon must be a number of pixels, got {recorded!r}")
+        raise data.DataError(f"{os.path.join(path, RUN_RECORD)}: max_epsilon must be a number of pixels, got {recorded!r}")
     if max_epsilon is not None:
         bound = float(max_epsilon)
         notes.append(f"eps bound {bound:g} (given)" + (f"; {RUN_RECORD} says {recorded:g}" if recorded is not None

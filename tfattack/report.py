@@ -145,7 +145,7 @@ def plot_success(evaluation, path: str) -> None:
     axes.set_xticks(np.arange(len(columns)))
     axes.set_xticklabels([column_name(m, d) for m, d in columns], rotation=30, ha="right", fontsize=8)
     axes.set_ylim(0, 100)
-    axes.set_ylabel(f"success rate (%)")
+    axes.set_ylabel("success rate (%)")
     axes.set_title(f"Attack success over {evaluate_lib.DENOMINATOR_TEXT[ev.denominator]}", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()

@@ -61,18 +61,35 @@ def _check_labels(labels, what: str, batch: int, num_classes: int) -> np.ndarray
     return array.astype(np.int32)
 
 
+def in_compute_dtype(model, dtype: str):
+    """`model` set to compute in `dtype` where it knows how (zoo classifiers and ensembles have
+    `with_compute_dtype`); members or models that cannot stay float32, with a warning naming them."""
+    if dtype == "float32" or not hasattr(model, "with_compute_dtype"):
+        return model
+    members = getattr(model, "members", [model])
+    left = [model_name(m) for m in members if dtype not in getattr(m, "compute_dtypes", ())]
+    if left:
+        warnings.warn(f"{', '.join(left)} cannot compute in {dtype}; "
+                      f"{'they stay' if len(left) > 1 else 'it stays'} in float32")
+    return model.with_compute_dtype(dtype) if len(left) < len(members) else model
+
+
 def make_objective(model, config: AttackConfig):
     """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
 
     For `fuse == 'loss'` ensembles it is the weighted sum of the members' objectives. The forward pass
-    runs in `config.compute_dtype` when the model accepts such inputs, else (with a warning, at trace
-    time) in float32; logits are cast back to float32 before the loss.
+    runs in `config.compute_dtype`: zoo models and ensembles switch their networks to it (see
+    `in_compute_dtype`); any other callable gets its input cast and, if it rejects that, runs in float32
+    with a warning (at trace time). Logits are float32 before the loss.
     """
+    model = in_compute_dtype(model, config.compute_dtype)
     fuse_loss = getattr(model, "fuse", None) == "loss"
     # The aux head's loss is added where the model has one (NIPS'17 samples: weight 0.4).
     with_aux = config.aux_weight > 0 and not fuse_loss and hasattr(model, "logits_and_aux")
     call = model.member_logits if fuse_loss else (model.logits_and_aux if with_aux else model)
-    compute_dtype = [tf.as_dtype(config.compute_dtype)]
+    # Models with `with_compute_dtype` have been switched above; only plain callables get cast inputs.
+    cast_input = config.compute_dtype != "float32" and not hasattr(model, "with_compute_dtype")
+    compute_dtype = [tf.as_dtype(config.compute_dtype) if cast_input else tf.float32]
 
     def to_float32(outputs):
         if fuse_loss or with_aux:

@@ -9,10 +9,6 @@ A gradient evaluation is one forward + backward pass of the batch through every 
 input copies do several per iteration by design (SI: 5 scales; Admix: 3 mixes x 5 scales; VT: one for
 the step plus 20 neighbours); DI, TI, momentum and Nesterov add none. So a ratio near 1 means the loop,
 the input transforms, the projection and the ensemble fusion cost next to nothing beyond the nets.
-
-`ComputeDtypeNetwork` runs a slim-style network with weights and activations in bfloat16 (for the
-options table): `AttackConfig(compute_dtype="bfloat16")` alone falls back to float32 on the zoo models
-(their float32 variables meet bfloat16 activations in the first convolution).
 """
 
 from __future__ import annotations
@@ -61,46 +57,11 @@ def batch_for(config, batch_size: int) -> int:
     return max(1, batch_size // gradient_evaluations(config))
 
 
-# ----- model wrappers -----
-
-class _CastingStore:
-    """Read-only view of a `VariableStore` handing out its variables cast to `dtype`."""
-
-    def __init__(self, store, dtype):
-        self.store, self.dtype = store, dtype
-
-    def get(self, name, shape, init="he"):
-        return tf.cast(self.store.get(name, shape, init), self.dtype)
-
-
-class ComputeDtypeNetwork(tf.Module):
-    """A slim-style network (`SlimNetwork`) run with weights and activations in `dtype`; float32 out.
-
-    Reads the network's forward function and variable store (`_forward`, `store`): the layers take
-    their dtype from the input, so only the variables need casting.
-    """
-
-    def __init__(self, network, dtype=tf.bfloat16):
-        if not hasattr(network, "_forward") or not hasattr(network, "store"):
-            raise ValueError(f"{type(network).__name__} is not a slim-style network; cannot run it in {dtype}")
-        super().__init__(name=f"{network.name}_{tf.as_dtype(dtype).name}")
-        self.network = network
-        self.dtype = tf.as_dtype(dtype)
-        self.differentiable = getattr(network, "differentiable", True)
-        self.output_index = getattr(network, "output_index", None)
-
-    def __call__(self, x):
-        logits, end_points = self.network._forward(_CastingStore(self.network.store, self.dtype), tf.cast(x, self.dtype))
-        # The classifier reads only the aux logits from the end points.
-        return tf.cast(logits, tf.float32), {k: tf.cast(v, tf.float32) for k, v in end_points.items() if k == "AuxLogits"}
-
+# ----- models -----
 
 def load_member(name: str, *, compute_dtype: str = "float32", seed: int = 0):
     """A zoo model with random weights (speed does not depend on their values), run in `compute_dtype`."""
-    model = tfattack.models.load(name, random_weights=True, seed=seed)
-    if compute_dtype != "float32":
-        model = tfattack.models.Classifier(model.spec, ComputeDtypeNetwork(model.network, compute_dtype), model.info)
-    return model
+    return tfattack.models.load(name, random_weights=True, seed=seed).with_compute_dtype(compute_dtype)
 
 
 def missing_models(names: Sequence[str]) -> List[str]:

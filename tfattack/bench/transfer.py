@@ -8,10 +8,8 @@ goes through the 8-bit PNG files that `pipeline.attack_dataset` writes, and is s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import time
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -40,6 +38,9 @@ ATTACKS = {
     "TI-DI-MI+Aug": ("ti_di_mi_fgsm", {**_TI7, "augmentations": ("flip", "translate", "noise", "brighten", "darken",
                                                                   "scale"),
                                        "augment_mode": "one", "num_copies": 2}),
+    # The compute_dtype option's price in transfer: TI-DI-MI again with the surrogates' networks in bfloat16
+    # (members without bfloat16 support, the TF.js ones, stay float32).
+    "TI-DI-MI bf16": ("ti_di_mi_fgsm", {**_TI7, "compute_dtype": "bfloat16"}),
 }
 EXPENSIVE = ("SI-NI-TI-DIM", "VMI-TI-DIM", "Admix-TI-DIM", "TI-DI-MI+Aug")
 SOURCES = {"single": ("efficientnet_lite0",), "ensemble": ("efficientnet_lite0", "mobilenet_v1_075", "tiny_darknet")}

@@ -47,6 +47,18 @@ class Ensemble(tf.Module):
     def differentiable(self) -> bool:
         return all(getattr(m, "differentiable", True) for m in self.members)
 
+    def with_compute_dtype(self, dtype: str) -> "Ensemble":
+        """The same ensemble with every member that can compute in `dtype` doing so (members that
+        cannot, e.g. the TFLite rebuilds, stay float32); fused outputs are float32 either way."""
+        members = [m.with_compute_dtype(dtype) if dtype in getattr(m, "compute_dtypes", ()) else m
+                   for m in self.members]
+        return Ensemble(members, self.weights, self.fuse)
+
+    @property
+    def compute_dtypes(self) -> tuple:
+        """Dtypes at least one member can compute in."""
+        return tuple(sorted({d for m in self.members for d in getattr(m, "compute_dtypes", ("float32",))}))
+
     @property
     def image_size(self) -> int:
         return max(getattr(m, "image_size", 0) for m in self.members)

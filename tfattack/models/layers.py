@@ -10,6 +10,11 @@ variable list, and the scope and end-point names stay visible in it as the contr
 Batch norm runs in inference mode from the checkpoint's moving statistics; it is folded into the
 preceding convolution's weights on each call (a per-channel multiply of the kernel, cheap next to the
 convolution), which is exactly slim's `y = (conv(x) - mean) * gamma / sqrt(var + eps) + beta`.
+
+A network runs in the dtype of its input: given bfloat16 (or float16) activations, `SlimNetwork` hands
+the forward function a view of the store whose variables are cast to that dtype on each call, so the
+convolutions run in reduced precision (AVX-512 BF16 / AMX CPUs, TPUs and tensor-core GPUs compute them
+about twice as fast) while the variables and the checkpoint stay float32.
 """
 
 from __future__ import annotations
@@ -131,6 +136,20 @@ def global_avg_pool(x, keepdims: bool = True):
     return tf.reduce_mean(x, axis=[1, 2], keepdims=keepdims)
 
 
+class CastingStore:
+    """Read-only view of a frozen `VariableStore` handing out its variables cast to `dtype`."""
+
+    def __init__(self, store: VariableStore, dtype):
+        self.store, self.dtype = store, tf.as_dtype(dtype)
+
+    def get(self, name: str, shape: Sequence[int], init: str = "he"):
+        return tf.cast(self.store.get(name, shape, init), self.dtype)
+
+
+# The activation dtypes a store-based network computes in (the input's dtype decides).
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
 class SlimNetwork(tf.Module):
     """A TF-slim architecture whose variables carry the official checkpoint names.
 
@@ -140,6 +159,7 @@ class SlimNetwork(tf.Module):
     """
 
     differentiable = True
+    compute_dtypes = COMPUTE_DTYPES
 
     def __init__(self, forward: Callable, scope: str, image_size: int, *, seed: int = 0,
                  name: Optional[str] = None):
@@ -152,7 +172,12 @@ class SlimNetwork(tf.Module):
         self.store.freeze()
 
     def __call__(self, x):
-        return self._forward(self.store, x)
+        """`(logits, end_points)` in the dtype of `x` (float32, bfloat16 or float16)."""
+        if x.dtype == tf.float32:
+            return self._forward(self.store, x)
+        if x.dtype.name not in self.compute_dtypes:
+            raise ValueError(f"network {self.name!r} computes in {', '.join(self.compute_dtypes)}, got {x.dtype.name} input")
+        return self._forward(CastingStore(self.store, x.dtype), x)
 
     @property
     def variables_by_name(self):
