@@ -79,6 +79,9 @@ class AttackConfig:
     seed: int = _field(0, "Seed of the tf.random.Generator feeding every random draw (same seed -> same output).")
     jit_compile: bool = _field(False, "Compile the loop with XLA (not with the jpeg, rotate, translate or scale augmentations).")
     compute_dtype: str = _field("float32", "dtype of the model's forward pass: float32, bfloat16 or float16.")
+    copies_per_pass: int = _field(0, "Input copies (Admix x SI x views) pushed through the model per forward/backward "
+                                     "pass; 0 = all at once (fastest). Smaller bounds the memory of the many-copy "
+                                     "attacks: their activations grow with batch x copies.")
 
     def __post_init__(self):
         validate(self)
@@ -141,6 +144,8 @@ def validate(config: AttackConfig) -> None:
     for name in ("steps", "si_copies", "admix_copies", "num_copies", "restarts"):
         value = getattr(config, name)
         _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+    _require(_is_int(config.copies_per_pass) and config.copies_per_pass >= 0,
+             f"copies_per_pass must be an integer >= 0 (0 = all copies at once), got {config.copies_per_pass!r}")
     _require(_is_int(config.vt_samples) and config.vt_samples >= 0, f"vt_samples must be an integer >= 0, got {config.vt_samples!r}")
     for name in ("diversity_prob", "augment_prob", "dropout_rate", "label_smoothing"):
         value = getattr(config, name)

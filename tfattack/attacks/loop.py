@@ -132,10 +132,50 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(point)
             copies, count = input_transforms.expand_copies(point, generator, config)
+            copy_labels = tf.tile(labels, [count])
             copy_targets = None if targets is None else tf.tile(targets, [count])
-            total = tf.reduce_sum(objective(copies, tf.tile(labels, [count]), copy_targets))
-        gradient = tape.gradient(total, point) / float(count)
-        return gradient_ops.smooth(gradient, ti_kernel)
+            if not config.copies_per_pass or config.copies_per_pass >= count:
+                total = tf.reduce_sum(objective(copies, copy_labels, copy_targets))
+        if not config.copies_per_pass or config.copies_per_pass >= count:
+            gradient = tape.gradient(total, point)
+        else:
+            # Chain rule in two halves: the objective's gradient w.r.t. the copies, a few copies per pass,
+            # then back through the copy transforms (Admix, SI, DI, augmentations) in one go.
+            copy_gradient = copies_gradient(copies, copy_labels, copy_targets, tf.shape(point)[0], count)
+            gradient = tape.gradient(copies, point, output_gradients=copy_gradient)
+        return gradient_ops.smooth(gradient / float(count), ti_kernel)
+
+    def copies_gradient(copies, labels, targets, batch, count):
+        """d objective / d copies, `config.copies_per_pass` copies of the batch per forward/backward pass.
+        A `tf.while_loop` runs the passes one after another, so only one pass's activations are alive.
+        The copies are padded to whole passes (the padding's objective is weighted 0) so that every pass
+        has the same static shape, which XLA needs."""
+        per_pass = config.copies_per_pass
+        passes = -(-count // per_pass)
+        pad = (passes * per_pass - count) * batch
+
+        def whole_passes(values):
+            return tf.concat([values, values[:pad]], 0)
+
+        def by_pass(values):
+            return tf.reshape(values, tf.concat([[passes, per_pass * batch], tf.shape(values)[1:]], 0))
+
+        weights = by_pass(tf.concat([tf.ones([count * batch]), tf.zeros([pad])], 0))
+        parts, part_labels = by_pass(whole_passes(copies)), by_pass(whole_passes(labels))
+        part_targets = None if targets is None else by_pass(whole_passes(targets))
+
+        def one_pass(index, gradients):
+            part = parts[index]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(part)
+                values = objective(part, part_labels[index], None if targets is None else part_targets[index])
+                total = tf.reduce_sum(values * weights[index])
+            return index + 1, gradients.write(index, tape.gradient(total, part))
+
+        gradients = tf.TensorArray(copies.dtype, size=passes, element_shape=parts.shape[1:])
+        _, gradients = tf.while_loop(lambda index, _: index < passes, one_pass, (tf.constant(0), gradients))
+        flat = tf.reshape(gradients.stack(), tf.shape(whole_passes(copies)))
+        return tf.ensure_shape(flat[:count * batch], copies.shape)
 
     return estimate
 
