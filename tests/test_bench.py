@@ -148,3 +148,15 @@ def test_script_rejects_unknown_names(tmp_path, flag, message):
     assert done.returncode != 0
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ----- the memory section -----
+
+def test_copies_memory_row_counts_images_per_pass(monkeypatch):
+    from tfattack.bench import speed
+    monkeypatch.setattr(attack_speed, "ORIGIN_ENSEMBLE", ("efficientnet_lite0",))
+    row = speed.copies_memory(copies_per_pass=4, batch=1)
+    assert (row["copies"], row["images_per_pass"]) == (15, 4)
+    assert row["peak_rss_mib"] > 0 and row["s_per_image_iteration"] > 0
+    table = speed.memory_table([row, {"copies_per_pass": 0, "batch": 1, "error": "MemoryError"}])
+    assert "| 4 | 1 | 4 |" in table and "| 0 | 1 | error: MemoryError | | |" in table

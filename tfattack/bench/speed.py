@@ -5,7 +5,8 @@
 2. attack presets on the four-model ensemble (`attack_speed`);
 3. MI-FGSM against a TF1 peer (the research code's graph + Session form, same weights, batch, steps);
 4. options side by side on MI-FGSM / Inception-v3: XLA on/off, bfloat16 on/off, batch 1/8/32,
-   with the notes on which default was chosen and why, derived from the figures measured.
+   with the notes on which default was chosen and why, derived from the figures measured;
+5. memory of a many-copy attack against `copies_per_pass` (each setting in its own process: peak RSS).
 
 Nothing here imports tf_slim: the peer is passed in as a callable by `scripts/benchmark.py`.
 """
@@ -173,3 +174,36 @@ def default_notes(rows: Sequence[Dict], sign_agreement: float) -> List[str]:
                      "The scripts' default batch stays 8 (the NIPS'17 code's size order; memory grows with "
                      "batch × input copies).")
     return notes
+
+
+# ----- 5. memory of the many-copy attacks -----
+
+MEMORY_PRESET = "admix_ti_dim"
+
+
+def copies_memory(copies_per_pass: int, batch: int, steps: int = 1) -> Dict:
+    """Peak RSS and time of `MEMORY_PRESET` on the origin ensemble with `copies_per_pass`; run it in a
+    fresh process (peak RSS is the process's)."""
+    members = [attack_speed.load_member(n) for n in attack_speed.ORIGIN_ENSEMBLE]
+    model = tfattack.models.Ensemble(members)
+    attack = tfattack.attacks.build(MEMORY_PRESET, steps=steps, copies_per_pass=copies_per_pass)
+    images, labels = attack_speed.random_batch(batch, seed=4)
+    first = timing.first_call_time(attack, model, images, labels)
+    call = timing.best_time(attack, model, images, labels, repeats=1, warmup=0)
+    copies = attack_speed.gradient_evaluations(attack.config)
+    return {"preset": MEMORY_PRESET, "copies_per_pass": copies_per_pass, "batch": batch, "copies": copies,
+            "images_per_pass": batch * (copies if copies_per_pass == 0 else min(copies_per_pass, copies)),
+            "first_call_s": first, "s_per_image_iteration": call / batch / steps, "peak_rss_mib": timing.peak_rss_mib()}
+
+
+def memory_table(rows: Sequence[Dict]) -> str:
+    lines = [f"{MEMORY_PRESET} on {' + '.join(attack_speed.ORIGIN_ENSEMBLE)} (random weights), one process per row:", "",
+             "| copies_per_pass | batch | images per pass | s/img/iter | peak RSS MiB |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['copies_per_pass']} | {r['batch']} | error: {r['error']} | | |")
+            continue
+        label = f"{r['copies_per_pass']} (all {r['copies']})" if r["copies_per_pass"] == 0 else str(r["copies_per_pass"])
+        lines.append(f"| {label} | {r['batch']} | {r['images_per_pass']} | {r['s_per_image_iteration']:.2f} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    return "\n".join(lines)
