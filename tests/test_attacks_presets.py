@@ -200,6 +200,28 @@ def test_label_source_predicted_uses_the_clean_prediction():
         build("fgsm")(MODEL, CLEAN)
 
 
+@pytest.mark.parametrize("preset, overrides, passes", [
+    ("nips17_fgsm", {}, 1),                          # one step from the clean image: labels from its own pass
+    ("nips17_fgsm", {"diversity_prob": 0.5}, 2),     # the step sees a transformed copy: a separate label pass
+    ("nips17_mi_fgsm", {"steps": 3}, 2),             # later steps need the clean labels: a separate pass
+])
+def test_predicted_labels_cost_a_pass_only_when_needed(preset, overrides, passes):
+    class CountingNet(SmallNet):
+        traced_calls = 0
+
+        def __call__(self, images):
+            CountingNet.traced_calls += 1  # Python side effect: counts forward passes in the traced graph
+            return super().__call__(images)
+
+    model = CountingNet()
+    attack = build(preset, eps=EPS, aux_weight=0.0, **overrides)
+    adv = attack(model, CLEAN)
+    assert CountingNet.traced_calls == passes and attack.trace_count == 1
+    predicted = tf.argmax(MODEL(CLEAN), axis=-1).numpy()
+    explicit = build(preset, eps=EPS, aux_weight=0.0, label_source="given", **overrides)(MODEL, CLEAN, predicted)
+    np.testing.assert_array_equal(adv, explicit)
+
+
 def test_compute_dtype_bfloat16_and_fallback():
     class CastingNet(SmallNet):
         def __call__(self, images):

@@ -107,7 +107,13 @@ def make_objective(model, config: AttackConfig):
         return call(images)
 
     def objective(images, labels, targets):
+        """`labels=None`: self-labelled, the labels are this very forward pass's top-1 (no gradient);
+        used when the only gradient point is the clean image itself (see `self_labelled`)."""
         outputs = forward(images)
+        if labels is None:
+            fused = (tf.add_n([w * l for w, l in zip(model.weights, outputs)]) if fuse_loss else
+                     outputs[0] if with_aux else outputs)
+            labels = tf.argmax(tf.stop_gradient(fused), axis=-1, output_type=tf.int32)
         if fuse_loss:
             return tf.add_n([w * losses.objective(l, labels, targets, config) for w, l in zip(model.weights, outputs)])
         if with_aux:
@@ -132,7 +138,7 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(point)
             copies, count = input_transforms.expand_copies(point, generator, config)
-            copy_labels = tf.tile(labels, [count])
+            copy_labels = None if labels is None else tf.tile(labels, [count])
             copy_targets = None if targets is None else tf.tile(targets, [count])
             if not config.copies_per_pass or config.copies_per_pass >= count:
                 total = tf.reduce_sum(objective(copies, copy_labels, copy_targets))
@@ -178,6 +184,16 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
         return tf.ensure_shape(flat[:count * batch], copies.shape)
 
     return estimate
+
+
+def self_labelled(config: AttackConfig) -> bool:
+    """True when the predicted labels can be read off the attack's own first forward pass instead of a
+    separate one: a single step from the clean image (zero start, no restarts) through one untransformed
+    copy (no Admix, SI, DI, augmentations or VT), as in FGSM on predicted labels."""
+    return (config.label_source == "predicted" and config.steps == 1 and config.restarts == 1
+            and config.start == "zero" and config.admix_strength == 0 and config.si_copies == 1
+            and config.num_copies == 1 and config.diversity_prob == 0 and not config.augmentations
+            and config.vt_samples == 0)
 
 
 class Attack:
@@ -287,7 +303,9 @@ class Attack:
 
         def run(clean, labels, targets, generator, targeted):
             self.trace_count += 1
-            if config.label_source == "predicted":
+            if self_labelled(config):
+                labels = None  # read off the step's own forward pass of the clean image
+            elif config.label_source == "predicted":
                 labels = tf.argmax(model(clean), axis=-1, output_type=tf.int32)
             if not targeted:
                 targets = None
