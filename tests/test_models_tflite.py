@@ -128,16 +128,21 @@ def test_float_rebuild_agrees_with_interpreter_on_self_made_model(small_tflite):
     int8_model = tfattack.models.load("test_tflite_small_int8", checkpoint=str(small_tflite))
     assert float_model.differentiable and not int8_model.differentiable
     assert float_model.network.dropped_softmax and int8_model.network.logits_kind == "pre_softmax"
+    assert float_model.info["arithmetic"] == float_model.network.arithmetic == "integer"
     images = pixel_images(24)
     exact = int8_model(images).numpy()
     step = float(int8_model.network.logits_tensor.quantization.scale[0])
     rebuilt = float_model(images).numpy()
-    # Logits on the grid (pre-softmax tensor is int8): the rebuild with rounding stays within 3 steps here.
+    # Logits on the grid (pre-softmax tensor is int8). This graph has ops without an integer form
+    # (HARD_SWISH, LOGISTIC, MUL, MEAN run in float, rounded to the grid): within 3 steps here.
     assert np.abs(rebuilt - exact).max() <= 3 * step + 1e-6, np.abs(rebuilt - exact).max() / step
+    float_model.network.arithmetic = "grid"
+    grid = float_model(images).numpy()
     # Without rounding (pure float between clamps) the rebuild drifts further but still ranks alike.
-    float_model.network.round_to_grid = False
+    float_model.network.arithmetic = "float"
     unrounded = float_model(images).numpy()
-    float_model.network.round_to_grid = True
+    float_model.network.arithmetic = "integer"
+    assert np.abs(grid - exact).max() <= 3 * step + 1e-6, np.abs(grid - exact).max() / step
     assert np.abs(unrounded - exact).max() <= 6 * step, np.abs(unrounded - exact).max() / step
     assert np.mean(np.argmax(rebuilt, 1) == np.argmax(exact, 1)) >= 0.9
 
@@ -145,7 +150,7 @@ def test_float_rebuild_agrees_with_interpreter_on_self_made_model(small_tflite):
 def test_float_rebuild_equals_interpreter_op_by_op(small_tflite):
     """Every intermediate tensor of the rebuild vs the interpreter's, fed the interpreter's own inputs."""
     model = tflite_reader.read_tflite(small_tflite)
-    network = tflite.TFLiteFloatNetwork(model, round_to_grid=True)
+    network = tflite.TFLiteFloatNetwork(model, arithmetic="grid")
     oracle = interpreter(small_tflite, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     pixels = np.random.default_rng(3).integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.uint8)
@@ -158,6 +163,66 @@ def test_float_rebuild_equals_interpreter_op_by_op(small_tflite):
         got = end_points[out.name].numpy()
         # Single ops are exact up to the integer kernels' rounding; errors compound along the graph.
         assert np.abs(got - want).max() <= 3 * out.quantization.scale[0] + 1e-6, (op.name, np.abs(got - want).max() / out.quantization.scale[0])
+
+
+def run_with_preserved_tensors(path, pixels):
+    oracle = interpreter(path, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    oracle.set_tensor(oracle.get_input_details()[0]["index"], pixels)
+    oracle.invoke()
+    return oracle
+
+
+def test_integer_ops_are_bit_exact_op_by_op(small_tflite):
+    """Each op with an integer form, fed the interpreter's own input tensors, gives its output tensor exactly."""
+    model = tflite_reader.read_tflite(small_tflite)
+    network = tflite.TFLiteFloatNetwork(model, arithmetic="integer")
+    assert [model.operators[i].name for i in network.integer_ops] == [
+        "QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "AVERAGE_POOL_2D", "FULLY_CONNECTED"]
+    checked = 0
+    for seed in range(4):
+        pixels = np.random.default_rng(seed).integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.uint8)
+        oracle = run_with_preserved_tensors(small_tflite, pixels)
+        read = lambda i: tf.constant(tflite.dequantize(model.tensors[i], oracle.get_tensor(i)))  # noqa: E731
+        for op, (_, inputs, constants, output, _, _, integer) in zip(network._ops_needed(), network._steps):
+            if integer is None:
+                continue
+            got = integer([constants[i] if i in constants else read(i) for i in inputs]).numpy()
+            want = tflite.dequantize(output, oracle.get_tensor(output.index))
+            np.testing.assert_array_equal(got, want, err_msg=f"op {op.index} {op.name}, seed {seed}")
+            checked += 1
+    assert checked == 4 * 7
+
+
+def coral_like_classifier(x, w=small_classifier_weights()):
+    """Only ops with an integer form: conv+ReLU6, depthwise (no activation: negative halves occur),
+    1x1 conv, residual add, average pool, fully connected, softmax."""
+    y = tf.nn.relu6(tf.nn.conv2d(x, w["conv"], 2, "SAME") + w["conv_b"])
+    z = tf.nn.depthwise_conv2d(y, w["dw"], [1, 1, 1, 1], "SAME")
+    y = y + tf.nn.conv2d(z, w["project"], 1, "SAME")
+    y = tf.nn.avg_pool2d(y, 3, 2, "SAME")
+    return tf.nn.softmax(tf.matmul(tf.reshape(y, [-1, 4 * 4 * 8]), w["fc_wide"]) + w["fc_b"])
+
+
+def test_integer_rebuild_is_bit_exact_end_to_end(tmp_path):
+    weights = dict(small_classifier_weights())
+    weights["fc_wide"] = tf.constant(np.random.default_rng(4).normal(0, 0.3, (128, 1001)).astype(np.float32))
+    path = tmp_path / "coral_like.tflite"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(convert_quantized(lambda x: coral_like_classifier(x, weights)))
+    model = tflite_reader.read_tflite(path)
+    network = tflite.TFLiteFloatNetwork(model, arithmetic="integer")
+    needed = [op.name for op in network._ops_needed()]
+    assert [model.operators[i].name for i in network.integer_ops] == [
+        n for n in needed if n not in ("RESHAPE",)], needed
+    black_box = tflite.TFLiteInterpreterNetwork(path, model)
+    pixels = np.random.default_rng(6).integers(0, 256, (24, SIZE, SIZE, 3)).astype(np.float32)
+    want = black_box.run(pixels)
+    got = tf.function(lambda x: network(x)[0])(tf.constant(pixels)).numpy()
+    np.testing.assert_array_equal(got, want)
+    network.arithmetic = "grid"  # the float ops rounded to the grid are not exact: the comparison has teeth
+    assert np.abs(network(tf.constant(pixels))[0].numpy() - want).max() > 0
 
 
 def test_interpreter_quantizes_input_like_a_png(small_tflite):
@@ -240,26 +305,34 @@ def test_records_point_at_the_coral_files():
 @pytest.mark.parametrize("name", ["mobilenet_v2_quant", "mobilenet_v1_075_192_quant", "mobilenet_v1_05_160_quant",
                                   "mobilenet_v1_025_128_quant"])
 def test_real_float_rebuild_agrees_with_interpreter(name, monkeypatch):
+    """The registered rebuild (integer arithmetic) against the int8 interpreter on the first 200 DEV images.
+
+    Measured: identical logits on all 200 images for each of the four files (0 steps apart, top-1 100 %;
+    the "grid" rebuild agrees on 94-99.5 % of top-1s here, up to 9 steps apart; see
+    scripts/tflite_agreement.py). Asserted: exact top-1 agreement >= 98 % and every logit within one
+    quantisation step, which leaves room for a TFLite build whose kernels round a tie the other way
+    (see `multiply_by_quantized_multiplier`).
+    """
     import hashlib
     monkeypatch.setenv("TFATTACK_MODEL_DIR", str(REAL_MODELS))
     rebuilt, exact = tfattack.models.load(name), tfattack.models.load(f"{name}_int8")
+    assert rebuilt.info["arithmetic"] == "integer"
     assert hashlib.sha256(open(rebuilt.info["checkpoint"], "rb").read()).hexdigest() == rebuilt.spec.sha256
-    images, _ = dev_images(100)
-    a = np.concatenate([rebuilt(images[i:i + 25]).numpy() for i in range(0, 100, 25)])
-    b = np.concatenate([exact(images[i:i + 25]).numpy() for i in range(0, 100, 25)])
+    count = 200
+    images, _ = dev_images(count)
+    forward = tf.function(rebuilt)
+    a = np.concatenate([forward(images[i:i + 25]).numpy() for i in range(0, count, 25)])
+    b = np.concatenate([exact(images[i:i + 25]).numpy() for i in range(0, count, 25)])
     step = float(exact.network.logits_tensor.quantization.scale[0])
-    top_rebuilt = np.argmax(a, 1)
-    # Quantised logits tie often (1001 classes on a 256-level grid): the rebuild's top-1 must be the
-    # interpreter's top-1 or within one step of it.
-    near_top = b[np.arange(100), top_rebuilt] >= b.max(1) - 1.01 * step
-    assert np.mean(near_top) >= 0.98 and np.mean(top_rebuilt == np.argmax(b, 1)) >= 0.9
-    assert np.percentile(np.abs(a - b), 99) <= 4 * step
-    x = tf.constant(images[:1])
+    assert np.mean(np.argmax(a, 1) == np.argmax(b, 1)) >= 0.98
+    assert np.abs(a - b).max() <= 1.01 * step, np.abs(a - b).max() / step
+    x = tf.constant(images[:2])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = tf.reduce_max(rebuilt(x))
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(np.argmax(b[:2], 1), rebuilt(x)))
     gradient = tape.gradient(loss, x).numpy()
-    assert np.all(np.isfinite(gradient)) and np.abs(gradient).max() > 0
+    # The straight-through gradient is the float graph's: finite, and non-zero almost everywhere.
+    assert np.all(np.isfinite(gradient)) and np.mean(gradient != 0) > 0.5
     ensemble = tfattack.models.Ensemble([rebuilt, exact])
     assert not ensemble.differentiable
     np.testing.assert_allclose(ensemble(images[:2]).numpy(), (a[:2] + b[:2]) / 2, rtol=1e-4, atol=1e-4)

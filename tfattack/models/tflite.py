@@ -1,16 +1,23 @@
 """Quantised TFLite classifiers in two forms: a differentiable float rebuild and the exact interpreter.
 
-- `TFLiteFloatNetwork` (source "tflite_float"): the graph of a uint8/int8-quantised classifier run in
-  float32 with `tf.nn`. Weights are dequantised (per channel where the file says so; int32 biases with
-  their own scale, input_scale * weight_scale); each op runs in float, then its result is clamped to the
-  real range its quantised output tensor can represent, `scale * (q_min - zero_point) ..
-  scale * (q_max - zero_point)`, as the integer kernels saturate (fused ReLU/ReLU6 are applied too).
-  With `round_to_grid` (what the registered records use) the input pixels and every op's output are
-  also rounded to their quantisation grid in the forward pass with a straight-through gradient
-  (`y + stop_gradient(round(y) - y)`): the forward pass then follows the integer model to within a few
-  quantisation steps (integer requantisation still rounds differently now and then) while the
-  gradient is the float graph's. Without it the float logits drift further from the interpreter's
-  (see tests/test_models_tflite.py and the measured figures in the records' notes).
+- `TFLiteFloatNetwork` (source "tflite_float"): the graph of a uint8/int8-quantised classifier rebuilt
+  with `tf.nn`, differentiable, in one of three arithmetics (`arithmetic=`). Its gradient is always
+  the float graph's: weights dequantised (per channel where the file says so; int32 biases with scale
+  input_scale * weight_scale), each op in float, its result clamped to the real range its quantised
+  output tensor can represent, `scale * (q_min - zero_point) .. scale * (q_max - zero_point)`, as the
+  integer kernels saturate (fused ReLU/ReLU6 included). The forward pass differs:
+  - "integer" (what the registered records use): CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD,
+    AVERAGE_POOL_2D and QUANTIZE compute TFLite's integer kernels exactly (int32 accumulators, the
+    fixed-point requantisation with its rounding), every other op runs in float rounded to its output
+    grid; each exact result replaces the float one through a straight-through gradient
+    (`y + stop_gradient(exact - y)`). On the four Coral MobileNets the logits equal the interpreter's
+    bit for bit (all 1000 NIPS'17 DEV images: 0 steps apart, top-1 agreement 100 %);
+  - "grid": every op in float, its output rounded to its quantisation grid (straight-through): within
+    a few steps of the interpreter (up to 9; requantisation rounds differently now and then), top-1
+    agreement 94.5-97.5 % on the first 200 DEV images;
+  - "float": every op in float, only clamped: further off still (up to 25 steps).
+  Figures: scripts/tflite_agreement.py. See the "integer arithmetic" section below and
+  tests/test_models_tflite.py.
 - `TFLiteInterpreterNetwork` (source "tflite_interpreter"): the file itself through `tf.lite.Interpreter`
   (TFLite's built-in kernels, without the XNNPACK delegate so that intermediate tensors can be read), a
   BLACK BOX: `differentiable = False` and asking for its gradient raises `NotDifferentiableError`.
@@ -300,18 +307,296 @@ def _fold_constant_dequantize(model: TFLiteModel):
             model.tensors[op.outputs[0]].data = dequantize(source, source.data)
 
 
+# --- integer arithmetic: TFLite's quantised kernels, emulated exactly --------------------------------
+#
+# With arithmetic="integer" the ops in INTEGER_BUILDERS compute what TFLite's integer kernels compute,
+# bit for bit, and keep the float graph's gradient. Values enter as the integers q - zero_point
+# (rounded with a straight-through gradient); convolutions sum integer products, exact in float32 when
+# every partial sum stays below 2**24 (else they run in float64); the rescaling to the output's grid is
+# the kernels' fixed-point multiply, done in int64 without gradient and added to its real-valued twin
+# (acc * real multiplier, clamped), so that the backward pass sees d(out)/d(acc) = real multiplier
+# inside the activation bounds and 0 outside: the float rebuild's Jacobian.
+
+_EXACT_FLOAT32 = 2 ** 24   # integers up to this add exactly in float32, whatever the order
+
+
+class _NoIntegerForm(Exception):
+    """This op (or this use of it) is not emulated in integers; it runs in float, rounded to the grid."""
+
+
+def quantize_multiplier(real: float) -> Tuple[int, int]:
+    """`real` as (q, shift) with real ~= q * 2**(shift - 31), q a Q31 value in [2**30, 2**31).
+
+    The significand is rounded half away from zero (C's round), as TFLite's QuantizeMultiplier does.
+    """
+    if real <= 0.0:
+        if real == 0.0:
+            return 0, 0
+        raise ValueError(f"negative multiplier {real}")
+    fraction, shift = np.frexp(real)
+    q = int(np.floor(fraction * 2.0 ** 31 + 0.5))
+    if q == 2 ** 31:
+        q, shift = q // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    return q, int(shift)
+
+
+def _multipliers(reals) -> Tuple[np.ndarray, np.ndarray]:
+    """`quantize_multiplier` over an array: (q, shift) as int64 arrays."""
+    pairs = [quantize_multiplier(float(r)) for r in np.atleast_1d(reals)]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def multiply_by_quantized_multiplier(x, q, shift, ties_away=True):
+    """TFLite's fixed-point rescaling of int64 `x` (int32 range) by q * 2**(shift - 31), in int64.
+
+    A left shift (for shift > 0), then gemmlowp's rounding doubling high multiply (x * q / 2**31 to
+    nearest with its nudge and truncating division, which works out as ties upward:
+    (x * q + 2**30) >> 31), then a rounding right shift by -shift. That last rounding breaks ties away
+    from zero in the reference kernels (gemmlowp's RoundingDivideByPOT; ADD and requantise here) but
+    upward in the optimised x86 kernels that TF's interpreter runs for CONV_2D, DEPTHWISE_CONV_2D and
+    FULLY_CONNECTED (`ties_away=False`): both found op by op against the interpreter of TF 2.21 on the
+    Coral files and the int8 test model (the two differ only on negative exact halves). Shifts rather
+    than divisions: TF's int64 division is slow. `q`, `shift` (int64) broadcast against `x` (per
+    channel on the last axis).
+    """
+    one = tf.ones_like(shift)
+    right = tf.maximum(-shift, 0)
+    x = x * tf.bitwise.left_shift(one, tf.maximum(shift, 0))
+    high = tf.bitwise.right_shift(x * q + 2 ** 30, tf.constant(31, tf.int64))
+    offset = tf.bitwise.right_shift(tf.bitwise.left_shift(one, right), one)   # half the divisor, 0 for none
+    if ties_away:  # a negative exact half rounds down: high >> 63 is -1 for negative values
+        offset = offset + tf.bitwise.right_shift(high, tf.constant(63, tf.int64)) * tf.minimum(right, 1)
+    return tf.bitwise.right_shift(high + offset, right)
+
+
+# The int64 arithmetic below runs under XLA: op by op, TF makes one pass over the tensor per int64 op
+# (about ten per requantisation), XLA fuses them into one loop, which halves the forward time of
+# MobileNetV2. Compiled once per input shape; gradient-free (callers stop the gradient).
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _rescale_exact(acc, q, shift, bounds, ties_away):
+    """Integer-valued `acc` (any float or int dtype) -> MultiplyByQuantizedMultiplier(acc) clamped to
+    `bounds` (int64 [low, high]), same dtype."""
+    out = multiply_by_quantized_multiplier(tf.cast(acc, tf.int64), q, shift, ties_away)
+    return tf.cast(tf.clip_by_value(out, bounds[0], bounds[1]), acc.dtype)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _add_exact(n1, n2, q, shift, bounds):
+    """TFLite's quantised ADD on integers n = q - zero_point: both inputs rescaled (multiplier 0, 1) to a
+    common fixed-point scale with 20 bits of headroom, summed, rescaled to the output (multiplier 2)."""
+    scaled = [multiply_by_quantized_multiplier(tf.cast(n, tf.int64) * 2 ** 20, q[i], shift[i])
+              for i, n in enumerate((n1, n2))]
+    out = multiply_by_quantized_multiplier(scaled[0] + scaled[1], q[2], shift[2])
+    return tf.cast(tf.clip_by_value(out, bounds[0], bounds[1]), n1.dtype)
+
+
+def _integers(x, scale: float, dtype=tf.float32):
+    """Real values on a grid of step `scale` -> the integers q - zero_point (straight-through rounding)."""
+    n = tf.cast(x, dtype) / tf.cast(scale, dtype)
+    return n + tf.stop_gradient(tf.round(n) - n)
+
+
+def _scale_zero(tensor: Tensor) -> Tuple[np.float32, int]:
+    q = tensor.quantization
+    if q is None or not q.per_tensor or tensor.type_code not in QUANTIZED_RANGES:
+        raise _NoIntegerForm(f"tensor {tensor.name!r} is not quantised per tensor")
+    return np.float32(q.scale[0]), int(q.zero_point[0])
+
+
+def _activation_bounds(ctx) -> Tuple[int, int]:
+    """The output's clamp in integers q - zero_point: its type's range narrowed by a fused ReLU/ReLU6/ReLU1,
+    whose limits are quantised as TFLite does (zero_point + round(limit / scale), float32 division)."""
+    out = ctx.tensor(0, outputs=True)
+    low, high = QUANTIZED_RANGES[out.type_code]
+    scale, zero_point = _scale_zero(out)
+    code = ctx.options.get("fused_activation_function", 0)
+    if code not in (0, 1, 2, 3):
+        raise _NoIntegerForm(f"fused activation {code} has no integer form")
+    limits = {0: (None, None), 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}[code]
+    quantize = lambda v: zero_point + int(np.round(np.float32(v) / scale))  # noqa: E731
+    if limits[0] is not None:
+        low = max(low, quantize(limits[0]))
+    if limits[1] is not None:
+        high = min(high, quantize(limits[1]))
+    return low - zero_point, high - zero_point
+
+
+def _accumulate(ctx, weights_int: np.ndarray, contract):
+    """CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED in integers: apply(inputs) -> real output.
+
+    `weights_int` are the weights minus their zero points with the output channels on the last axis,
+    reshaped as needed by `contract(n, kernel)`.
+    """
+    inputs, weights = ctx.tensor(0), ctx.tensor(1)
+    in_scale, in_zero = _scale_zero(inputs)
+    out_scale, _ = _scale_zero(ctx.tensor(0, outputs=True))
+    channels = weights_int.shape[-1]
+    w_scale = np.broadcast_to(weights.quantization.scale.astype(np.float32), [channels])
+    if inputs.type_code == UINT8:
+        # uint8 kernels take the legacy per-tensor multiplier: input_scale * weight_scale in float32.
+        reals = (in_scale * w_scale).astype(np.float64) / np.float64(out_scale)
+    else:
+        reals = np.float64(in_scale) * w_scale.astype(np.float64) / np.float64(out_scale)
+    q, shift = _multipliers(reals)
+    bias = np.zeros(channels, np.int64)
+    if ctx.has_input(2):
+        data = ctx.raw_constant(2)
+        if data.dtype.kind != "i":
+            raise _NoIntegerForm("the bias is not integer")
+        bias = data.astype(np.int64)
+    # Every partial sum (bias included) is bounded by max |n| * sum |w| + |bias| per output channel:
+    # below 2**24 (all the Coral layers) float32 holds them exactly.
+    in_low, in_high = QUANTIZED_RANGES[inputs.type_code]
+    largest_input = max(abs(in_low - in_zero), abs(in_high - in_zero))
+    bound = (largest_input * np.abs(weights_int.reshape(-1, channels)).sum(0) + np.abs(bias)).max()
+    dtype = tf.float32 if bound < _EXACT_FLOAT32 else tf.float64
+    kernel, bias = tf.constant(weights_int, dtype), tf.constant(bias, dtype)
+    low, high = _activation_bounds(ctx)
+    bounds = tf.constant([low, high], tf.int64)  # tensors, not Python ints: one trace for all layers
+    real_multiplier = tf.constant(reals, dtype)
+    q, shift = tf.constant(q), tf.constant(shift)
+
+    def apply(x):
+        acc = contract(_integers(x[0], in_scale, dtype), kernel) + bias
+        approx = tf.clip_by_value(acc * real_multiplier, float(low), float(high))
+        exact = _rescale_exact(tf.stop_gradient(acc), q, shift, bounds, False)
+        return tf.cast(approx + tf.stop_gradient(exact - approx), tf.float32) * out_scale
+    return apply
+
+
+def _weights_minus_zero_point(ctx) -> np.ndarray:
+    tensor, raw = ctx.tensor(1), ctx.raw_constant(1)
+    if raw.dtype.kind not in "iu" or tensor.quantization is None:
+        raise _NoIntegerForm("the weights are not quantised")
+    zero = tensor.quantization.broadcast(tensor.quantization.zero_point.astype(np.int64), raw.ndim)
+    return raw.astype(np.int64) - zero
+
+
+def _conv_2d_integer(ctx, float_apply):
+    weights = np.transpose(_weights_minus_zero_point(ctx), (1, 2, 3, 0))        # [H, W, I, O]
+    strides = [ctx.options["stride_h"], ctx.options["stride_w"]]
+    dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
+    padding = ctx.padding()  # SAME pads with the zero point, i.e. integer 0, as tf.nn.conv2d does
+    return _accumulate(ctx, weights, lambda n, k: tf.nn.conv2d(n, k, strides, padding, dilations=dilations))
+
+
+def _depthwise_conv_2d_integer(ctx, float_apply):
+    weights = _weights_minus_zero_point(ctx)[0]                                   # [H, W, I * M]
+    shape = [*weights.shape[:2], ctx.tensor(0).shape[-1], -1]                    # channel c = i * M + m
+    strides = [1, ctx.options["stride_h"], ctx.options["stride_w"], 1]
+    dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
+    padding = ctx.padding()
+    return _accumulate(ctx, weights, lambda n, k: tf.nn.depthwise_conv2d(
+        n, tf.reshape(k, shape), strides, padding, dilations=dilations))
+
+
+def _fully_connected_integer(ctx, float_apply):
+    if ctx.options.get("weights_format", 0) != 0 or ctx.options.get("keep_num_dims", False):
+        raise _NoIntegerForm("only the DEFAULT weights format without keep_num_dims has an integer form")
+    weights = _weights_minus_zero_point(ctx).T                                     # [I, O]
+    return _accumulate(ctx, weights, lambda n, k: tf.tensordot(tf.reshape(n, [-1, k.shape[0]]), k, axes=1))
+
+
+def _straight_through(float_apply, exact):
+    """Forward: `exact(inputs)` (without gradient); backward: the (clamped) float op's gradient."""
+    def apply(x):
+        y = float_apply(x)
+        return y + tf.stop_gradient(exact([tf.stop_gradient(v) for v in x]) - y)
+    return apply
+
+
+def _add_integer(ctx, float_apply):
+    (s1, _), (s2, _) = _scale_zero(ctx.tensor(0)), _scale_zero(ctx.tensor(1))
+    out_scale, _ = _scale_zero(ctx.tensor(0, outputs=True))
+    twice_max = 2.0 * float(max(s1, s2))
+    q, shift = _multipliers([float(s1) / twice_max, float(s2) / twice_max, twice_max / (2 ** 20 * float(out_scale))])
+    q, shift = tf.constant(q[:, None]), tf.constant(shift[:, None])
+    bounds = tf.constant(_activation_bounds(ctx), tf.int64)
+    return _straight_through(float_apply, lambda x: _add_exact(
+        _integers(x[0], s1), _integers(x[1], s2), q, shift, bounds) * out_scale)
+
+
+def _average_pool_integer(ctx, float_apply):
+    # TFLite sums the raw quantised values (input and output share scale and zero point) and divides
+    # by the number of in-bounds inputs, rounding half away from zero.
+    in_scale, zero = _scale_zero(ctx.tensor(0))
+    if (in_scale, zero) != _scale_zero(ctx.tensor(0, outputs=True)):
+        raise _NoIntegerForm("input and output quantisation differ")
+    size = [ctx.options["filter_height"], ctx.options["filter_width"]]
+    strides = [ctx.options["stride_h"], ctx.options["stride_w"]]
+    padding = ctx.padding()
+    # In-bounds inputs per output position, from the file's static input size (an odd SAME padding
+    # goes at the end, in TFLite as in TF); tf.nn.avg_pool2d divides by the same counts, so its
+    # average times the count is the exact integer sum.
+    counts = []
+    for extent, window, stride, out in zip(ctx.tensor(0).shape[1:3], size, strides, ctx.output_shape()[1:3]):
+        before = max(((out - 1) * stride + window - extent) // 2, 0) if padding == "SAME" else 0
+        starts = np.arange(out) * stride - before
+        counts.append(np.minimum(starts + window, extent) - np.maximum(starts, 0))
+    count = tf.constant(np.outer(*counts)[None, :, :, None].astype(np.float64))
+    low, high = _activation_bounds(ctx)
+
+    def exact(x):
+        raw = tf.cast(_integers(x[0], in_scale), tf.float64) + zero
+        total = tf.round(tf.nn.avg_pool2d(raw, size, strides, padding) * count)   # exact integer sums
+        rounded = tf.sign(total) * tf.floor((tf.abs(total) + tf.floor(count / 2)) / count)
+        return tf.cast(tf.clip_by_value(rounded - zero, low, high), tf.float32) * in_scale
+    return _straight_through(float_apply, exact)
+
+
+def _quantize_integer(ctx, float_apply):
+    # QUANTIZE between two quantised types (e.g. a uint8 input to int8): TFLite's Requantize.
+    in_scale, _ = _scale_zero(ctx.tensor(0))
+    out_tensor = ctx.tensor(0, outputs=True)
+    out_scale, out_zero = _scale_zero(out_tensor)
+    q, shift = (tf.constant(v) for v in _multipliers(float(in_scale) / float(out_scale)))
+    bounds = tf.constant([v - out_zero for v in QUANTIZED_RANGES[out_tensor.type_code]], tf.int64)
+    return _straight_through(float_apply, lambda x: _rescale_exact(
+        _integers(x[0], in_scale), q, shift, bounds, True) * out_scale)
+
+
+# TFLite op name -> builder(ctx, clamped float apply) -> apply (raises _NoIntegerForm where it does
+# not apply). Ops that only move values (RESHAPE, SQUEEZE, PAD, MAX_POOL_2D, CONCATENATION of equally
+# quantised inputs) are exact on the grid already; the others (HARD_SWISH, LOGISTIC, MUL, MEAN, ...)
+# run in float, rounded to their output grid.
+INTEGER_BUILDERS: Dict[str, Callable] = {
+    "CONV_2D": _conv_2d_integer,
+    "DEPTHWISE_CONV_2D": _depthwise_conv_2d_integer,
+    "FULLY_CONNECTED": _fully_connected_integer,
+    "ADD": _add_integer,
+    "AVERAGE_POOL_2D": _average_pool_integer,
+    "QUANTIZE": _quantize_integer,
+}
+
+
+ARITHMETICS = ("integer", "grid", "float")
+
+
 class TFLiteFloatNetwork(tf.Module):
-    """A quantised TFLite classifier rebuilt in float32: `network(pixels) -> (logits, end_points)`.
+    """A quantised TFLite classifier rebuilt in TF2: `network(pixels) -> (logits, end_points)`.
 
     `pixels` are 0..255 floats [N, H, W, C]; end points are keyed by the file's tensor names, plus
-    "Logits". Attributes: `model` (the parsed file), `dropped_softmax` (name of the dropped op's output).
+    "Logits". Attributes: `model` (the parsed file), `dropped_softmax` (name of the dropped op's output),
+    `arithmetic` (may be changed after construction), `integer_ops` (indices of the ops that have an
+    integer form in this file).
+
+    `arithmetic` chooses the forward pass; the gradient is the float graph's in all three:
+    - "integer": the ops in `INTEGER_BUILDERS` compute TFLite's integer kernels exactly (straight-through
+      gradient), the others run in float rounded to their output grid;
+    - "grid": every op in float, its output rounded to the grid (straight-through);
+    - "float": every op in float, only clamped to the range its quantised output can hold.
     """
 
     differentiable = True
 
-    def __init__(self, model: TFLiteModel, name: Optional[str] = None, round_to_grid: bool = False):
+    def __init__(self, model: TFLiteModel, name: Optional[str] = None, arithmetic: str = "integer"):
         super().__init__(name=name or "tflite_float")
-        self.round_to_grid = round_to_grid
+        if arithmetic not in ARITHMETICS:
+            raise ValueError(f"arithmetic must be one of {ARITHMETICS}, not {arithmetic!r}")
+        self.arithmetic = arithmetic
         self.model = model
         _fold_constant_dequantize(model)
         self._logits_index, self._beta, softmax = find_logits(model)
@@ -319,6 +604,7 @@ class TFLiteFloatNetwork(tf.Module):
         self._input = model.tensors[model.inputs[0]]
         self._pixel_offset = pixel_offset(model)
         self._steps = [self._step(op) for op in self._ops_needed()]
+        self.integer_ops = [op.index for op, step in zip(self._ops_needed(), self._steps) if step[-1] is not None]
 
     def _ops_needed(self) -> List[Operator]:
         """The ops the logits depend on, in file order (the file's operator list is topologically sorted)."""
@@ -347,22 +633,35 @@ class TFLiteFloatNetwork(tf.Module):
         output = self.model.tensors[op.outputs[0]]
         q = output.quantization
         step = float(q.scale[0]) if q is not None and q.per_tensor and output.type_code in QUANTIZED_RANGES else None
-        return apply, inputs, constants, output, representable_range(output), step
+        bounds = representable_range(output)
+        integer = None
+        if op.name in INTEGER_BUILDERS and step is not None:
+            clamped = apply if bounds is None else (lambda x: tf.clip_by_value(apply(x), *bounds))
+            try:
+                integer = INTEGER_BUILDERS[op.name](ctx, clamped)
+            except _NoIntegerForm:
+                integer = None
+        return apply, inputs, constants, output, bounds, step, integer
 
     def __call__(self, pixels):
         q = self._input.quantization
-        if self.round_to_grid:
+        rounded = self.arithmetic != "float"
+        if rounded:
             pixels = pixels + tf.stop_gradient(tf.round(pixels) - pixels)
         x = (pixels - self._pixel_offset - float(q.zero_point[0])) * float(q.scale[0])
         bounds = representable_range(self._input)
         values = {self._input.index: tf.clip_by_value(x, *bounds) if bounds else x}
         end_points = {}
-        for apply, inputs, constants, output, bounds, step in self._steps:
-            y = apply([constants[i] if i in constants else values[i] for i in inputs])
-            if bounds is not None:
-                y = tf.clip_by_value(y, *bounds)
-            if self.round_to_grid and step is not None:
-                y = y + tf.stop_gradient(tf.round(y / step) * step - y)
+        for apply, inputs, constants, output, bounds, step, integer in self._steps:
+            operands = [constants[i] if i in constants else values[i] for i in inputs]
+            if integer is not None and self.arithmetic == "integer":
+                y = integer(operands)
+            else:
+                y = apply(operands)
+                if bounds is not None:
+                    y = tf.clip_by_value(y, *bounds)
+                if rounded and step is not None:
+                    y = y + tf.stop_gradient(tf.round(y / step) * step - y)
             values[output.index] = y
             end_points[output.name] = y
         logits = values[self._logits_index] * self._beta
@@ -454,8 +753,8 @@ class TFLiteInterpreterNetwork(tf.Module):
 def _load_float(spec: ModelSpec, path: str):
     model = read_tflite(path)
     _check_input(spec, model)
-    network = TFLiteFloatNetwork(model, name=spec.name, round_to_grid=True)
-    return network, {"checkpoint": str(path), "dropped_softmax": network.dropped_softmax, "round_to_grid": True}
+    network = TFLiteFloatNetwork(model, name=spec.name, arithmetic="integer")
+    return network, {"checkpoint": str(path), "dropped_softmax": network.dropped_softmax, "arithmetic": "integer"}
 
 
 def _load_interpreter(spec: ModelSpec, path: str):
@@ -485,17 +784,17 @@ _NOTE = ("top-1 on the 1000 NIPS 2017 DEV images (299 -> model size, tfattack's 
 _MOBILENET_V1 = "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, 2017"
 _MOBILENET_V2 = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018"
 
-# (record name, file, input size, sha256 of the file in ../shared, top-1 float rebuild, top-1 interpreter,
-#  README's float and interpreter figures, paper)
+# (record name, file, input size, sha256 of the file in ../shared, top-1 float rebuild, top-1 interpreter
+#  (equal: the integer rebuild's logits are the interpreter's), README's float and interpreter figures, paper)
 CORAL_FILES = (
     ("mobilenet_v2_quant", "mobilenet_v2_1.0_224_quant.tflite", 224,
-     "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", 84.3, 84.4, (84.1, 84.1), _MOBILENET_V2),
+     "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", 85.0, 85.0, (84.1, 84.1), _MOBILENET_V2),
     ("mobilenet_v1_075_192_quant", "mobilenet_v1_0.75_192_quant.tflite", 192,
-     "41daeb22fdcf947e0e5ec32373aa9df7c31f3ef45dbd0ef7b5940fbce3c20f6a", 76.5, 76.7, (76.8, 77.2), _MOBILENET_V1),
+     "41daeb22fdcf947e0e5ec32373aa9df7c31f3ef45dbd0ef7b5940fbce3c20f6a", 76.6, 76.6, (76.8, 77.2), _MOBILENET_V1),
     ("mobilenet_v1_05_160_quant", "mobilenet_v1_0.5_160_quant.tflite", 160,
-     "3cc6d2ca460abd2e0f699a6d0d2550c6b61c6e3b0e27a3616e384ea74cb86f43", 66.8, 66.9, (66.8, 66.8), _MOBILENET_V1),
+     "3cc6d2ca460abd2e0f699a6d0d2550c6b61c6e3b0e27a3616e384ea74cb86f43", 66.6, 66.6, (66.8, 66.8), _MOBILENET_V1),
     ("mobilenet_v1_025_128_quant", "mobilenet_v1_0.25_128_quant.tflite", 128,
-     "cb273c23ee76374b05b9583177e28aa19744858a7679c56a250e83d0333da785", 44.5, 44.7, (45.9, 44.4), _MOBILENET_V1),
+     "cb273c23ee76374b05b9583177e28aa19744858a7679c56a250e83d0333da785", 44.6, 44.6, (45.9, 44.4), _MOBILENET_V1),
 )
 
 
@@ -506,7 +805,7 @@ def _coral_specs():
                       default_location=f"coral_tflite/{file}", licence="Apache-2.0", provenance=_CORAL_PROVENANCE,
                       paper=paper)
         yield ModelSpec(name=name, source="tflite_float", reference_top1=float_top1,
-                        reference_note=f"{_NOTE} {readme[0]} %; float rebuild rounded to the grid", **common)
+                        reference_note=f"{_NOTE} {readme[0]} %; float rebuild, integer arithmetic", **common)
         yield ModelSpec(name=f"{name}_int8", source="tflite_interpreter", reference_top1=interpreter_top1,
                         reference_note=f"{_NOTE} {readme[1]} %; TFLite interpreter, built-in kernels", **common)
 

@@ -1,0 +1,65 @@
+"""How closely the differentiable TFLite rebuilds follow the int8 interpreter, per arithmetic.
+
+  python scripts/tflite_agreement.py [--images=200] [--arithmetic=integer,grid,float]
+      [--models=mobilenet_v2_quant,...] [--data_dir=../shared/nips17_dev] [--model_dir=../shared/real_models]
+
+For each Coral record `NAME` (float rebuild) against `NAME_int8` (TFLite interpreter), on the first
+--images NIPS'17 DEV images: exact top-1 agreement, agreement within one quantisation step (the
+rebuild's top-1 scores within one step of the interpreter's best, i.e. a tie on the grid is allowed),
+the largest and mean |logit difference| in quantisation steps of the logits tensor, and the share of
+images whose logits differ at all. Prints a Markdown table.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import tfattack  # noqa: E402
+from tfattack import data  # noqa: E402
+from tfattack.models import tflite  # noqa: E402
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("images", 200, "How many DEV images (in the dataset's order).")
+flags.DEFINE_list("arithmetic", ["integer", "grid", "float"], f"Rebuild arithmetics to compare: {tflite.ARITHMETICS}.")
+flags.DEFINE_list("models", [s[0] for s in tflite.CORAL_FILES], "Float-rebuild records (their _int8 twins are the reference).")
+flags.DEFINE_string("data_dir", os.path.join(HERE, "..", "shared", "nips17_dev"), "NIPS'17 DEV folder.")
+flags.DEFINE_string("model_dir", os.path.join(HERE, "..", "shared", "real_models"), "Folder holding coral_tflite/.")
+
+
+def main(_):
+    dataset = data.read_dataset(os.path.join(FLAGS.data_dir, "images"), csv=os.path.join(FLAGS.data_dir, "dev_dataset.csv"))
+    dataset = dataset.select(dataset.ids[:FLAGS.images])
+    batches = [batch.images for batch in data.batches(dataset, 25)]
+    count = sum(len(b) for b in batches)
+    print(f"{count} NIPS'17 DEV images; |dlogit| in quantisation steps of the logits tensor\n")
+    print("| model | arithmetic | top-1 agreement % | within one step % | max abs dlogit | mean abs dlogit | "
+          "images with any difference % | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in FLAGS.models:
+        rebuilt = tfattack.models.load(name, model_dir=FLAGS.model_dir)
+        interpreter = tfattack.models.load(f"{name}_int8", model_dir=FLAGS.model_dir)
+        reference = np.concatenate([interpreter(b).numpy() for b in batches])
+        step = float(interpreter.network.logits_tensor.quantization.scale[0])
+        for arithmetic in FLAGS.arithmetic:
+            rebuilt.network.arithmetic = arithmetic
+            forward = tf.function(rebuilt)  # one trace per arithmetic
+            start = time.perf_counter()
+            logits = np.concatenate([forward(tf.constant(b)).numpy() for b in batches])
+            seconds = time.perf_counter() - start
+            top = np.argmax(logits, 1)
+            near = reference[np.arange(count), top] >= reference.max(1) - 1.01 * step
+            steps = np.abs(logits - reference) / step
+            print(f"| {name} | {arithmetic} | {100 * np.mean(top == np.argmax(reference, 1)):.1f} | "
+                  f"{100 * np.mean(near):.1f} | {steps.max():.2f} | {steps.mean():.3f} | "
+                  f"{100 * np.mean(steps.max(1) > 0.01):.1f} | {seconds:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
