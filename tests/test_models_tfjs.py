@@ -182,6 +182,21 @@ def test_functional_model_equals_keras_with_quantized_weights_and_split_shards(t
     assert not np.allclose(np.sum(np.exp(logits.numpy()), 1), 1.0)  # logits, not probabilities
 
 
+def test_network_computes_in_its_input_dtype(tmp_path, images):
+    """bfloat16 input: convolutions, batch norm and dense run in bfloat16 on the float32 variables."""
+    write_tfjs_model(tmp_path, functional_topology(), functional_weights(np.random.default_rng(1)))
+    network = tfjs.TfjsLayersNetwork(tmp_path)
+    graph = tf.function(network).get_concrete_function(tf.TensorSpec(images.shape, tf.bfloat16)).graph
+    convs = {op.get_attr("T") for op in graph.get_operations() if op.type in ("Conv2D", "DepthwiseConv2dNative")}
+    assert convs == {tf.bfloat16} and "bfloat16" in network.compute_dtypes
+    expected = network(tf.constant(images))[0].numpy()
+    got = network(tf.constant(images, tf.bfloat16))[0]
+    assert got.dtype == tf.bfloat16
+    error = np.abs(tf.cast(got, tf.float32).numpy() - expected).max() / np.abs(expected).max()
+    assert 0 < error < 0.05
+    assert all(v.dtype == tf.float32 for v in network.variables_by_name.values())
+
+
 def test_sequential_model_with_dense_softmax(tmp_path, images):
     rng = np.random.default_rng(2)
     layers = [

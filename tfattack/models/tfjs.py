@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import labels, loading, registry
+from tfattack.models import labels, layers, loading, registry
 from tfattack.models.registry import ModelSpec
 
 MODEL_JSON = "model.json"
@@ -184,6 +184,11 @@ def _single(inputs, ctx: _LayerContext):
     return inputs[0]
 
 
+def _like(x, weight):
+    """`weight` in the activations' dtype (the network computes in its input's dtype; variables stay float32)."""
+    return None if weight is None else tf.cast(weight, x.dtype)
+
+
 def _convolution(kernel_key: str, convolve: Callable):
     """Conv2D (kernel [kh, kw, cin, cout]) and DepthwiseConv2D (depthwise_kernel [kh, kw, cin, multiplier])."""
     def build(ctx):
@@ -194,8 +199,9 @@ def _convolution(kernel_key: str, convolve: Callable):
         padding, activation = ctx.padding(), ctx.activation()
 
         def apply(inputs):
-            y = convolve(_single(inputs, ctx), kernel, strides, padding, dilations)
-            return activation(y if bias is None else tf.nn.bias_add(y, bias))
+            x = _single(inputs, ctx)
+            y = convolve(x, _like(x, kernel), strides, padding, dilations)
+            return activation(y if bias is None else tf.nn.bias_add(y, _like(x, bias)))
         return apply
     return build
 
@@ -214,8 +220,9 @@ def _dense(ctx):
     activation = ctx.activation()
 
     def apply(inputs):
-        y = tf.tensordot(_single(inputs, ctx), kernel, axes=1)
-        return activation(y if bias is None else y + bias)
+        x = _single(inputs, ctx)
+        y = tf.tensordot(x, _like(x, kernel), axes=1)
+        return activation(y if bias is None else y + _like(x, bias))
     return apply
 
 
@@ -234,7 +241,8 @@ def _batch_normalization(ctx):
         if gamma is not None:
             multiplier = multiplier * gamma
         offset = -mean * multiplier if beta is None else beta - mean * multiplier
-        return _single(inputs, ctx) * multiplier + offset
+        x = _single(inputs, ctx)
+        return x * _like(x, multiplier) + _like(x, offset)
     return apply
 
 
@@ -473,6 +481,7 @@ class TfjsLayersNetwork(tf.Module):
 
     differentiable = True
     output_index = None
+    compute_dtypes = layers.COMPUTE_DTYPES  # each layer casts its weights to the activations' dtype
 
     def __init__(self, path, name: Optional[str] = None):
         json_path = model_json_path(path)
