@@ -42,6 +42,8 @@ flags.DEFINE_list("attack_names", [], "--what=transfer: a subset of the table's 
 flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
 flags.DEFINE_list("copies_per_pass", ["0", "5", "1"], "--what=speed: copies_per_pass settings of the memory "
                   "section (one process each).")
+flags.DEFINE_boolean("keep_other_rows", False, "--what=accuracy with --models: keep the other models' rows of the "
+                     "existing OUTPUT_DIR/accuracy.json (same images) instead of dropping them.")
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +89,11 @@ def run_one_model():
 def run_accuracy():
     from tfattack.bench import accuracy
     data_dir = FLAGS.data_dir or os.path.join(SHARED, "nips17_dev")
-    payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images)
+    previous = None
+    if FLAGS.keep_other_rows:
+        with open(os.path.join(FLAGS.output_dir, "accuracy.json")) as f:
+            previous = json.load(f)
+    payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images, previous)
     write_result("accuracy", payload, markdown)
 
 

@@ -15,6 +15,8 @@ import tensorflow as tf
 import tfattack
 from tfattack.bench import attack_speed, timing
 
+from shared_data import NIPS17_DEV, SHARED, requires_shared  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "benchmark.py"
 
@@ -160,3 +162,20 @@ def test_copies_memory_row_counts_images_per_pass(monkeypatch):
     assert row["peak_rss_mib"] > 0 and row["s_per_image_iteration"] > 0
     table = speed.memory_table([row, {"copies_per_pass": 0, "batch": 1, "error": "MemoryError"}])
     assert "| 4 | 1 | 4 |" in table and "| 0 | 1 | error: MemoryError | | |" in table
+
+
+# ----- the accuracy table -----
+
+@requires_shared
+def test_accuracy_rows_merge_with_an_earlier_run():
+    """Re-measuring one model keeps the earlier run's other rows (in table order); the integer TFLite
+    rebuild scores exactly its interpreter's top-1."""
+    from tfattack.bench import accuracy
+    args = (str(NIPS17_DEV), str(SHARED / "real_models"), 20)
+    first, _ = accuracy.run(["mobilenet_v1_025_128_quant_int8"], *args)
+    merged, markdown = accuracy.run(["mobilenet_v1_025_128_quant"], *args, previous=first)
+    assert [r["model"] for r in merged["rows"]] == ["mobilenet_v1_025_128_quant", "mobilenet_v1_025_128_quant_int8"]
+    assert merged["rows"][0]["top1"] == merged["rows"][1]["top1"] > 0
+    assert markdown.count("| mobilenet_v1_025_128_quant") == 2
+    with pytest.raises(ValueError, match="on 20 images, not 10: re-measure every model"):
+        accuracy.run(["mobilenet_v1_025_128_quant"], *args[:2], 10, previous=first)

@@ -35,7 +35,10 @@ def predictions(model, dataset: "data.Dataset", batch_size: int = 50) -> np.ndar
     return out
 
 
-def run(names: Optional[Sequence[str]], data_dir: str, model_dir: str, num_images: int):
+def run(names: Optional[Sequence[str]], data_dir: str, model_dir: str, num_images: int,
+        previous: Optional[Dict] = None):
+    """Measures `names` (default: every offline model). `previous`, an earlier payload on the same images,
+    contributes the rows of the models not measured now (re-measure a few, keep the rest)."""
     names = list(names or [n for n in OFFLINE_MODELS if n in tfattack.models.available()])
     dataset = data.read_dataset(f"{data_dir}/images", csv=f"{data_dir}/dev_dataset.csv")
     dataset = dataset.select(dataset.ids[:num_images])
@@ -48,6 +51,13 @@ def run(names: Optional[Sequence[str]], data_dir: str, model_dir: str, num_image
         rows.append({"model": name, "source": model.spec.source, "image_size": model.image_size,
                      "top1": 100.0 * float(np.mean(predicted == labels)), "images": len(labels),
                      "reference_here": SHARED_README_TOP1.get(name), "seconds": time.perf_counter() - start})
+    if previous is not None:
+        if previous.get("num_images") != len(labels):
+            raise ValueError(f"the earlier accuracy results are on {previous.get('num_images')} images, not "
+                             f"{len(labels)}: re-measure every model")
+        rows += [r for r in previous["rows"] if r["model"] not in names]
+        order = {n: i for i, n in enumerate(OFFLINE_MODELS)}
+        rows.sort(key=lambda r: order.get(r["model"], len(order)))
     lines = [f"Top-1 on the first {len(labels)} NIPS'17 DEV images (labels TrueLabel - 1), 299 px resized inside "
              "each classifier (antialiased bilinear).", "",
              "| model | source | input | top-1 % | ../shared README % | difference |", "|---|---|---|---|---|---|"]
