@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-WHATS = ("models", "accuracy", "attacks", "transfer", "speed")
+WHATS = ("models", "accuracy", "attacks", "transfer", "speed", "memory")
 flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
 flags.DEFINE_integer("batch_size", 8, "Batch size for speed measurements.")
@@ -40,8 +40,9 @@ flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for t
                      "evaluations per step (SI, VT, Admix, augmentations).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: a subset of the table's attacks (default: all).")
 flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
-flags.DEFINE_list("copies_per_pass", ["0", "5", "1"], "--what=speed: copies_per_pass settings of the memory "
-                  "section (one process each).")
+flags.DEFINE_list("copies_per_pass", ["0", "5", "1"], "--what=memory (and speed): copies_per_pass settings of the "
+                  "memory table (one process each).")
+flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
 flags.DEFINE_boolean("keep_other_rows", False, "--what=accuracy with --models: keep the other models' rows of the "
                      "existing OUTPUT_DIR/accuracy.json (same images) instead of dropping them.")
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
@@ -162,12 +163,23 @@ def peer_in_subprocess():
 
 def run_copies_memory():
     from tfattack.bench import speed
-    print(json.dumps(speed.copies_memory(int(FLAGS.copies_per_pass[0]), FLAGS.batch_size)))
+    print(json.dumps(speed.copies_memory(int(FLAGS.copies_per_pass[0]), FLAGS.memory_batch)))
+
+
+def memory_rows():
+    return [copies_memory_in_subprocess(int(n), FLAGS.memory_batch) for n in FLAGS.copies_per_pass]
+
+
+def run_memory():
+    """Section 5 of --what=speed on its own."""
+    from tfattack.bench import speed
+    rows = memory_rows()
+    write_result("memory", {"rows": rows, "time": time.time()}, speed.memory_table(rows))
 
 
 def copies_memory_in_subprocess(copies_per_pass: int, batch: int) -> dict:
     import subprocess
-    command = [sys.executable, os.path.abspath(__file__), "--what=_copies_memory", f"--batch_size={batch}",
+    command = [sys.executable, os.path.abspath(__file__), "--what=_copies_memory", f"--memory_batch={batch}",
                f"--copies_per_pass={copies_per_pass}"]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -198,8 +210,8 @@ def run_speed():
     model = attack_speed.load_member(speed.OPTION_MODEL)
     agreement = speed.gradient_sign_agreement(model, model.with_compute_dtype("bfloat16"))
     notes = speed.default_notes(option_rows, agreement)
-    memory_rows = [copies_memory_in_subprocess(int(n), 1) for n in FLAGS.copies_per_pass]
-    print("memory:", json.dumps(memory_rows), flush=True)
+    memory = memory_rows()
+    print("memory:", json.dumps(memory), flush=True)
     minutes = (time.time() - started) / 60
     markdown = "\n\n".join([
         f"# Speed (batch {FLAGS.batch_size}, this machine's CPU; {minutes:.0f} min for the whole run)",
@@ -208,10 +220,10 @@ def run_speed():
         "## 3. MI-FGSM vs the TF1 research-code form (one random Inception-v3 checkpoint loaded by both)",
         speed.peer_table(peer) if "error" not in peer else f"peer failed: {peer['error']}",
         "## 4. Options", speed.options_table(option_rows),
-        "## 5. Memory of a many-copy attack: copies_per_pass", speed.memory_table(memory_rows),
+        "## 5. Memory of a many-copy attack: copies_per_pass", speed.memory_table(memory),
         "## Defaults chosen", "\n".join(f"- {n}" for n in notes)])
     write_result("speed", {"models": model_rows, "attacks": preset_rows, "peer": peer, "options": option_rows,
-                           "bfloat16_gradient_sign_agreement": agreement, "memory": memory_rows, "notes": notes, "minutes": minutes,
+                           "bfloat16_gradient_sign_agreement": agreement, "memory": memory, "notes": notes, "minutes": minutes,
                            "time": time.time()}, markdown)
 
 
@@ -235,7 +247,8 @@ def run_transfer():
 def main(argv):
     del argv
     runners = {"transfer": run_transfer, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
-               "attacks": run_attacks, "speed": run_speed, "_peer": run_peer, "_copies_memory": run_copies_memory}
+               "attacks": run_attacks, "speed": run_speed, "memory": run_memory, "_peer": run_peer,
+               "_copies_memory": run_copies_memory}
     if FLAGS.what not in runners:
         print(f"benchmark.py: --what={FLAGS.what} is not available yet", file=sys.stderr)
         return 2

@@ -156,7 +156,7 @@ def test_script_rejects_unknown_names(tmp_path, flag, message):
 
 def test_copies_memory_row_counts_images_per_pass(monkeypatch):
     from tfattack.bench import speed
-    monkeypatch.setattr(attack_speed, "ORIGIN_ENSEMBLE", ("efficientnet_lite0",))
+    monkeypatch.setattr(speed, "MEMORY_MODELS", ("efficientnet_lite0",))
     row = speed.copies_memory(copies_per_pass=4, batch=1)
     assert (row["copies"], row["images_per_pass"]) == (15, 4)
     assert row["peak_rss_mib"] > 0 and row["s_per_image_iteration"] > 0
