@@ -40,8 +40,8 @@ flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for t
                      "evaluations per step (SI, VT, Admix, augmentations).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: a subset of the table's attacks (default: all).")
 flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
-flags.DEFINE_list("copies_per_pass", ["0", "5", "1"], "--what=memory (and speed): copies_per_pass settings of the "
-                  "memory table (one process each).")
+flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
+                  "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
 flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
 flags.DEFINE_boolean("keep_other_rows", False, "--what=accuracy with --models: keep the other models' rows of the "
                      "existing OUTPUT_DIR/accuracy.json (same images) instead of dropping them.")
@@ -163,11 +163,20 @@ def peer_in_subprocess():
 
 def run_copies_memory():
     from tfattack.bench import speed
-    print(json.dumps(speed.copies_memory(int(FLAGS.copies_per_pass[0]), FLAGS.memory_batch)))
+    preset, copies_per_pass = FLAGS.memory_runs[0].split(":")
+    print(json.dumps(speed.copies_memory(preset, int(copies_per_pass), FLAGS.memory_batch)))
 
 
 def memory_rows():
-    return [copies_memory_in_subprocess(int(n), FLAGS.memory_batch) for n in FLAGS.copies_per_pass]
+    import tfattack
+    from tfattack.bench import speed
+    runs = FLAGS.memory_runs or [f"{preset}:{n}" for preset, n in speed.MEMORY_RUNS]
+    for run in runs:
+        preset, _, count = run.partition(":")
+        if preset not in tfattack.attacks.presets() or not count.isdigit():
+            raise SystemExit(f"benchmark.py: error: --memory_runs: {run!r} is not PRESET:COPIES_PER_PASS "
+                             f"(a preset name and an integer >= 0)")
+    return [copies_memory_in_subprocess(run, FLAGS.memory_batch) for run in runs]
 
 
 def run_memory():
@@ -177,14 +186,16 @@ def run_memory():
     write_result("memory", {"rows": rows, "time": time.time()}, speed.memory_table(rows))
 
 
-def copies_memory_in_subprocess(copies_per_pass: int, batch: int) -> dict:
+def copies_memory_in_subprocess(run: str, batch: int) -> dict:
+    """`run` is "PRESET:COPIES_PER_PASS"."""
     import subprocess
     command = [sys.executable, os.path.abspath(__file__), "--what=_copies_memory", f"--memory_batch={batch}",
-               f"--copies_per_pass={copies_per_pass}"]
+               f"--memory_runs={run}"]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {"copies_per_pass": copies_per_pass, "batch": batch,
+        preset, copies_per_pass = run.split(":")
+        return {"preset": preset, "copies_per_pass": int(copies_per_pass), "batch": batch,
                 "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
     return json.loads(lines[-1])
 

@@ -234,10 +234,12 @@ def test_compute_dtype_bfloat16_and_fallback():
     np.testing.assert_array_equal(adv, build("mi_fgsm", steps=2, eps=EPS)(MODEL, CLEAN, LABELS))
 
 
+@pytest.mark.parametrize("preset", ["admix_ti_dim", "vmi_fgsm"])
 @pytest.mark.parametrize("jit", [False, True])
-def test_copies_per_pass_attack_equals_one_pass(jit):
-    """Admix-TI-DIM (15 copies) two copies per pass, with and without XLA: the same adversarial images."""
-    whole, chunked = (build("admix_ti_dim", steps=2, eps=EPS, jit_compile=jit, copies_per_pass=n) for n in (0, 2))
+def test_copies_per_pass_attack_equals_one_pass(jit, preset):
+    """Admix-TI-DIM (15 copies) two copies per pass, VMI with its neighbours one at a time, with and
+    without XLA: the same adversarial images."""
+    whole, chunked = (build(preset, steps=2, vt_samples=3, eps=EPS, jit_compile=jit, copies_per_pass=n) for n in (0, 2))
     expected, got = whole(MODEL, CLEAN, LABELS).numpy(), chunked(MODEL, CLEAN, LABELS).numpy()
     check_contract(chunked, got)
     assert np.mean(np.abs(got - expected) < 1e-6) > 0.99  # a rare sign flip of a ~0 gradient may differ

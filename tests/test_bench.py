@@ -157,11 +157,22 @@ def test_script_rejects_unknown_names(tmp_path, flag, message):
 def test_copies_memory_row_counts_images_per_pass(monkeypatch):
     from tfattack.bench import speed
     monkeypatch.setattr(speed, "MEMORY_MODELS", ("efficientnet_lite0",))
-    row = speed.copies_memory(copies_per_pass=4, batch=1)
+    row = speed.copies_memory("admix_ti_dim", copies_per_pass=4, batch=1)
     assert (row["copies"], row["images_per_pass"]) == (15, 4)
     assert row["peak_rss_mib"] > 0 and row["s_per_image_iteration"] > 0
-    table = speed.memory_table([row, {"copies_per_pass": 0, "batch": 1, "error": "MemoryError"}])
-    assert "| 4 | 1 | 4 |" in table and "| 0 | 1 | error: MemoryError | | |" in table
+    vmi = speed.copies_memory("vmi_fgsm", copies_per_pass=0, batch=2)
+    assert (vmi["copies"], vmi["images_per_pass"]) == (1, 2)  # the neighbours are separate passes
+    table = speed.memory_table([row, vmi, {"preset": "admix", "copies_per_pass": 0, "batch": 1, "error": "MemoryError"}])
+    assert "| admix_ti_dim | 4 | 1 | 4 |" in table and "| vmi_fgsm | 0 (all 1) | 2 | 2 |" in table
+    assert "| admix | 0 | 1 | error: MemoryError | | |" in table
+
+
+@pytest.mark.parametrize("run", ["admix_ti_dim", "nope:1", "admix_ti_dim:-1"])
+def test_memory_runs_flag_is_checked(run, tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--what=memory", f"--memory_runs={run}",
+                           f"--output_dir={tmp_path}"], capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"--memory_runs: {run!r} is not PRESET:COPIES_PER_PASS" in done.stderr.strip().splitlines()[-1]
 
 
 # ----- the accuracy table -----

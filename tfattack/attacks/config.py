@@ -81,7 +81,8 @@ class AttackConfig:
     compute_dtype: str = _field("float32", "dtype of the model's forward pass: float32, bfloat16 or float16.")
     copies_per_pass: int = _field(0, "Input copies (Admix x SI x views) pushed through the model per forward/backward "
                                      "pass; 0 = all at once (fastest). Smaller bounds the memory of the many-copy "
-                                     "attacks: their activations grow with batch x copies.")
+                                     "attacks: their activations grow with batch x copies. Any value > 0 also runs VT's "
+                                     "neighbours one at a time instead of overlapping them.")
 
     def __post_init__(self):
         validate(self)

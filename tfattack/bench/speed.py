@@ -178,7 +178,9 @@ def default_notes(rows: Sequence[Dict], sign_agreement: float) -> List[str]:
 
 # ----- 5. memory of the many-copy attacks -----
 
-MEMORY_PRESET = "admix_ti_dim"
+# (preset, copies_per_pass) rows: Admix's 15 stacked copies in 1, 3 or 15 passes; VT's 20 neighbours
+# overlapped (the default) or one at a time (any copies_per_pass > 0).
+MEMORY_RUNS = (("admix_ti_dim", 0), ("admix_ti_dim", 5), ("admix_ti_dim", 1), ("vmi_fgsm", 0), ("vmi_fgsm", 1))
 # One mid-size net at a batch where the copies' activations dominate the process: on the four-model
 # ensemble at batch 1 the weights, their per-call BN folding and oneDNN's reordered copies dominate
 # (11.3 GiB whatever copies_per_pass), and at batch 4 it would not fit in this machine's 24 GiB.
@@ -186,30 +188,31 @@ MEMORY_MODELS = ("inception_v3",)
 MEMORY_BATCH = 12
 
 
-def copies_memory(copies_per_pass: int, batch: int = MEMORY_BATCH, steps: int = 1) -> Dict:
-    """Peak RSS and time of `MEMORY_PRESET` on `MEMORY_MODELS` with `copies_per_pass`; run it in a
-    fresh process (peak RSS is the process's)."""
+def copies_memory(preset: str, copies_per_pass: int, batch: int = MEMORY_BATCH, steps: int = 1) -> Dict:
+    """Peak RSS and time of `preset` on `MEMORY_MODELS` with `copies_per_pass`; run it in a fresh
+    process (peak RSS is the process's)."""
     members = [attack_speed.load_member(n) for n in MEMORY_MODELS]
     model = tfattack.models.Ensemble(members)
-    attack = tfattack.attacks.build(MEMORY_PRESET, steps=steps, copies_per_pass=copies_per_pass)
+    attack = tfattack.attacks.build(preset, steps=steps, copies_per_pass=copies_per_pass)
     images, labels = attack_speed.random_batch(batch, seed=4)
     first = timing.first_call_time(attack, model, images, labels)
     call = timing.best_time(attack, model, images, labels, repeats=1, warmup=0)
-    copies = attack_speed.gradient_evaluations(attack.config)
-    return {"preset": MEMORY_PRESET, "models": list(MEMORY_MODELS), "copies_per_pass": copies_per_pass, "batch": batch,
+    copies = attack_speed.images_per_pass(attack.config, 1)
+    return {"preset": preset, "models": list(MEMORY_MODELS), "copies_per_pass": copies_per_pass, "batch": batch,
             "copies": copies,
             "images_per_pass": batch * (copies if copies_per_pass == 0 else min(copies_per_pass, copies)),
             "first_call_s": first, "s_per_image_iteration": call / batch / steps, "peak_rss_mib": timing.peak_rss_mib()}
 
 
 def memory_table(rows: Sequence[Dict]) -> str:
-    lines = [f"{MEMORY_PRESET} on {' + '.join(MEMORY_MODELS)} (random weights), one process per row:", "",
-             "| copies_per_pass | batch | images per pass | s/img/iter | peak RSS MiB |", "|---|---|---|---|---|"]
+    lines = [f"On {' + '.join(MEMORY_MODELS)} (random weights), one process per row; VMI's 20 neighbours are "
+             "overlapped at copies_per_pass 0 and run one at a time otherwise:", "",
+             "| preset | copies_per_pass | batch | images per pass | s/img/iter | peak RSS MiB |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['copies_per_pass']} | {r['batch']} | error: {r['error']} | | |")
+            lines.append(f"| {r['preset']} | {r['copies_per_pass']} | {r['batch']} | error: {r['error']} | | |")
             continue
         label = f"{r['copies_per_pass']} (all {r['copies']})" if r["copies_per_pass"] == 0 else str(r["copies_per_pass"])
-        lines.append(f"| {label} | {r['batch']} | {r['images_per_pass']} | {r['s_per_image_iteration']:.2f} | "
+        lines.append(f"| {r['preset']} | {label} | {r['batch']} | {r['images_per_pass']} | {r['s_per_image_iteration']:.2f} | "
                      f"{r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
