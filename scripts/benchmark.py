@@ -151,14 +151,9 @@ def run_peer():
 
 
 def peer_in_subprocess():
-    import subprocess
-    command = [sys.executable, os.path.abspath(__file__), "--what=_peer", f"--batch_size={FLAGS.batch_size}",
-               f"--peer_iter={FLAGS.peer_iter}"]
-    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1])
+    from tfattack.bench import timing
+    return timing.json_from_fresh_process([sys.executable, os.path.abspath(__file__), "--what=_peer",
+                                           f"--batch_size={FLAGS.batch_size}", f"--peer_iter={FLAGS.peer_iter}"])
 
 
 def run_copies_memory():
@@ -188,16 +183,11 @@ def run_memory():
 
 def copies_memory_in_subprocess(run: str, batch: int) -> dict:
     """`run` is "PRESET:COPIES_PER_PASS"."""
-    import subprocess
+    from tfattack.bench import timing
+    preset, copies_per_pass = run.split(":")
     command = [sys.executable, os.path.abspath(__file__), "--what=_copies_memory", f"--memory_batch={batch}",
                f"--memory_runs={run}"]
-    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        preset, copies_per_pass = run.split(":")
-        return {"preset": preset, "copies_per_pass": int(copies_per_pass), "batch": batch,
-                "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1])
+    return timing.json_from_fresh_process(command, preset=preset, copies_per_pass=int(copies_per_pass), batch=batch)
 
 
 def run_speed():

@@ -190,3 +190,10 @@ def test_accuracy_rows_merge_with_an_earlier_run():
     assert markdown.count("| mobilenet_v1_025_128_quant") == 2
     with pytest.raises(ValueError, match="on 20 images, not 10: re-measure every model"):
         accuracy.run(["mobilenet_v1_025_128_quant"], *args[:2], 10, previous=first)
+
+
+def test_json_from_fresh_process_result_or_error_row():
+    ok = timing.json_from_fresh_process([sys.executable, "-c", "print('noise'); print('{\"a\": 1}')"], a=0)
+    assert ok == {"a": 1}
+    failed = timing.json_from_fresh_process([sys.executable, "-c", "import sys; sys.exit('boom: bad flag')"], model="m")
+    assert failed == {"model": "m", "error": "boom: bad flag"}

@@ -140,9 +140,10 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
             copies, count = input_transforms.expand_copies(point, generator, config)
             copy_labels = None if labels is None else tf.tile(labels, [count])
             copy_targets = None if targets is None else tf.tile(targets, [count])
-            if not config.copies_per_pass or config.copies_per_pass >= count:
+            one_pass = not config.copies_per_pass or config.copies_per_pass >= count
+            if one_pass:
                 total = tf.reduce_sum(objective(copies, copy_labels, copy_targets))
-        if not config.copies_per_pass or config.copies_per_pass >= count:
+        if one_pass:
             gradient = tape.gradient(total, point)
         else:
             # Chain rule in two halves: the objective's gradient w.r.t. the copies, a few copies per pass,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from typing import Dict, List
 
@@ -31,12 +28,7 @@ def measure_in_subprocess(name: str, batch: int, jit_compile: bool, script: str,
                f"--jit_compile={jit_compile}"]
     if model_dir:
         command.append(f"--model_dir={model_dir}")
-    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"model": name, "batch": batch, "jit_compile": jit_compile, "error": tail}
-    return json.loads(lines[-1])
+    return timing.json_from_fresh_process(command, model=name, batch=batch, jit_compile=jit_compile)
 
 
 def markdown_table(rows: List[Dict], matmul_rate: float) -> str:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import collections
 import glob
+import json
+import os
 import re
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from typing import Callable, Dict, List
@@ -153,3 +156,14 @@ def _event_op_type(line_name: str, metadata) -> str:
         # XLA:CPU thunks, named after their HLO instruction: "Conv2DBackpropInput_93.13", "fusion.4".
         return "xla:" + re.sub(r"(_\d+)?(\.\d+)*$", "", metadata.name)
     return ""
+
+
+def json_from_fresh_process(command, **error_row) -> dict:
+    """Runs `command` (a benchmark subprocess printing its result as one JSON line) and returns that
+    result, or `error_row` plus "error" (the last stderr line) if it failed. A fresh process per
+    measurement keeps peak RSS and library state (XLA, oneDNN caches) per row."""
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return dict(error_row, error=(done.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(lines[-1])
