@@ -34,6 +34,20 @@ flags.DEFINE_string("model_dir", os.path.join(HERE, "..", "shared", "real_models
 
 
 def main(_):
+    if FLAGS.images < 1:
+        sys.exit(f"tflite_agreement.py: error: --images must be >= 1, got {FLAGS.images}")
+    known = [s[0] for s in tflite.CORAL_FILES]
+    for flag, given, valid in (("models", FLAGS.models, known), ("arithmetic", FLAGS.arithmetic, tflite.ARITHMETICS)):
+        unknown = [v for v in given if v not in valid]
+        if unknown:
+            sys.exit(f"tflite_agreement.py: error: --{flag}: unknown {', '.join(unknown)}; known: {', '.join(valid)}")
+    try:
+        measure()
+    except (data.DataError, tfattack.models.ModelNotFoundError, OSError, ValueError) as err:
+        sys.exit(f"tflite_agreement.py: error: {err}")
+
+
+def measure():
     dataset = data.read_dataset(os.path.join(FLAGS.data_dir, "images"), csv=os.path.join(FLAGS.data_dir, "dev_dataset.csv"))
     dataset = dataset.select(dataset.ids[:FLAGS.images])
     batches = [batch.images for batch in data.batches(dataset, 25)]
