@@ -92,9 +92,16 @@ def run_accuracy():
     data_dir = FLAGS.data_dir or os.path.join(SHARED, "nips17_dev")
     previous = None
     if FLAGS.keep_other_rows:
-        with open(os.path.join(FLAGS.output_dir, "accuracy.json")) as f:
-            previous = json.load(f)
-    payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images, previous)
+        path = os.path.join(FLAGS.output_dir, "accuracy.json")
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"benchmark.py: error: --keep_other_rows: cannot read {path} ({err})")
+    try:
+        payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images, previous)
+    except ValueError as err:  # unknown --models, or earlier results on other images
+        raise SystemExit(f"benchmark.py: error: {err}")
     write_result("accuracy", payload, markdown)
 
 
