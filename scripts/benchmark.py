@@ -39,6 +39,8 @@ flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call pe
 flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for the attacks with many gradient "
                      "evaluations per step (SI, VT, Admix, augmentations).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: a subset of the table's attacks (default: all).")
+flags.DEFINE_boolean("craft_only", False, "--what=transfer: craft the adversarial sets (resumable) and stop before "
+                     "scoring; a later run without it reuses them and writes the table.")
 flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
 flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
                   "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
@@ -246,7 +248,11 @@ def run_transfer():
     payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                            num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
                            attacks=FLAGS.attack_names or tuple(transfer.ATTACKS), batch_size=10, seed=FLAGS.seed,
-                           log=lambda line: print(line, file=sys.stderr))
+                           craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
+    if payload is None:
+        print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
+              file=sys.stderr)
+        return
     transfer.write_csv(payload, os.path.join(FLAGS.output_dir, "transfer.csv"))
     transfer.heatmap(payload, os.path.join(FLAGS.output_dir, "transfer.png"))
     write_result("transfer", payload, transfer.markdown(payload))

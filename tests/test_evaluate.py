@@ -113,14 +113,14 @@ def direct_numbers(root, set_name, targeted, channel, defense, label_source="tru
             "tianchi_score": score.mean()}
 
 
-def run(root, label_source="truth", denominator="clean_correct", max_epsilon=16, batch_size=2):
+def run(root, label_source="truth", denominator="clean_correct", max_epsilon=16, batch_size=2, compiled=False):
     dataset = data.read_dataset(str(root / "images"))
     sets = [evaluate.read_adv_set(str(root / "untargeted"), max_epsilon=max_epsilon),
             evaluate.read_adv_set(str(root / "targeted"))]
     victims = [ChannelModel("red", RED), ChannelModel("blue", BLUE)]
     return evaluate.evaluate(dataset, sets, victims, ["none", "bits:2"], label_source=label_source,
                              label_model=victims[0] if label_source == "clean_prediction" else None,
-                             denominator=denominator, batch_size=batch_size)
+                             denominator=denominator, batch_size=batch_size, compiled=compiled)
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,12 @@ def test_denominator_all_and_clean_prediction_labels(layout):
 def test_batch_size_does_not_change_the_numbers(layout, evaluation):
     other = run(layout, batch_size=1)
     assert [repr(r.to_dict()) for r in other.results] == [repr(r.to_dict()) for r in evaluation.results]  # NaN-safe
+
+
+def test_compiled_forward_passes_give_the_same_numbers(layout, evaluation):
+    other = run(layout, compiled=True)
+    assert [repr(r.to_dict()) for r in other.results] == [repr(r.to_dict()) for r in evaluation.results]
+    assert all(np.array_equal(other.adv_predictions[k], evaluation.adv_predictions[k]) for k in evaluation.adv_predictions)
 
 
 def test_tianchi_formula():

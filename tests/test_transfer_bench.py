@@ -10,9 +10,9 @@ from shared_data import requires_shared
 from test_attack_script import ENV, REPO
 
 
-def run_transfer(output_dir):
+def run_transfer(output_dir, *extra):
     return subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=transfer", "--num_images=2",
-                           "--num_images_expensive=2", "--attack_names=FGSM,DI-MI", f"--output_dir={output_dir}"],
+                           "--num_images_expensive=2", "--attack_names=FGSM,DI-MI", f"--output_dir={output_dir}", *extra],
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=1800)
 
 
@@ -23,9 +23,15 @@ def digests(folder: Path):
 @requires_shared
 def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    for folder in (first, second):
-        result = run_transfer(folder)
-        assert result.returncode == 0, result.stderr[-3000:]
+    result = run_transfer(first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The second folder is crafted and scored in two runs (--craft_only, then a scoring run that reuses the files).
+    result = run_transfer(second, "--craft_only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (second / "transfer.json").exists() and len(digests(second / "transfer")) == 8
+    result = run_transfer(second)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 crafted" in result.stderr and "(2 already there)" in result.stderr
     payload = json.loads((first / "transfer.json").read_text())
     assert {(r["source"], r["attack"]) for r in payload["rows"]} == {
         (s, a) for s in ("single", "ensemble") for a in ("FGSM", "DI-MI")}

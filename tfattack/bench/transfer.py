@@ -57,10 +57,23 @@ def build_attack(name: str, seed: int):
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
+def _add_crafting_time(record_path: str, images: int, seconds: float) -> Dict:
+    """Crafting time summed over every run that wrote images into a set (sets are crafted resumably)."""
+    earlier = {"images": 0, "seconds": 0.0}
+    if os.path.isfile(record_path):
+        with open(record_path) as f:
+            earlier = json.load(f).get("crafting", earlier)
+    return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
+
+
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
         attacks: Sequence[str] = tuple(ATTACKS), sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
-        seed: int = 0, log=print) -> Dict:
-    """Crafts every (source, attack) set under `output_dir`, then scores them all; returns the table data."""
+        seed: int = 0, craft_only: bool = False, log=print) -> Dict | None:
+    """Crafts every (source, attack) set under `output_dir`, then scores them all; returns the table data.
+
+    With `craft_only` it stops after crafting (returns None): the sets can be crafted in several runs, or on
+    another machine, and scored once at the end (crafted images already on disk are never redone).
+    """
     tf.config.experimental.enable_op_determinism()  # a rerun with the same seed reproduces the table
     full = data.read_dataset(os.path.join(data_dir, "images"), csv=os.path.join(data_dir, "dev_dataset.csv"))
     subsets = {n: full.select(full.ids[:n]) for n in {num_images, num_images_expensive}}
@@ -77,37 +90,52 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE else batch_size
             summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False)
+            crafting = _add_crafting_time(os.path.join(folder, "run.json"), len(summary.written), summary.seconds)
             with open(os.path.join(folder, "run.json"), "w") as f:
                 json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": 16, "targeted": False,
-                           "surrogates": list(SOURCES[source])}, f, indent=1)
-            timings[f"{source}/{name}"] = summary.seconds
+                           "surrogates": list(SOURCES[source]), "crafting": crafting}, f, indent=1)
+            if crafting["images"]:
+                timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
             log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
                 f"({len(summary.already_done)} already there)")
+    if craft_only:
+        return None
     victims = [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
+    # One evaluation per image subset scores all its sets together: each clean image goes through each
+    # victim and defense once, not once per set. (rp's random draws follow that order, so the table is
+    # reproduced exactly by the same command; scoring a different selection of sets redraws them.)
+    order = [(source, name) for source in sources for name in attacks]
+    groups: Dict[int, list] = {}
+    for source, name in order:
+        groups.setdefault(num_images_expensive if name in EXPENSIVE else num_images, []).append((source, name))
+    found = {}
+    for count, keys in groups.items():
+        sets = [evaluation_lib.read_adv_set(os.path.join(output_dir, source, name), name=f"{source}/{name}")
+                for source, name in keys]
+        log(f"transfer: scoring {len(sets)} sets on {count} images")
+        plain = evaluation_lib.evaluate(subsets[count], sets, victims, ["none"], batch_size=batch_size, seed=seed,
+                                        compiled=True)
+        defended = evaluation_lib.evaluate(subsets[count], sets, [victims[0]], list(DEFENSES), batch_size=batch_size,
+                                           seed=seed, compiled=True)
+        sizes = {p.attack: p for p in plain.perturbations}
+        for result in plain.results + defended.results:
+            found.setdefault(result.attack, []).append((count, result, sizes[result.attack]))
     rows = []
-    for source in sources:
-        for name in attacks:
-            count = num_images_expensive if name in EXPENSIVE else num_images
-            adv = evaluation_lib.read_adv_set(os.path.join(output_dir, source, name), name=name)
-            plain = evaluation_lib.evaluate(subsets[count], [adv], victims, ["none"], batch_size=batch_size, seed=seed)
-            defended = evaluation_lib.evaluate(subsets[count], [adv], [victims[0]], list(DEFENSES),
-                                               batch_size=batch_size, seed=seed)
-            for result in plain.results + defended.results:
-                rows.append({"source": source, "attack": name, "images": count, "victim": result.model,
-                             "defense": result.defense, "clean_accuracy": result.clean_accuracy,
-                             "success_rate": result.success_rate_clean_correct,
-                             "success_rate_all": result.success_rate_all,
-                             "linf_max": max(p.linf_max for p in plain.perturbations),
-                             "violations": sum(len(p.violations) for p in plain.perturbations)})
-            log(f"transfer: scored {source} {name}")
-    return {"rows": rows, "seconds": timings, "num_images": num_images, "num_images_expensive": num_images_expensive,
-            "seed": seed, "protocol": {"eps": "16/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5,
-                                       "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5",
-                                       "admix": "eta 0.2, 3 copies x 5 scales"},
+    for source, name in order:
+        for count, result, size in found[f"{source}/{name}"]:
+            rows.append({"source": source, "attack": name, "images": count, "victim": result.model,
+                         "defense": result.defense, "clean_accuracy": result.clean_accuracy,
+                         "success_rate": result.success_rate_clean_correct,
+                         "success_rate_all": result.success_rate_all, "linf_max": size.linf_max,
+                         "violations": len(size.violations)})
+    protocol = {"eps": "16/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5, "ti_kernel": 7,
+                "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
+    configs = {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v for k, v in ATTACKS[n][1].items()}]
+               for n in attacks}
+    return {"rows": rows, "crafting_seconds_per_image": timings, "num_images": num_images,
+            "num_images_expensive": num_images_expensive, "seed": seed, "protocol": protocol,
             "sources": {k: list(v) for k, v in SOURCES.items() if k in sources}, "victims": list(VICTIMS),
-            "defenses": list(DEFENSES), "attacks": {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v
-                                                                       for k, v in ATTACKS[n][1].items()}]
-                                                    for n in attacks}}
+            "defenses": list(DEFENSES), "attacks": configs}
 
 
 def columns(payload) -> List[tuple]:
@@ -120,9 +148,11 @@ def markdown(payload) -> str:
     index = {(r["source"], r["attack"], r["victim"], r["defense"]): r for r in payload["rows"]}
     names = {"mobilenet_v2_quant_int8": "MNv2 int8", "mobilenet_v1_075_192_quant_int8": "MNv1-0.75/192 int8",
              "efficientnet_lite2": "EffNet-Lite2"}
-    header = ["source", "attack", "images"] + [names.get(v, v) + ("" if d == "none" else f" + {d}") for v, d in cols]
+    header = ["source", "attack", "images", "craft s/img"] + [names.get(v, v) + ("" if d == "none" else f" + {d}")
+                                                              for v, d in cols]
     lines = [f"Untargeted success rate (%) over the images each victim classifies correctly when clean; "
-             f"eps 16/255, 10 iterations; first {payload['num_images']} NIPS'17 DEV images "
+             f"eps 16/255, 10 iterations; craft s/img = crafting seconds per image on this machine's CPU (tracing "
+             f"included); first {payload['num_images']} NIPS'17 DEV images "
              f"({payload['num_images_expensive']} for {', '.join(EXPENSIVE)}). Sources: single = "
              f"{', '.join(payload['sources'].get('single', []))}; ensemble (logits fused) = "
              f"{', '.join(payload['sources'].get('ensemble', []))}.", "",
@@ -131,7 +161,8 @@ def markdown(payload) -> str:
     for (source, attack, victim, defense), r in index.items():
         if r["images"] == payload["num_images"]:
             clean[(victim, defense)] = r["clean_accuracy"]
-    lines.append("| clean accuracy | | | " + " | ".join(f"{100 * clean.get(c, float('nan')):.1f}" for c in cols) + " |")
+    cells = [f"{100 * clean.get(c, float('nan')):.1f}" for c in cols]
+    lines.append("| clean accuracy | | | | " + " | ".join(cells) + " |")
     seen = []
     for r in payload["rows"]:
         key = (r["source"], r["attack"])
@@ -139,7 +170,9 @@ def markdown(payload) -> str:
             continue
         seen.append(key)
         cells = [f"{100 * index[key + c]['success_rate']:.1f}" if key + c in index else "" for c in cols]
-        lines.append(f"| {r['source']} | {r['attack']} | {r['images']} | " + " | ".join(cells) + " |")
+        per_image = payload.get("crafting_seconds_per_image", {}).get(f"{r['source']}/{r['attack']}")
+        seconds = "" if per_image is None else f"{per_image:.2f}"
+        lines.append(f"| {r['source']} | {r['attack']} | {r['images']} | {seconds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
