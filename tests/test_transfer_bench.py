@@ -53,3 +53,12 @@ def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
     assert transfer.build_attack("FGSM", 0).config.steps == 1
     assert transfer.build_attack("I-FGSM", 0).config.steps == 10
     assert transfer.build_attack("VMI-TI-DIM", 0).config.ti_kernel == 7
+
+
+def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_name():
+    from tfattack.bench import transfer
+
+    protocol = {"FGSM", "I-FGSM", "MI-FGSM", "NI-FGSM", "DI-MI", "TI-MI", "TI-DI-MI", "SI-NI-TI-DIM", "VMI-TI-DIM",
+                "Admix-TI-DIM"}
+    assert protocol < set(transfer.TABLE) and "TI-DI-MI bf16" in transfer.ATTACKS
+    assert "TI-DI-MI bf16" not in transfer.TABLE and set(transfer.EXPENSIVE) <= set(transfer.TABLE)
