@@ -121,6 +121,12 @@ def run() -> int:
     summary = pipeline.attack_dataset(dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size,
                                       targeted=FLAGS.targeted, overwrite=FLAGS.overwrite, progress=progress.update)
     progress.close()
+    predicted_labels = dict(summary.predicted_labels)
+    if dataset.labels is None and summary.already_done:
+        # Images an earlier (maybe killed) run wrote were attacked on the same clean top-1: record it too, so
+        # that run.json labels every image in the folder (evaluate.py --labels=clean_prediction reads it).
+        predicted_labels.update(pipeline.clean_predictions(dataset.select(summary.already_done), ensemble,
+                                                           FLAGS.batch_size))
     record = {
         "flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])
                   + FLAGS.get_flags_for_module(attack_flags)},
@@ -136,7 +142,7 @@ def run() -> int:
         "images_written": len(summary.written),
         "images_already_done": len(summary.already_done),
         "failed_images": summary.failed,
-        "predicted_labels": summary.predicted_labels,
+        "predicted_labels": predicted_labels,
         "attack_seconds": summary.seconds,
         "images_per_second": summary.images_per_second,
         "wall_seconds": time.time() - started,

@@ -25,9 +25,10 @@ flags.DEFINE_list("defenses", ["none"], "Comma-separated defenses: none, jpeg:QU
 flags.DEFINE_string("report", "report.md", "Markdown report path; .csv, .json and *_success.png/_examples.png go next to it.")
 flags.DEFINE_float("max_epsilon", None, "Eps bound in pixels (0..255) to verify; default: each adv dir's run.json max_epsilon.")
 flags.DEFINE_enum("labels", "truth", ["truth", "clean_prediction"],
-                  "truth: the metadata CSV's TrueLabel; clean_prediction: the clean top-1 of --label_models.")
+                  "truth: the metadata CSV's TrueLabel; clean_prediction: the surrogate's clean top-1 (of "
+                  "--label_models, or as the attack runs recorded it in run.json when --label_models is not given).")
 flags.DEFINE_list("label_models", None, "Surrogate ensemble (name[:weight],...) whose clean prediction is the label "
-                  "with --labels=clean_prediction.")
+                  "with --labels=clean_prediction (default: the labels attack.py recorded in each adv dir's run.json).")
 flags.DEFINE_enum("denominator", "clean_correct", ["clean_correct", "all"],
                   "Headline success rate over the images each victim got right when clean, or over all images "
                   "(both are in the CSV/JSON).")
@@ -55,13 +56,10 @@ def run() -> None:
     victims_names = [n for n, _ in runs.parse_models(FLAGS.models)]
     if len(set(victims_names)) != len(victims_names):
         raise runs.UsageError(f"--models: a victim is listed twice: {','.join(FLAGS.models)}")
-    if FLAGS.labels == "clean_prediction" and not FLAGS.label_models:
-        raise runs.UsageError("--labels=clean_prediction needs --label_models (the surrogate whose clean predictions "
-                              "are the labels)")
     dataset = data.read_dataset(FLAGS.input_dir, csv=FLAGS.csv, target_class_csv=FLAGS.target_class_csv)
     if FLAGS.labels == "truth" and dataset.labels is None:
         raise runs.UsageError(f"--input_dir {FLAGS.input_dir} has no ground-truth labels (no dev_dataset.csv/images.csv"
-                              f"): pass --csv=FILE or --labels=clean_prediction --label_models=NAMES")
+                              f"): pass --csv=FILE or --labels=clean_prediction")
     targeted = FLAGS["targeted"].value if FLAGS["targeted"].present else None
     adv_sets = [evaluate.read_adv_set(path, targeted=targeted, max_epsilon=FLAGS.max_epsilon)
                 for path in FLAGS.adv_dirs if path.strip()]
@@ -69,6 +67,8 @@ def run() -> None:
     if len(set(names)) != len(names):  # same folder name in different places: use the paths as names
         adv_sets = [evaluate.read_adv_set(s.path, targeted=targeted, max_epsilon=FLAGS.max_epsilon, name=s.path)
                     for s in adv_sets]
+    if FLAGS.labels == "clean_prediction" and not FLAGS.label_models:
+        evaluate.recorded_labels(dataset, adv_sets)  # fails now, before any model loads, if a set records none
     report_dir = os.path.dirname(os.path.abspath(FLAGS.report))
     for path in [FLAGS.input_dir] + [s.path for s in adv_sets]:
         if os.path.abspath(path) == report_dir:

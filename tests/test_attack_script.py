@@ -89,6 +89,12 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert config["momentum"] == 0.5 and config["ti_kernel"] == 5 and config["augmentations"] == ["flip", "noise"]
     assert record["label_source"] == "clean_prediction"
     assert set(record["predicted_labels"]) == {r["ImageId"] for r in rows}
+    # A resumed run that writes nothing still records the labels of every image in the folder.
+    (out / "run.json").unlink()
+    again = run_attack(f"--input_dir={images}", f"--output_dir={out}", *COMMON, "--momentum=0.5", "--ti_kernel=5",
+                       "--augmentations=flip,noise")
+    assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["predicted_labels"] == record["predicted_labels"]
 
 
 def test_interrupted_run_resumes_without_half_written_files(tmp_path):

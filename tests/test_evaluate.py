@@ -7,6 +7,7 @@ every prediction (also behind bits:2) can be computed by hand from the PNG files
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -188,6 +189,37 @@ def test_denominator_all_and_clean_prediction_labels(layout):
     assert ev.notes[0] == "labels: the clean top-1 of the surrogate red (not ground truth)"
 
 
+def labelled_copy(layout, tmp_path, name, labels):
+    """The untargeted set again, with `labels` recorded as an unlabelled attack run records them."""
+    folder = tmp_path / name
+    shutil.copytree(layout / "untargeted", folder)
+    (folder / "run.json").write_text(json.dumps({"targeted": False, "predicted_labels": labels}))
+    return evaluate.read_adv_set(str(folder))
+
+
+def test_recorded_clean_predictions_serve_as_labels(layout, tmp_path):
+    dataset = data.read_dataset(str(layout / "images"))
+    red, blue = ChannelModel("red", RED), ChannelModel("blue", BLUE)
+    red_top1 = {i: int(direct_prediction(read(layout / "images" / f"{i}.png"), RED, "none")) for i in CLEAN}
+    recorded = labelled_copy(layout, tmp_path, "recorded", red_top1)
+    assert recorded.predicted_labels == red_top1
+    by_model = evaluate.evaluate(dataset, [recorded], [red, blue], label_source="clean_prediction", label_model=red)
+    by_record = evaluate.evaluate(dataset, [recorded], [red, blue], label_source="clean_prediction")
+    assert [repr(r.to_dict()) for r in by_record.results] == [repr(r.to_dict()) for r in by_model.results]
+    assert by_record.notes[0].startswith("labels: the surrogate's clean top-1 as the attack runs recorded it")
+    # An image no record labels is left out (with a note); sets that disagree on a label are an error.
+    partial = labelled_copy(layout, tmp_path, "partial", {k: v for k, v in red_top1.items() if k != "i0"})
+    ev = evaluate.evaluate(dataset, [partial], [red], label_source="clean_prediction")
+    assert ev.results[0].images == by_model.results[0].images - 1
+    assert "1 image(s) have no recorded label (not evaluated): i0" in ev.notes
+    other = labelled_copy(layout, tmp_path, "other", {**red_top1, "i2": (red_top1["i2"] + 1) % 1000})
+    with pytest.raises(data.DataError, match=r"recorded and other record different labels for i2 \(90 vs 91; "):
+        evaluate.evaluate(dataset, [recorded, other], [red], label_source="clean_prediction")
+    (tmp_path / "other" / "run.json").write_text(json.dumps({"predicted_labels": {"i0": 1000}}))
+    with pytest.raises(data.DataError, match=r"other: the run record's predicted_labels must map ImageId to a class"):
+        evaluate.read_adv_set(str(tmp_path / "other"))
+
+
 def test_batch_size_does_not_change_the_numbers(layout, evaluation):
     other = run(layout, batch_size=1)
     assert [repr(r.to_dict()) for r in other.results] == [repr(r.to_dict()) for r in evaluation.results]  # NaN-safe
@@ -226,9 +258,10 @@ def test_read_adv_set_record_and_flags(layout, tmp_path):
 
 def test_shard_records_must_agree(tmp_path):
     for k, eps in enumerate((16, 16)):
-        (tmp_path / f"run.shard-{k}-of-2.json").write_text(json.dumps({"targeted": True, "max_epsilon": eps}))
+        (tmp_path / f"run.shard-{k}-of-2.json").write_text(json.dumps({"targeted": True, "max_epsilon": eps,
+                                                                        "predicted_labels": {f"i{k}": k + 5}}))
     adv = evaluate.read_adv_set(str(tmp_path))
-    assert adv.targeted and adv.max_epsilon == 16
+    assert adv.targeted and adv.max_epsilon == 16 and adv.predicted_labels == {"i0": 5, "i1": 6}
     (tmp_path / "run.shard-1-of-2.json").write_text(json.dumps({"targeted": True, "max_epsilon": 8}))
     with pytest.raises(data.DataError) as err:
         evaluate.read_adv_set(str(tmp_path))
@@ -254,7 +287,7 @@ def test_evaluate_errors(layout, tmp_path):
     assert str(err.value) == f"adv dir {empty}: none of the 6 images of {layout / 'images'} is there as <ImageId>.png"
     with pytest.raises(ValueError, match="label_source must be one of truth, clean_prediction, got 'gt'"):
         evaluate.evaluate(dataset, [targeted], victims, label_source="gt")
-    with pytest.raises(ValueError, match="needs label_model"):
+    with pytest.raises(data.DataError, match=r"adv set\(s\) targeted record none \(run.json predicted_labels"):
         evaluate.evaluate(dataset, [targeted], victims, label_source="clean_prediction")
     with pytest.raises(defenses.DefenseError, match="unknown defense 'blur'"):
         evaluate.evaluate(dataset, [targeted], victims, ["blur"])

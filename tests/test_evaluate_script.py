@@ -153,3 +153,17 @@ def test_missing_input_dir_and_missing_checkpoint_exit_2(tmp_path):
                                    f"--checkpoints=inception_v3={tmp_path / 'none.ckpt'}"))
     assert line == (f"evaluate.py: error: --models: checkpoint {tmp_path / 'none.ckpt'} for model 'inception_v3' does "
                     f"not exist; download it with: python scripts/download_checkpoints.py --models=inception_v3")
+
+
+def test_recorded_labels_missing_from_an_adv_dir_exit_2(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    adv = tmp_path / "adv"
+    adv.mkdir()
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(adv / "a.png")
+    line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=inception_v3",
+                                   "--labels=clean_prediction"))
+    assert line == ("evaluate.py: error: labels from the attack runs' clean predictions: adv set(s) adv record none "
+                    "(run.json predicted_labels; written when the attacked images had no ground truth): give the "
+                    "surrogate (--label_models) instead")

@@ -56,6 +56,9 @@ class AdvSet:
     targeted: bool
     max_epsilon: Optional[float]
     notes: Tuple[str, ...] = ()
+    # The clean top-1 the attack run attacked, per ImageId, when it had no ground truth (run.json
+    # `predicted_labels`); None when the record has none.
+    predicted_labels: Optional[Dict[str, int]] = None
 
 
 def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Optional[float] = None,
@@ -91,7 +94,12 @@ def read_adv_set(path: str, *, targeted: Optional[bool] = None, max_epsilon: Opt
         bound = None
         notes.append("eps bound unknown (no --max_epsilon, no max_epsilon in a run record): not checked")
     label = name or os.path.basename(os.path.normpath(path)) or path
-    return AdvSet(name=label, path=str(path), targeted=is_targeted, max_epsilon=bound, notes=tuple(notes))
+    predicted = run.get("predicted_labels")
+    if predicted is not None and not (isinstance(predicted, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1000 for v in predicted.values())):
+        raise data.DataError(f"adv dir {path}: the run record's predicted_labels must map ImageId to a class 0..999")
+    return AdvSet(name=label, path=str(path), targeted=is_targeted, max_epsilon=bound, notes=tuple(notes),
+                  predicted_labels=predicted or None)
 
 
 def _run_record(path: str) -> dict:
@@ -116,6 +124,8 @@ def _run_record(path: str) -> dict:
         if len(values) > 1:
             raise data.DataError(f"{path}: the shard run records disagree on {key} ({', '.join(sorted(values))})")
         merged[key] = records[0].get(key)
+    if any(isinstance(r.get("predicted_labels"), dict) for r in records):
+        merged["predicted_labels"] = {k: v for r in records for k, v in (r.get("predicted_labels") or {}).items()}
     return merged
 
 
@@ -358,6 +368,33 @@ def _listed(items: Sequence[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
 
+def recorded_labels(dataset: data.Dataset, adv_sets: Sequence[AdvSet]) -> np.ndarray:
+    """Per image (dataset order), the clean top-1 the attack runs recorded; -1 where none did.
+
+    Sets whose runs attacked different surrogates' predictions disagree, and then no single label
+    is right: that is an error that asks for the surrogate.
+    """
+    bare = [s.name for s in adv_sets if not s.predicted_labels]
+    if bare:
+        raise data.DataError(f"labels from the attack runs' clean predictions: adv set(s) {', '.join(bare)} record "
+                             f"none ({RUN_RECORD} predicted_labels; written when the attacked images had no "
+                             f"ground truth): give the surrogate (--label_models) instead")
+    labels = np.full(len(dataset), -1, np.int64)
+    first = {}
+    for s in adv_sets:
+        for position, image_id in enumerate(dataset.ids):
+            label = s.predicted_labels.get(image_id)
+            if label is None:
+                continue
+            if labels[position] >= 0 and labels[position] != label:
+                raise data.DataError(f"labels from the attack runs' clean predictions: {first[image_id]} and "
+                                     f"{s.name} record different labels for {image_id} ({labels[position]} vs "
+                                     f"{label}; different surrogates?): give the surrogate (--label_models) instead")
+            labels[position] = label
+            first.setdefault(image_id, s.name)
+    return labels
+
+
 def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
              label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
              batch_size: int = 8, seed: int = 0, compiled: bool = False, progress=None) -> Evaluation:
@@ -369,7 +406,9 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
       victims: model-like callables (float32 [N, H, W, 3] in [0, 1] -> [N, 1000] logits) with a `name`.
       defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed`.
       label_source: "truth" (dataset labels) or "clean_prediction" (`label_model`'s clean top-1).
-      label_model: the surrogate whose clean predictions are the labels (label_source="clean_prediction").
+      label_model: the surrogate whose clean predictions are the labels (label_source="clean_prediction");
+        None: the labels the attack runs recorded (each set's run.json `predicted_labels`, which must agree
+        where sets share an image; an image no record labels is not evaluated, with a note).
       denominator: "clean_correct" or "all": which success rate is the headline `Result.success_rate`.
       batch_size: images per forward pass (batches hold images of one size).
       compiled: run each (victim, defense) forward pass as a `tf.function` (pays for many batches).
@@ -379,9 +418,6 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
         raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
     if denominator not in DENOMINATORS:
         raise ValueError(f"denominator must be one of {', '.join(DENOMINATORS)}, got {denominator!r}")
-    if label_source == "clean_prediction" and label_model is None:
-        raise ValueError("label_source='clean_prediction' needs label_model (the surrogate whose clean "
-                         "predictions are the labels)")
     if not adv_sets or not victims:
         raise ValueError("evaluate needs at least one adversarial set and one victim")
     names = [s.name for s in adv_sets]
@@ -391,7 +427,12 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
     victim_names = [getattr(v, "name", None) or f"model{i}" for i, v in enumerate(victims)]
     if len(set(victim_names)) != len(victim_names):
         raise ValueError(f"victims need distinct names, got {victim_names}")
-    labels_truth = dataset.require_labels() if label_source == "truth" else None
+    if label_source == "truth":
+        given_labels = dataset.require_labels()
+    elif label_model is None:
+        given_labels = recorded_labels(dataset, adv_sets)
+    else:
+        given_labels = None
     targets = dataset.require_targets() if any(s.targeted for s in adv_sets) else dataset.targets
 
     adv_paths = {s.name: [data.output_path(s.path, i) for i in dataset.ids] for s in adv_sets}
@@ -403,18 +444,24 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
 
     predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d), compiled)
                   for v, vn in zip(victims, victim_names) for d in defense_list}
-    label_predictor = _predictor(label_model) if label_source == "clean_prediction" else None
-    found = _PerImage.empty(len(dataset), labels_truth, names, list(predictors))
+    label_predictor = _predictor(label_model) if given_labels is None else None
+    found = _PerImage.empty(len(dataset), given_labels, names, list(predictors))
     _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
 
     notes = [n for n in dataset.notes if label_source == "truth" or not n.startswith("labels:")]
-    if label_source == "clean_prediction":
+    if label_source == "clean_prediction" and label_model is not None:
         members = getattr(label_model, "name_list", None)  # an Ensemble names its members
         surrogate = "+".join(members) if members else getattr(label_model, "name", repr(label_model))
         notes.insert(0, f"labels: the clean top-1 of the surrogate {surrogate} (not ground truth)")
+    elif label_source == "clean_prediction":
+        notes.insert(0, f"labels: the surrogate's clean top-1 as the attack runs recorded it ({RUN_RECORD} "
+                        f"predicted_labels; not ground truth)")
+        unlabelled = [i for i, y in zip(dataset.ids, found.labels) if y < 0]
+        if unlabelled:
+            notes.append(f"{len(unlabelled)} image(s) have no recorded label (not evaluated): " + _listed(unlabelled))
     results, perturbations = [], []
     for s in adv_sets:
-        mask = found.clean_ok & found.adv_ok[s.name]
+        mask = found.clean_ok & found.adv_ok[s.name] & (found.labels >= 0)
         linf = found.sizes[s.name]["linf"]
         for vn in victim_names:
             for d in defense_list:

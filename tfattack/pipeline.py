@@ -34,6 +34,14 @@ def predict(model, images: np.ndarray) -> np.ndarray:
     return np.argmax(model(tf.constant(images)).numpy(), axis=-1).astype(np.int64)
 
 
+def clean_predictions(dataset: "data.Dataset", model, batch_size: int) -> Dict[str, int]:
+    """`model`'s clean top-1 per ImageId: the labels an unlabelled run attacks."""
+    found = {}
+    for batch in data.batches(dataset, batch_size):
+        found.update({i: int(l) for i, l in zip(batch.ids, predict(model, batch.images))})
+    return found
+
+
 def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
                    overwrite: bool = False, progress: Optional[Callable[[int], None]] = None,
                    clock: Callable[[], float] = None) -> RunSummary:
