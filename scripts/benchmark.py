@@ -19,6 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+class UsageError(ValueError):
+    """A bad flag value: reported as one line, exit code 2."""
+
+
 WHATS = ("models", "accuracy", "attacks", "transfer", "speed", "memory")
 flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
@@ -100,11 +104,11 @@ def run_accuracy():
             with open(path) as f:
                 previous = json.load(f)
         except (OSError, ValueError) as err:
-            raise SystemExit(f"benchmark.py: error: --keep_other_rows: cannot read {path} ({err})")
+            raise UsageError(f"--keep_other_rows: cannot read {path} ({err})")
     try:
         payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images, previous)
     except ValueError as err:  # unknown --models, or earlier results on other images
-        raise SystemExit(f"benchmark.py: error: {err}")
+        raise UsageError(str(err))
     write_result("accuracy", payload, markdown)
 
 
@@ -120,12 +124,12 @@ def attack_rows(presets, jit_modes, profile=False):
     names = FLAGS.ensemble or list(attack_speed.ORIGIN_ENSEMBLE)
     missing = attack_speed.missing_models(names)
     if missing:
-        raise app.UsageError(f"--ensemble: unknown model(s) {', '.join(missing)}; known: "
-                             f"{', '.join(tfattack.models.available())}")
+        raise UsageError(f"--ensemble: unknown model(s) {', '.join(missing)}; known: "
+                         f"{', '.join(tfattack.models.available())}")
     unknown = [p for p in presets if p not in tfattack.attacks.presets()]
     if unknown:
-        raise app.UsageError(f"--presets: unknown preset(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(tfattack.attacks.presets())}")
+        raise UsageError(f"--presets: unknown preset(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(tfattack.attacks.presets())}")
     rows = []
     for row in attack_speed.measure_presets(presets, names, batch_size=FLAGS.batch_size, num_iter=FLAGS.num_iter,
                                             jit_modes=jit_modes, profile=profile):
@@ -179,8 +183,8 @@ def memory_rows():
     for run in runs:
         preset, _, count = run.partition(":")
         if preset not in tfattack.attacks.presets() or not count.isdigit():
-            raise SystemExit(f"benchmark.py: error: --memory_runs: {run!r} is not PRESET:COPIES_PER_PASS "
-                             f"(a preset name and an integer >= 0)")
+            raise UsageError(f"--memory_runs: {run!r} is not PRESET:COPIES_PER_PASS "
+                         f"(a preset name and an integer >= 0)")
     return [copies_memory_in_subprocess(run, FLAGS.memory_batch) for run in runs]
 
 
@@ -242,9 +246,12 @@ def run_transfer():
     from tfattack.bench import transfer
     data_dir = FLAGS.data_dir or os.path.join(SHARED, "nips17_dev")
     folder = os.path.join(FLAGS.output_dir, "transfer")
+    for name in ("num_images", "num_images_expensive"):
+        if FLAGS[name].value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
     unknown = sorted(set(FLAGS.attack_names) - set(transfer.ATTACKS))
     if unknown:
-        raise SystemExit(f"benchmark.py: error: --attack_names: unknown {', '.join(unknown)}; "
+        raise UsageError(f"--attack_names: unknown {', '.join(unknown)}; "
                          f"known: {', '.join(transfer.ATTACKS)}")
     payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                            num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
@@ -267,7 +274,17 @@ def main(argv):
     if FLAGS.what not in runners:
         print(f"benchmark.py: --what={FLAGS.what} is not available yet", file=sys.stderr)
         return 2
-    runners[FLAGS.what]()
+    from tfattack import data
+    from tfattack.models import checkpoint, loading, tfjs, tflite_reader
+
+    # What a user can get wrong (paths, data, weight files) is one line; anything else keeps its traceback.
+    user_errors = (UsageError, data.DataError, loading.ModelNotFoundError, checkpoint.CheckpointError,
+                   tfjs.TfjsModelError, tflite_reader.TFLiteFormatError)
+    try:
+        runners[FLAGS.what]()
+    except user_errors as err:
+        print(f"benchmark.py: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -147,9 +147,19 @@ def test_script_prints_the_attack_table(tmp_path):
                                           ("--ensemble=nope", "--ensemble: unknown model(s) nope")])
 def test_script_rejects_unknown_names(tmp_path, flag, message):
     done = run_script("--what=attacks", flag, tmp_path=tmp_path)
-    assert done.returncode != 0
-    assert message in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: error: {message}")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--models=nope"], "unknown model 'nope'; known models: "),
+    (["--models=efficientnet_lite0", "--keep_other_rows"], "--keep_other_rows: cannot read "),
+])
+def test_accuracy_flags_are_checked(tmp_path, flags, message):
+    done = run_script("--what=accuracy", "--num_images=2", *flags, tmp_path=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: error: {message}")
 
 
 # ----- the memory section -----
@@ -171,8 +181,9 @@ def test_copies_memory_row_counts_images_per_pass(monkeypatch):
 def test_memory_runs_flag_is_checked(run, tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--what=memory", f"--memory_runs={run}",
                            f"--output_dir={tmp_path}"], capture_output=True, text=True)
-    assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert f"--memory_runs: {run!r} is not PRESET:COPIES_PER_PASS" in done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"benchmark.py: error: --memory_runs: {run!r} is not "
+                                                    f"PRESET:COPIES_PER_PASS (a preset name and an integer >= 0)")
 
 
 # ----- the accuracy table -----

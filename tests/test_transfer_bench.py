@@ -62,3 +62,28 @@ def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_na
                 "Admix-TI-DIM"}
     assert protocol < set(transfer.TABLE) and "TI-DI-MI bf16" in transfer.ATTACKS
     assert "TI-DI-MI bf16" not in transfer.TABLE and set(transfer.EXPENSIVE) <= set(transfer.TABLE)
+
+
+def transfer_error(tmp_path, *args):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=transfer",
+                             f"--output_dir={tmp_path / 'out'}", *args], capture_output=True, text=True, env=ENV,
+                            cwd=REPO, timeout=600)
+    lines = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert not (tmp_path / "out" / "transfer").exists()  # nothing crafted before the error
+    return lines[0]
+
+
+def test_bad_image_counts_and_missing_data_are_one_line_errors(tmp_path):
+    assert transfer_error(tmp_path, "--num_images=0") == "benchmark.py: error: --num_images must be >= 1, got 0"
+    assert transfer_error(tmp_path, "--num_images_expensive=-1") == (
+        "benchmark.py: error: --num_images_expensive must be >= 1, got -1")
+    assert transfer_error(tmp_path, f"--data_dir={tmp_path / 'absent'}") == (
+        f"benchmark.py: error: input_dir {tmp_path / 'absent' / 'images'}: no such folder")
+
+
+@requires_shared
+def test_too_many_images_and_a_missing_model_fail_before_any_crafting(tmp_path):
+    assert transfer_error(tmp_path, "--num_images=5000").endswith("nips17_dev has 1000 images")
+    line = transfer_error(tmp_path, "--num_images=2", f"--model_dir={tmp_path / 'no_models'}")
+    assert line.startswith("benchmark.py: error: weights for model 'mobilenet_v1_075' not found (looked in ")

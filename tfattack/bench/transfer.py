@@ -78,11 +78,16 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
     """
     tf.config.experimental.enable_op_determinism()  # a rerun with the same seed reproduces the table
     full = data.read_dataset(os.path.join(data_dir, "images"), csv=os.path.join(data_dir, "dev_dataset.csv"))
+    if num_images > len(full):
+        raise data.DataError(f"--num_images {num_images}: {data_dir} has {len(full)} images")
     subsets = {n: full.select(full.ids[:n]) for n in {num_images, num_images_expensive}}
+    # Every model loads before any work starts: a missing weight file fails in seconds, not hours in.
+    surrogates = {source: tfattack.models.Ensemble([tfattack.models.load(n, model_dir=model_dir)
+                                                    for n in SOURCES[source]]) for source in sources}
+    victims = None if craft_only else [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
     timings = {}
     for source in sources:
-        members = [tfattack.models.load(n, model_dir=model_dir) for n in SOURCES[source]]
-        surrogate = tfattack.models.Ensemble(members)
+        surrogate = surrogates[source]
         for name in attacks:
             dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
             folder = os.path.join(output_dir, source, name)
@@ -102,7 +107,6 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                 f"({len(summary.already_done)} already there)")
     if craft_only:
         return None
-    victims = [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
     # One evaluation per image subset scores all its sets together: each clean image goes through each
     # victim and defense once, not once per set. (rp's random draws follow that order, so the table is
     # reproduced exactly by the same command; scoring a different selection of sets redraws them.)
