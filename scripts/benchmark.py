@@ -44,6 +44,9 @@ flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for t
                      "evaluations per step (SI, VT, Admix, augmentations).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: the attacks (rows) to run; default: the protocol's table "
                   "(every attack but the 'TI-DI-MI bf16' variant).")
+flags.DEFINE_float("max_epsilon", 16, "--what=transfer: eps in pixels (of 255); the protocol's is 16. Another eps "
+                   "needs its own --output_dir (crafted images are reused only for the same settings).")
+flags.DEFINE_list("sources", [], "--what=transfer: the source settings (single, ensemble) to run; default both.")
 flags.DEFINE_boolean("craft_only", False, "--what=transfer: craft the adversarial sets (resumable) and stop before "
                      "scoring; a later run without it reuses them and writes the table.")
 flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
@@ -249,6 +252,11 @@ def run_transfer():
     for name in ("num_images", "num_images_expensive"):
         if FLAGS[name].value < 1:
             raise UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    if not 0 < FLAGS.max_epsilon <= 255:
+        raise UsageError(f"--max_epsilon must be in (0, 255] pixels, got {FLAGS.max_epsilon:g}")
+    unknown_sources = sorted(set(FLAGS.sources) - set(transfer.SOURCES))
+    if unknown_sources:
+        raise UsageError(f"--sources: unknown {', '.join(unknown_sources)}; known: {', '.join(transfer.SOURCES)}")
     unknown = sorted(set(FLAGS.attack_names) - set(transfer.ATTACKS))
     if unknown:
         raise UsageError(f"--attack_names: unknown {', '.join(unknown)}; "
@@ -256,6 +264,7 @@ def run_transfer():
     payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                            num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
                            attacks=FLAGS.attack_names or transfer.TABLE, batch_size=10, seed=FLAGS.seed,
+                           max_epsilon=FLAGS.max_epsilon, sources=FLAGS.sources or tuple(transfer.SOURCES),
                            craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
     if payload is None:
         print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",

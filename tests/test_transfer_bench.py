@@ -45,6 +45,13 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     # Same seed, fresh folder: the same adversarial files and the same numbers.
     assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
     assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
+    # Images crafted at eps 16 are not reused for another eps: the run stops before writing anything.
+    result = run_transfer(first, "--max_epsilon=4", "--craft_only")
+    assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
+    assert line.startswith(f"benchmark.py: error: {first / 'transfer' / 'single' / 'FGSM'} holds images crafted with "
+                           f"other settings (eps: 0.06274509803921569 there, 0.01568627450980392 now; ")
+    assert line.endswith("); use another --output_dir")
 
 
 def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
@@ -78,6 +85,9 @@ def test_bad_image_counts_and_missing_data_are_one_line_errors(tmp_path):
     assert transfer_error(tmp_path, "--num_images=0") == "benchmark.py: error: --num_images must be >= 1, got 0"
     assert transfer_error(tmp_path, "--num_images_expensive=-1") == (
         "benchmark.py: error: --num_images_expensive must be >= 1, got -1")
+    assert transfer_error(tmp_path, "--sources=single,both") == (
+        "benchmark.py: error: --sources: unknown both; known: single, ensemble")
+    assert transfer_error(tmp_path, "--max_epsilon=0") == "benchmark.py: error: --max_epsilon must be in (0, 255] pixels, got 0"
     assert transfer_error(tmp_path, f"--data_dir={tmp_path / 'absent'}") == (
         f"benchmark.py: error: input_dir {tmp_path / 'absent' / 'images'}: no such folder")
 

@@ -18,7 +18,8 @@ import tensorflow as tf
 import tfattack
 from tfattack import data, evaluate as evaluation_lib, pipeline
 
-COMMON = dict(eps=16 / 255, steps=10, step_size=0.0)
+MAX_EPSILON = 16  # pixels (of 255): the protocol's eps; --max_epsilon runs the table at another one
+COMMON = dict(steps=10, step_size=0.0)  # step_size 0: eps / steps
 _TI7, _DI = dict(ti_kernel=7), dict(diversity_prob=0.5)
 # name -> (preset, overrides); overrides pin the issue's protocol where a preset's paper differs.
 ATTACKS = {
@@ -51,9 +52,9 @@ DEFENDED_VICTIM = "efficientnet_lite2"
 DEFENSES = ("jpeg:75", "bits:4", "rp", "median:3")
 
 
-def build_attack(name: str, seed: int):
+def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
     preset, overrides = ATTACKS[name]
-    common = dict(COMMON)
+    common = dict(COMMON, eps=max_epsilon / 255)
     if tfattack.attacks.PRESETS[preset].steps == 1:
         common.pop("steps")  # FGSM stays a single step of eps
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
@@ -68,9 +69,24 @@ def _add_crafting_time(record_path: str, images: int, seconds: float) -> Dict:
     return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
 
 
+def _check_same_attack(folder: str, config: Dict) -> None:
+    """Images already in `folder` are reused only if they were crafted by the same attack settings."""
+    record_path = os.path.join(folder, "run.json")
+    if not os.path.isfile(record_path):
+        return
+    with open(record_path) as f:
+        earlier = json.load(f).get("attack_config", {})
+    # Fields added to the config since the earlier run are not in its record: compare the shared ones.
+    changed = sorted(k for k in set(earlier) & set(config) if earlier[k] != config[k])
+    if changed:
+        differences = "; ".join(f"{k}: {earlier[k]!r} there, {config[k]!r} now" for k in changed)
+        raise data.DataError(f"{folder} holds images crafted with other settings ({differences}); "
+                             f"use another --output_dir")
+
+
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
         attacks: Sequence[str] = TABLE, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
-        seed: int = 0, craft_only: bool = False, log=print) -> Dict | None:
+        seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, log=print) -> Dict | None:
     """Crafts every (source, attack) set under `output_dir`, then scores them all; returns the table data.
 
     With `craft_only` it stops after crafting (returns None): the sets can be crafted in several runs, or on
@@ -92,14 +108,15 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
             folder = os.path.join(output_dir, source, name)
             os.makedirs(folder, exist_ok=True)
-            attack = build_attack(name, seed)
+            attack = build_attack(name, seed, max_epsilon)
+            _check_same_attack(folder, json.loads(json.dumps(attack.config.to_dict())))
             # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE else batch_size
             summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False)
             crafting = _add_crafting_time(os.path.join(folder, "run.json"), len(summary.written), summary.seconds)
             with open(os.path.join(folder, "run.json"), "w") as f:
-                json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": 16, "targeted": False,
+                json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
                            "surrogates": list(SOURCES[source]), "crafting": crafting}, f, indent=1)
             if crafting["images"]:
                 timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
@@ -134,8 +151,8 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                          "success_rate": result.success_rate_clean_correct,
                          "success_rate_all": result.success_rate_all, "linf_max": size.linf_max,
                          "violations": len(size.violations)})
-    protocol = {"eps": "16/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5, "ti_kernel": 7,
-                "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
+    protocol = {"eps": f"{max_epsilon:g}/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5,
+                "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
     configs = {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v for k, v in ATTACKS[n][1].items()}]
                for n in attacks}
     return {"rows": rows, "crafting_seconds_per_image": timings, "num_images": num_images,
@@ -156,12 +173,14 @@ def markdown(payload) -> str:
              "efficientnet_lite2": "EffNet-Lite2"}
     header = ["source", "attack", "images", "craft s/img"] + [names.get(v, v) + ("" if d == "none" else f" + {d}")
                                                               for v, d in cols]
+    expensive = [n for n in EXPENSIVE if n in payload["attacks"]]
     lines = [f"Untargeted success rate (%) over the images each victim classifies correctly when clean; "
-             f"eps 16/255, 10 iterations; craft s/img = crafting seconds per image on this machine's CPU (tracing "
-             f"included); first {payload['num_images']} NIPS'17 DEV images "
-             f"({payload['num_images_expensive']} for {', '.join(EXPENSIVE)}). Sources: single = "
-             f"{', '.join(payload['sources'].get('single', []))}; ensemble (logits fused) = "
-             f"{', '.join(payload['sources'].get('ensemble', []))}.", "",
+             f"eps {payload['protocol']['eps']}, 10 iterations; craft s/img = crafting seconds per image on this "
+             f"machine's CPU (tracing included); first {payload['num_images']} NIPS'17 DEV images"
+             + (f" ({payload['num_images_expensive']} for {', '.join(expensive)})" if expensive else "")
+             + ". Sources: " + "; ".join(
+                 f"{source}{' (logits fused)' if len(members) > 1 else ''} = {', '.join(members)}"
+                 for source, members in payload["sources"].items()) + ".", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     clean = {}  # on the full-size subset (the many-copy attacks' smaller subset has its own)
     for (source, attack, victim, defense), r in index.items():
@@ -214,7 +233,7 @@ def heatmap(payload, path: str) -> None:
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if grid[i, j] < 50 else "black")
     fig.colorbar(image, ax=ax, label="success rate (%)")
-    ax.set_title("Transfer success rate (untargeted, eps 16/255)")
+    ax.set_title(f"Transfer success rate (untargeted, eps {payload['protocol']['eps']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
