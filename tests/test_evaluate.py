@@ -114,7 +114,7 @@ def direct_numbers(root, set_name, targeted, channel, defense, label_source="tru
             "tianchi_score": score.mean()}
 
 
-def run(root, label_source="truth", denominator="clean_correct", max_epsilon=16, batch_size=2, compiled=False):
+def run(root, label_source="truth", denominator="clean_correct", max_epsilon=16, batch_size=2, compiled=None):
     dataset = data.read_dataset(str(root / "images"))
     sets = [evaluate.read_adv_set(str(root / "untargeted"), max_epsilon=max_epsilon),
             evaluate.read_adv_set(str(root / "targeted"))]
@@ -229,6 +229,19 @@ def test_compiled_forward_passes_give_the_same_numbers(layout, evaluation):
     other = run(layout, compiled=True)
     assert [repr(r.to_dict()) for r in other.results] == [repr(r.to_dict()) for r in evaluation.results]
     assert all(np.array_equal(other.adv_predictions[k], evaluation.adv_predictions[k]) for k in evaluation.adv_predictions)
+
+
+def test_forward_passes_are_compiled_from_sixteen_batches_on(layout, monkeypatch):
+    modes = []
+    real = evaluate._predictor
+    monkeypatch.setattr(evaluate, "_predictor", lambda model, compiled=False: modes.append(compiled) or real(model,
+                                                                                                          compiled))
+    run(layout, batch_size=1)  # 6 images: 6 batches, eager
+    assert modes and not any(modes)
+    monkeypatch.setattr(evaluate, "COMPILE_FROM_BATCHES", 6)
+    modes.clear()
+    run(layout, batch_size=1)
+    assert modes and all(modes)
 
 
 def test_tianchi_formula():

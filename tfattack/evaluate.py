@@ -39,6 +39,8 @@ LABEL_SOURCES = ("truth", "clean_prediction")
 DENOMINATORS = ("clean_correct", "all")
 DENOMINATOR_TEXT = {"clean_correct": "images the victim classified correctly when clean", "all": "all images"}
 RUN_RECORD = "run.json"
+# From this many batches on, evaluate() compiles its forward passes by default (see `_predictor`).
+COMPILE_FROM_BATCHES = 16
 SHARD_RECORDS = "run.shard-*-of-*.json"  # sharded attacks before scripts/merge_runs.py
 TIANCHI_FORMULA = ("per image and victim: 0 if still classified as the label, 2*(2 - Linf/32) if misclassified, "
                    "5*(2 - Linf/32) if classified as the target (targeted sets), Linf in pixel units 0..255; "
@@ -397,7 +399,7 @@ def recorded_labels(dataset: data.Dataset, adv_sets: Sequence[AdvSet]) -> np.nda
 
 def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
              label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
-             batch_size: int = 8, seed: int = 0, compiled: bool = False, progress=None) -> Evaluation:
+             batch_size: int = 8, seed: int = 0, compiled: Optional[bool] = None, progress=None) -> Evaluation:
     """Evaluates every adversarial set against every victim behind every defense.
 
     Args:
@@ -411,7 +413,8 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
         where sets share an image; an image no record labels is not evaluated, with a note).
       denominator: "clean_correct" or "all": which success rate is the headline `Result.success_rate`.
       batch_size: images per forward pass (batches hold images of one size).
-      compiled: run each (victim, defense) forward pass as a `tf.function` (pays for many batches).
+      compiled: run each (victim, defense) forward pass as a `tf.function` (its tracing pays off over many
+        batches); None: compiled when the dataset spans at least COMPILE_FROM_BATCHES batches.
       progress: optional callable(count) called after each batch.
     """
     if label_source not in LABEL_SOURCES:
@@ -442,6 +445,8 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
             raise data.DataError(f"adv dir {s.path}: none of the {len(dataset)} images of {dataset.input_dir} is "
                                  f"there as <ImageId>.png")
 
+    if compiled is None:
+        compiled = len(dataset) >= COMPILE_FROM_BATCHES * batch_size
     predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d), compiled)
                   for v, vn in zip(victims, victim_names) for d in defense_list}
     label_predictor = _predictor(label_model) if given_labels is None else None
