@@ -145,3 +145,14 @@ def test_wrap_keeps_the_contract_and_names_the_defense():
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(defenses.wrap(model, "gauss:1")(image)[:, 0])
     assert np.abs(tape.gradient(loss, image).numpy()).sum() > 0
+
+
+def test_median3_gradient_routes_each_output_to_one_input():
+    # Distinct values (no ties): every output pixel is one input pixel, so the gradient of the sum counts outputs.
+    x = tf.constant(np.random.default_rng(3).permutation(2 * 9 * 11 * 3).reshape(2, 9, 11, 3) / 600.0, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(defenses.parse("median:3")(x))
+    gradient = tape.gradient(total, x).numpy()
+    assert gradient.sum() == x.shape.num_elements() and gradient.min() >= 0
+    assert np.array_equal(gradient, np.round(gradient))
