@@ -84,6 +84,18 @@ def _check_same_attack(folder: str, config: Dict) -> None:
                              f"use another --output_dir")
 
 
+def _progress_log(log, what: str, total: int):
+    """A progress callback for `evaluate` that logs each tenth of the images (scoring 1000 takes a while)."""
+    done = [0]
+
+    def update(count):
+        before, done[0] = done[0], done[0] + count
+        if done[0] * 10 // total > before * 10 // total:
+            log(f"transfer: scoring {what}: {done[0]}/{total}")
+
+    return update
+
+
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
         attacks: Sequence[str] = TABLE, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
         seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, log=print) -> Dict | None:
@@ -137,9 +149,10 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                 for source, name in keys]
         log(f"transfer: scoring {len(sets)} sets on {count} images")
         plain = evaluation_lib.evaluate(subsets[count], sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                        compiled=True)
+                                        compiled=True, progress=_progress_log(log, f"victims, {count} images", count))
         defended = evaluation_lib.evaluate(subsets[count], sets, [victims[0]], list(DEFENSES), batch_size=batch_size,
-                                           seed=seed, compiled=True)
+                                           seed=seed, compiled=True,
+                                           progress=_progress_log(log, f"defenses, {count} images", count))
         sizes = {p.attack: p for p in plain.perturbations}
         for result in plain.results + defended.results:
             found.setdefault(result.attack, []).append((count, result, sizes[result.attack]))
