@@ -85,13 +85,14 @@ def _check_same_attack(folder: str, config: Dict) -> None:
 
 
 def _progress_log(log, what: str, total: int):
-    """A progress callback for `evaluate` that logs each tenth of the images (scoring 1000 takes a while)."""
+    """A progress callback that logs each tenth of the images (crafting or scoring 1000 takes a while)."""
+    total = max(total, 1)
     done = [0]
 
     def update(count):
         before, done[0] = done[0], done[0] + count
         if done[0] * 10 // total > before * 10 // total:
-            log(f"transfer: scoring {what}: {done[0]}/{total}")
+            log(f"transfer: {what}: {done[0]}/{total}")
 
     return update
 
@@ -125,7 +126,9 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE else batch_size
-            summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False)
+            pending = sum(not os.path.exists(data.output_path(folder, i)) for i in dataset.ids)
+            summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False,
+                                              progress=_progress_log(log, f"crafting {source} {name}", pending))
             crafting = _add_crafting_time(os.path.join(folder, "run.json"), len(summary.written), summary.seconds)
             with open(os.path.join(folder, "run.json"), "w") as f:
                 json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
@@ -149,10 +152,10 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                 for source, name in keys]
         log(f"transfer: scoring {len(sets)} sets on {count} images")
         plain = evaluation_lib.evaluate(subsets[count], sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                        compiled=True, progress=_progress_log(log, f"victims, {count} images", count))
+                                        compiled=True, progress=_progress_log(log, "scoring on the victims", count))
         defended = evaluation_lib.evaluate(subsets[count], sets, [victims[0]], list(DEFENSES), batch_size=batch_size,
                                            seed=seed, compiled=True,
-                                           progress=_progress_log(log, f"defenses, {count} images", count))
+                                           progress=_progress_log(log, "scoring behind the defenses", count))
         sizes = {p.attack: p for p in plain.perturbations}
         for result in plain.results + defended.results:
             found.setdefault(result.attack, []).append((count, result, sizes[result.attack]))
