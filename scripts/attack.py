@@ -10,6 +10,7 @@ finished images unless --overwrite. Bad input: one line on stderr and exit code 
 """
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -88,6 +89,17 @@ def build_attack():
         raise UsageError(str(err)) from None
 
 
+def earlier_predicted_labels(record_path: str) -> dict:
+    """`predicted_labels` of the run record already at `record_path`; {} if there is none (or it is unreadable,
+    since this run's record replaces it)."""
+    try:
+        with open(record_path) as handle:
+            labels = json.load(handle).get("predicted_labels")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return labels if isinstance(labels, dict) else {}
+
+
 def run() -> int:
     from tfattack import data, pipeline, runs
 
@@ -121,12 +133,18 @@ def run() -> int:
     summary = pipeline.attack_dataset(dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size,
                                       targeted=FLAGS.targeted, overwrite=FLAGS.overwrite, progress=progress.update)
     progress.close()
+    record_path = os.path.join(FLAGS.output_dir, runs.run_record_name(FLAGS.num_shards, FLAGS.shard_index))
     predicted_labels = dict(summary.predicted_labels)
     if dataset.labels is None and summary.already_done:
-        # Images an earlier (maybe killed) run wrote were attacked on the same clean top-1: record it too, so
-        # that run.json labels every image in the folder (evaluate.py --labels=clean_prediction reads it).
-        predicted_labels.update(pipeline.clean_predictions(dataset.select(summary.already_done), ensemble,
-                                                           FLAGS.batch_size))
+        # run.json labels every image in the folder (evaluate.py --labels=clean_prediction reads it): the labels
+        # of images an earlier run wrote come from its record, or, if it was killed before writing one, from the
+        # surrogate's clean top-1 again.
+        earlier = earlier_predicted_labels(record_path)
+        known = {i: earlier[i] for i in summary.already_done if i in earlier}
+        missing = [i for i in summary.already_done if i not in known]
+        if missing:
+            known.update(pipeline.clean_predictions(dataset.select(missing), ensemble, FLAGS.batch_size))
+        predicted_labels.update(known)
     record = {
         "flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])
                   + FLAGS.get_flags_for_module(attack_flags)},
@@ -149,8 +167,7 @@ def run() -> int:
         "environment": runs.environment(),
         "command": sys.argv,
     }
-    runs.write_json_atomic(os.path.join(FLAGS.output_dir, runs.run_record_name(FLAGS.num_shards, FLAGS.shard_index)),
-                           record)
+    runs.write_json_atomic(record_path, record)
     print(f"attack.py: {len(summary.written)} written, {len(summary.already_done)} already done, "
           f"{len(summary.failed)} failed, {summary.images_per_second:.2f} images/s, "
           f"{record['wall_seconds']:.0f} s in all -> {FLAGS.output_dir}", file=sys.stderr)

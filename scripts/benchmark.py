@@ -5,6 +5,7 @@
   python scripts/benchmark.py --what=transfer --num_images=50 --num_images_expensive=10
   python scripts/benchmark.py --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
   python scripts/benchmark.py --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
+  python scripts/benchmark.py --what=memory [--memory_runs=admix_ti_dim:0,admix_ti_dim:5]
 
 Each figure is printed as a markdown table and written as JSON under --output_dir.
 """
@@ -18,11 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from tfattack.runs import UsageError  # noqa: E402  (a bad flag value: one line, exit code 2)
+
 FLAGS = flags.FLAGS
-class UsageError(ValueError):
-    """A bad flag value: reported as one line, exit code 2."""
-
-
 WHATS = ("models", "accuracy", "attacks", "transfer", "speed", "memory")
 flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
@@ -109,7 +108,8 @@ def run_accuracy():
         except (OSError, ValueError) as err:
             raise UsageError(f"--keep_other_rows: cannot read {path} ({err})")
     try:
-        payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images, previous)
+        payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images,
+                                         previous)
     except ValueError as err:  # unknown --models, or earlier results on other images
         raise UsageError(str(err))
     write_result("accuracy", payload, markdown)
@@ -187,7 +187,7 @@ def memory_rows():
         preset, _, count = run.partition(":")
         if preset not in tfattack.attacks.presets() or not count.isdigit():
             raise UsageError(f"--memory_runs: {run!r} is not PRESET:COPIES_PER_PASS "
-                         f"(a preset name and an integer >= 0)")
+                             f"(a preset name and an integer >= 0)")
     return [copies_memory_in_subprocess(run, FLAGS.memory_batch) for run in runs]
 
 
@@ -241,8 +241,8 @@ def run_speed():
         "## 5. Memory of a many-copy attack: copies_per_pass", speed.memory_table(memory),
         "## Defaults chosen", "\n".join(f"- {n}" for n in notes)])
     write_result("speed", {"models": model_rows, "attacks": preset_rows, "peer": peer, "options": option_rows,
-                           "bfloat16_gradient_sign_agreement": agreement, "memory": memory, "notes": notes, "minutes": minutes,
-                           "time": time.time()}, markdown)
+                           "bfloat16_gradient_sign_agreement": agreement, "memory": memory, "notes": notes,
+                           "minutes": minutes, "time": time.time()}, markdown)
 
 
 def run_transfer():

@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 
 import tfattack  # noqa: E402
 from tfattack import data  # noqa: E402
-from tfattack.models import tflite  # noqa: E402
+from tfattack.models import tflite, tflite_reader  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -33,18 +33,24 @@ flags.DEFINE_string("data_dir", os.path.join(HERE, "..", "shared", "nips17_dev")
 flags.DEFINE_string("model_dir", os.path.join(HERE, "..", "shared", "real_models"), "Folder holding coral_tflite/.")
 
 
+def fail(message: str) -> int:
+    print(f"tflite_agreement.py: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(_):
     if FLAGS.images < 1:
-        sys.exit(f"tflite_agreement.py: error: --images must be >= 1, got {FLAGS.images}")
+        return fail(f"--images must be >= 1, got {FLAGS.images}")
     known = [s[0] for s in tflite.CORAL_FILES]
     for flag, given, valid in (("models", FLAGS.models, known), ("arithmetic", FLAGS.arithmetic, tflite.ARITHMETICS)):
         unknown = [v for v in given if v not in valid]
         if unknown:
-            sys.exit(f"tflite_agreement.py: error: --{flag}: unknown {', '.join(unknown)}; known: {', '.join(valid)}")
+            return fail(f"--{flag}: unknown {', '.join(unknown)}; known: {', '.join(valid)}")
     try:
         measure()
-    except (data.DataError, tfattack.models.ModelNotFoundError, OSError, ValueError) as err:
-        sys.exit(f"tflite_agreement.py: error: {err}")
+    except (data.DataError, tfattack.models.ModelNotFoundError, tflite_reader.TFLiteFormatError, OSError) as err:
+        return fail(str(err))
+    return 0
 
 
 def measure():

@@ -89,10 +89,19 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert config["momentum"] == 0.5 and config["ti_kernel"] == 5 and config["augmentations"] == ["flip", "noise"]
     assert record["label_source"] == "clean_prediction"
     assert set(record["predicted_labels"]) == {r["ImageId"] for r in rows}
-    # A resumed run that writes nothing still records the labels of every image in the folder.
+    # A resumed run that writes nothing still records the labels of every image in the folder: the earlier
+    # record's where there is one (kept as recorded), else the surrogate's clean top-1 again.
+    again_args = [f"--input_dir={images}", f"--output_dir={out}", *COMMON, "--momentum=0.5", "--ti_kernel=5",
+                  "--augmentations=flip,noise"]
+    first_id, second_id = sorted(record["predicted_labels"])
+    kept = dict(record, predicted_labels={first_id: (record["predicted_labels"][first_id] + 1) % 1000})
+    (out / "run.json").write_text(json.dumps(kept))
+    again = run_attack(*again_args)
+    assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["predicted_labels"] == {
+        first_id: kept["predicted_labels"][first_id], second_id: record["predicted_labels"][second_id]}
     (out / "run.json").unlink()
-    again = run_attack(f"--input_dir={images}", f"--output_dir={out}", *COMMON, "--momentum=0.5", "--ti_kernel=5",
-                       "--augmentations=flip,noise")
+    again = run_attack(*again_args)
     assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["predicted_labels"] == record["predicted_labels"]
 

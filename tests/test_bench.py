@@ -172,7 +172,8 @@ def test_copies_memory_row_counts_images_per_pass(monkeypatch):
     assert row["peak_rss_mib"] > 0 and row["s_per_image_iteration"] > 0
     vmi = speed.copies_memory("vmi_fgsm", copies_per_pass=0, batch=2)
     assert (vmi["copies"], vmi["images_per_pass"]) == (1, 2)  # the neighbours are separate passes
-    table = speed.memory_table([row, vmi, {"preset": "admix", "copies_per_pass": 0, "batch": 1, "error": "MemoryError"}])
+    failed = {"preset": "admix", "copies_per_pass": 0, "batch": 1, "error": "MemoryError"}
+    table = speed.memory_table([row, vmi, failed])
     assert "| admix_ti_dim | 4 | 1 | 4 |" in table and "| vmi_fgsm | 0 (all 1) | 2 | 2 |" in table
     assert "| admix | 0 | 1 | error: MemoryError | | |" in table
 
@@ -208,3 +209,15 @@ def test_json_from_fresh_process_result_or_error_row():
     assert ok == {"a": 1}
     failed = timing.json_from_fresh_process([sys.executable, "-c", "import sys; sys.exit('boom: bad flag')"], model="m")
     assert failed == {"model": "m", "error": "boom: bad flag"}
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--images=0", "--images must be >= 1, got 0"),
+    ("--models=nope", "--models: unknown nope; known: mobilenet_v2_quant, "),
+    ("--arithmetic=exact", "--arithmetic: unknown exact; known: "),
+])
+def test_tflite_agreement_flags_are_checked(flag, message):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "tflite_agreement.py"), flag], capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"tflite_agreement.py: error: {message}")

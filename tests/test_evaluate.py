@@ -228,7 +228,8 @@ def test_batch_size_does_not_change_the_numbers(layout, evaluation):
 def test_compiled_forward_passes_give_the_same_numbers(layout, evaluation):
     other = run(layout, compiled=True)
     assert [repr(r.to_dict()) for r in other.results] == [repr(r.to_dict()) for r in evaluation.results]
-    assert all(np.array_equal(other.adv_predictions[k], evaluation.adv_predictions[k]) for k in evaluation.adv_predictions)
+    assert all(np.array_equal(other.adv_predictions[k], evaluation.adv_predictions[k])
+               for k in evaluation.adv_predictions)
 
 
 def test_forward_passes_are_compiled_from_sixteen_batches_on(layout, monkeypatch):

@@ -12,7 +12,8 @@ from test_attack_script import ENV, REPO
 
 def run_transfer(output_dir, *extra):
     return subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=transfer", "--num_images=2",
-                           "--num_images_expensive=2", "--attack_names=FGSM,DI-MI", f"--output_dir={output_dir}", *extra],
+                           "--num_images_expensive=2", "--attack_names=FGSM,DI-MI", f"--output_dir={output_dir}",
+                           *extra],
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=1800)
 
 
@@ -87,7 +88,8 @@ def test_bad_image_counts_and_missing_data_are_one_line_errors(tmp_path):
         "benchmark.py: error: --num_images_expensive must be >= 1, got -1")
     assert transfer_error(tmp_path, "--sources=single,both") == (
         "benchmark.py: error: --sources: unknown both; known: single, ensemble")
-    assert transfer_error(tmp_path, "--max_epsilon=0") == "benchmark.py: error: --max_epsilon must be in (0, 255] pixels, got 0"
+    assert transfer_error(tmp_path, "--max_epsilon=0") == (
+        "benchmark.py: error: --max_epsilon must be in (0, 255] pixels, got 0")
     assert transfer_error(tmp_path, f"--data_dir={tmp_path / 'absent'}") == (
         f"benchmark.py: error: input_dir {tmp_path / 'absent' / 'images'}: no such folder")
 

@@ -207,12 +207,13 @@ def copies_memory(preset: str, copies_per_pass: int, batch: int = MEMORY_BATCH, 
 def memory_table(rows: Sequence[Dict]) -> str:
     lines = [f"On {' + '.join(MEMORY_MODELS)} (random weights), one process per row; VMI's 20 neighbours are "
              "overlapped at copies_per_pass 0 and run one at a time otherwise:", "",
-             "| preset | copies_per_pass | batch | images per pass | s/img/iter | peak RSS MiB |", "|---|---|---|---|---|---|"]
+             "| preset | copies_per_pass | batch | images per pass | s/img/iter | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r['copies_per_pass']} | {r['batch']} | error: {r['error']} | | |")
             continue
         label = f"{r['copies_per_pass']} (all {r['copies']})" if r["copies_per_pass"] == 0 else str(r["copies_per_pass"])
-        lines.append(f"| {r['preset']} | {label} | {r['batch']} | {r['images_per_pass']} | {r['s_per_image_iteration']:.2f} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+        lines.append(f"| {r['preset']} | {label} | {r['batch']} | {r['images_per_pass']} | "
+                     f"{r['s_per_image_iteration']:.2f} | {r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
