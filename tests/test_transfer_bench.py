@@ -46,6 +46,11 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     # Same seed, fresh folder: the same adversarial files and the same numbers.
     assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
     assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
+    # A rerun of the same command scores nothing again: each image subset's scores are kept under scores/.
+    result = run_transfer(first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already scored" in result.stderr and "scoring on the victims" not in result.stderr
+    assert json.loads((first / "transfer.json").read_text())["rows"] == payload["rows"]
     # Images crafted at eps 16 are not reused for another eps: the run stops before writing anything.
     result = run_transfer(first, "--max_epsilon=4", "--craft_only")
     assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")
@@ -53,6 +58,35 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     assert line.startswith(f"benchmark.py: error: {first / 'transfer' / 'single' / 'FGSM'} holds images crafted with "
                            f"other settings (eps: 0.06274509803921569 there, 0.01568627450980392 now; ")
     assert line.endswith("); use another --output_dir")
+
+
+@requires_shared
+def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_path):
+    import os
+
+    from shared_data import NIPS17_DEV
+    from tfattack import data
+    from tfattack.bench import transfer
+
+    full = data.read_dataset(str(NIPS17_DEV / "images"), csv=str(NIPS17_DEV / "dev_dataset.csv"))
+    dataset = full.select(full.ids[:2])
+    keys = [("single", "FGSM"), ("single", "DI-MI")]
+    folders = [str(tmp_path / s / a) for s, a in keys]
+    for folder in folders:
+        os.makedirs(folder)
+        for image_id in dataset.ids:
+            with open(data.output_path(folder, image_id), "wb") as f:
+                f.write(b"png")
+    key = transfer._score_key(dataset, keys, folders, seed=0, batch_size=10)
+    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) == key
+    assert transfer._score_key(dataset, keys, folders, seed=1, batch_size=10) != key
+    assert transfer._score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
+    assert transfer._score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
+    rewritten = data.output_path(folders[1], dataset.ids[1])
+    os.utime(rewritten, ns=(1, 1))  # a re-crafted image (new mtime) invalidates the kept scores
+    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
+    os.remove(rewritten)
+    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
 
 
 def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():

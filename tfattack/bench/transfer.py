@@ -97,6 +97,56 @@ def _progress_log(log, what: str, total: int):
     return update
 
 
+def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> List[Dict]:
+    """Scores the sets of one image subset together: each clean image goes through each victim and defense once."""
+    sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}") for (source, name), folder in zip(keys, folders)]
+    count = len(dataset)
+    log(f"transfer: scoring {len(sets)} sets on {count} images")
+    plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed, compiled=True,
+                                    progress=_progress_log(log, "scoring on the victims", count))
+    defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(DEFENSES), batch_size=batch_size, seed=seed,
+                                       compiled=True, progress=_progress_log(log, "scoring behind the defenses", count))
+    sizes = {p.attack: p for p in plain.perturbations}
+    rows = []
+    for result in plain.results + defended.results:
+        source, name = result.attack.split("/", 1)
+        size = sizes[result.attack]
+        rows.append({"source": source, "attack": name, "images": count, "victim": result.model,
+                     "defense": result.defense, "clean_accuracy": result.clean_accuracy,
+                     "success_rate": result.success_rate_clean_correct, "success_rate_all": result.success_rate_all,
+                     "linf_max": size.linf_max, "violations": len(size.violations)})
+    return rows
+
+
+def _score_key(dataset, keys, folders, seed: int, batch_size: int) -> str:
+    """What a group's scores depend on: the exact files scored, the scoring code, and the settings.
+
+    Scoring 1000 images takes about an hour on a 2-core CPU; with this key a rerun, or a run that adds rows
+    of another image subset, rescores only the groups whose inputs changed. (rp's random draws follow the
+    group's order, so the sets of a group and their order are part of the key.)
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root, dirs, files in sorted(os.walk(package)):
+        dirs[:] = sorted(d for d in dirs if d != "attacks")  # attack code shows in the adversarial files
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    digest.update(json.dumps({"seed": seed, "batch_size": batch_size, "victims": VICTIMS, "defenses": DEFENSES,
+                              "sets": keys}).encode())
+    labels = dataset.require_labels()
+    for image_id, path, label in zip(dataset.ids, dataset.paths, labels):
+        stat = os.stat(path)
+        digest.update(f"{image_id} {label} {stat.st_size} {stat.st_mtime_ns}".encode())
+        for folder in folders:  # file identity by size and time, not path: relative and absolute dirs agree
+            adv = data.output_path(folder, image_id)
+            stat = os.stat(adv) if os.path.exists(adv) else None
+            digest.update(f"{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    return digest.hexdigest()[:20]
+
+
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
         attacks: Sequence[str] = TABLE, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
         seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, log=print) -> Dict | None:
@@ -148,25 +198,21 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         groups.setdefault(num_images_expensive if name in EXPENSIVE else num_images, []).append((source, name))
     found = {}
     for count, keys in groups.items():
-        sets = [evaluation_lib.read_adv_set(os.path.join(output_dir, source, name), name=f"{source}/{name}")
-                for source, name in keys]
-        log(f"transfer: scoring {len(sets)} sets on {count} images")
-        plain = evaluation_lib.evaluate(subsets[count], sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                        compiled=True, progress=_progress_log(log, "scoring on the victims", count))
-        defended = evaluation_lib.evaluate(subsets[count], sets, [victims[0]], list(DEFENSES), batch_size=batch_size,
-                                           seed=seed, compiled=True,
-                                           progress=_progress_log(log, "scoring behind the defenses", count))
-        sizes = {p.attack: p for p in plain.perturbations}
-        for result in plain.results + defended.results:
-            found.setdefault(result.attack, []).append((count, result, sizes[result.attack]))
-    rows = []
-    for source, name in order:
-        for count, result, size in found[f"{source}/{name}"]:
-            rows.append({"source": source, "attack": name, "images": count, "victim": result.model,
-                         "defense": result.defense, "clean_accuracy": result.clean_accuracy,
-                         "success_rate": result.success_rate_clean_correct,
-                         "success_rate_all": result.success_rate_all, "linf_max": size.linf_max,
-                         "violations": len(size.violations)})
+        folders = [os.path.join(output_dir, source, name) for source, name in keys]
+        cache = os.path.join(output_dir, "scores", _score_key(subsets[count], keys, folders, seed, batch_size) + ".json")
+        if os.path.isfile(cache):
+            log(f"transfer: {len(keys)} sets on {count} images already scored ({cache})")
+            with open(cache) as f:
+                scored = json.load(f)
+        else:
+            scored = _score(subsets[count], keys, folders, victims, seed, batch_size, log)
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            with open(cache + ".partial", "w") as f:
+                json.dump(scored, f, indent=1)
+            os.replace(cache + ".partial", cache)
+        for row in scored:
+            found.setdefault((row["source"], row["attack"]), []).append(row)
+    rows = [row for key in order for row in found[key]]
     protocol = {"eps": f"{max_epsilon:g}/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5,
                 "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
     configs = {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v for k, v in ATTACKS[n][1].items()}]
