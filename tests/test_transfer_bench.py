@@ -4,6 +4,8 @@ import hashlib
 import json
 import subprocess
 import sys
+
+import tensorflow as tf
 from pathlib import Path
 
 from shared_data import requires_shared
@@ -82,11 +84,27 @@ def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_p
     assert transfer._score_key(dataset, keys, folders, seed=1, batch_size=10) != key
     assert transfer._score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
     assert transfer._score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
+    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10, victims="other weights") != key
     rewritten = data.output_path(folders[1], dataset.ids[1])
     os.utime(rewritten, ns=(1, 1))  # a re-crafted image (new mtime) invalidates the kept scores
     assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
     os.remove(rewritten)
     assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
+
+
+@requires_shared
+def test_victim_fingerprint_tells_weights_apart_and_is_stable():
+    import tfattack
+    from shared_data import SHARED
+    from tfattack.bench import transfer
+
+    lite0, mobilenet = (tfattack.models.load(n, model_dir=str(SHARED / "real_models"))
+                        for n in ("efficientnet_lite0", "mobilenet_v1_075"))
+    first = transfer.victim_fingerprint([lite0, mobilenet])
+    assert first == transfer.victim_fingerprint([lite0, mobilenet]) and first.startswith("efficientnet_lite0:")
+    kernel = mobilenet.variables[0]  # conv1/kernel: other weights of the same architecture
+    kernel.assign_add(0.5 * tf.ones_like(kernel))
+    assert transfer.victim_fingerprint([lite0, mobilenet]) != first
 
 
 def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():

@@ -118,8 +118,17 @@ def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> 
     return rows
 
 
-def _score_key(dataset, keys, folders, seed: int, batch_size: int) -> str:
-    """What a group's scores depend on: the exact files scored, the scoring code, and the settings.
+def victim_fingerprint(victims) -> str:
+    """The victims' logits on one fixed synthetic image, rounded: other weights (another --model_dir, an
+    updated weight package) give other scores, so they must not reuse kept ones."""
+    ramp = np.linspace(0.0, 1.0, 299, dtype=np.float32)
+    image = np.stack([np.add.outer(ramp, ramp) / 2, np.outer(ramp, ramp), np.add.outer(ramp, 1 - ramp) / 2], -1)
+    batch = tf.constant(image[None])
+    return ";".join(f"{model.name}:" + ",".join(f"{v:.2f}" for v in model(batch).numpy()[0]) for model in victims)
+
+
+def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "") -> str:
+    """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings.
 
     Scoring 1000 images takes about an hour on a 2-core CPU; with this key a rerun, or a run that adds rows
     of another image subset, rescores only the groups whose inputs changed. (rp's random draws follow the
@@ -134,7 +143,7 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int) -> str:
         for name in sorted(f for f in files if f.endswith(".py")):
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(name.encode() + f.read())
-    digest.update(json.dumps({"seed": seed, "batch_size": batch_size, "victims": VICTIMS, "defenses": DEFENSES,
+    digest.update(json.dumps({"seed": seed, "batch_size": batch_size, "victims": victims, "defenses": DEFENSES,
                               "sets": keys}).encode())
     labels = dataset.require_labels()
     for image_id, path, label in zip(dataset.ids, dataset.paths, labels):
@@ -197,9 +206,11 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
     for source, name in order:
         groups.setdefault(num_images_expensive if name in EXPENSIVE else num_images, []).append((source, name))
     found = {}
+    fingerprint = victim_fingerprint(victims)
     for count, keys in groups.items():
         folders = [os.path.join(output_dir, source, name) for source, name in keys]
-        cache = os.path.join(output_dir, "scores", _score_key(subsets[count], keys, folders, seed, batch_size) + ".json")
+        key = _score_key(subsets[count], keys, folders, seed, batch_size, fingerprint)
+        cache = os.path.join(output_dir, "scores", key + ".json")
         if os.path.isfile(cache):
             log(f"transfer: {len(keys)} sets on {count} images already scored ({cache})")
             with open(cache) as f:
