@@ -113,6 +113,9 @@ def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
     assert transfer.build_attack("FGSM", 0).config.steps == 1
     assert transfer.build_attack("I-FGSM", 0).config.steps == 10
     assert transfer.build_attack("VMI-TI-DIM", 0).config.ti_kernel == 7
+    # Admix draws x' from the batch: it crafts at the full batch and bounds memory by copies per pass instead.
+    assert transfer.BATCH_POOLED == ("Admix-TI-DIM",)
+    assert transfer.build_attack("Admix-TI-DIM", 0).config.copies_per_pass == 3
 
 
 def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_name():
