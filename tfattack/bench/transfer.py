@@ -101,6 +101,9 @@ def _progress_log(log, what: str, total: int):
     return update
 
 
+SCORES_FORMAT = 1  # bump when _score's rows change, so kept scores of the old form are not reused
+
+
 def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> List[Dict]:
     """Scores the sets of one image subset together: each clean image goes through each victim and defense once."""
     sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}") for (source, name), folder in zip(keys, folders)]
@@ -143,11 +146,12 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
     digest = hashlib.sha256()
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for root, dirs, files in sorted(os.walk(package)):
-        dirs[:] = sorted(d for d in dirs if d != "attacks")  # attack code shows in the adversarial files
+        # Attack code shows in the adversarial files; this module's part is in the key's fields below.
+        dirs[:] = sorted(d for d in dirs if d not in ("attacks", "bench"))
         for name in sorted(f for f in files if f.endswith(".py")):
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(name.encode() + f.read())
-    digest.update(json.dumps({"seed": seed, "batch_size": batch_size, "victims": victims, "defenses": DEFENSES,
+    digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims, "defenses": DEFENSES,
                               "sets": keys}).encode())
     labels = dataset.require_labels()
     for image_id, path, label in zip(dataset.ids, dataset.paths, labels):
