@@ -49,10 +49,12 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
     assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
     # A rerun of the same command scores nothing again: each image subset's scores are kept under scores/.
+    csv_before = (first / "transfer.csv").read_text()
     result = run_transfer(first)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already scored" in result.stderr and "scoring on the victims" not in result.stderr
     assert json.loads((first / "transfer.json").read_text())["rows"] == payload["rows"]
+    assert (first / "transfer.csv").read_text() == csv_before  # same columns, same order
     # Images crafted at eps 16 are not reused for another eps: the run stops before writing anything.
     result = run_transfer(first, "--max_epsilon=4", "--craft_only")
     assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")

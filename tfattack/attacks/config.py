@@ -56,7 +56,7 @@ class AttackConfig:
     diversity_prob: float = _field(0.0, "Probability of the DI resize-and-pad view per step; 0 = off (DI, Xie et al. CVPR 2019: 0.5).")
     diversity_resize_ratio: float = _field(330 / 299, "DI canvas size / image size (Xie et al. CVPR 2019: 330/299).")
     si_copies: int = _field(1, "Scale-invariance copies x/2^i, i<m; 1 = off (SI, Lin et al. ICLR 2020: 5).")
-    admix_strength: float = _field(0.0, "Admix eta: copies x + eta*x' with x' another image of the batch (x' comes from the batch: at batch 2 Admix transferred far worse, see README); 0 = off (Wang et al. ICCV 2021: 0.2).")
+    admix_strength: float = _field(0.0, "Admix eta: copies x + eta*x' with x' another image of the batch, so keep the batch >= 8 (at batch 2 it transferred far worse, see README); 0 = off (Wang et al. ICCV 2021: 0.2).")
     admix_copies: int = _field(3, "Admix m2: admixed images per step (Wang et al. ICCV 2021: 3).")
     augmentations: Tuple[str, ...] = _field((), "Expectation-over-transformation augmentations, any of: " + ", ".join(AUGMENTATIONS) + ".")
     augment_mode: str = _field("all", "all: each copy applies every listed augmentation; one: each copy applies one chosen at random.")

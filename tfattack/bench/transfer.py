@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfattack
-from tfattack import data, evaluate as evaluation_lib, pipeline
+from tfattack import data, evaluate as evaluation_lib, pipeline, runs
 
 MAX_EPSILON = 16  # pixels (of 255): the protocol's eps; --max_epsilon runs the table at another one
 COMMON = dict(steps=10, step_size=0.0)  # step_size 0: eps / steps
@@ -102,11 +102,14 @@ def _progress_log(log, what: str, total: int):
 
 
 SCORES_FORMAT = 1  # bump when _score's rows change, so kept scores of the old form are not reused
+ROW_FIELDS = ("source", "attack", "images", "victim", "defense", "clean_accuracy", "success_rate", "success_rate_all",
+              "linf_max", "violations")
 
 
 def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> List[Dict]:
     """Scores the sets of one image subset together: each clean image goes through each victim and defense once."""
-    sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}") for (source, name), folder in zip(keys, folders)]
+    sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}")
+            for (source, name), folder in zip(keys, folders)]
     count = len(dataset)
     log(f"transfer: scoring {len(sets)} sets on {count} images")
     plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed, compiled=True,
@@ -118,10 +121,9 @@ def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> 
     for result in plain.results + defended.results:
         source, name = result.attack.split("/", 1)
         size = sizes[result.attack]
-        rows.append({"source": source, "attack": name, "images": count, "victim": result.model,
-                     "defense": result.defense, "clean_accuracy": result.clean_accuracy,
-                     "success_rate": result.success_rate_clean_correct, "success_rate_all": result.success_rate_all,
-                     "linf_max": size.linf_max, "violations": len(size.violations)})
+        rows.append(dict(zip(ROW_FIELDS, (source, name, count, result.model, result.defense, result.clean_accuracy,
+                                          result.success_rate_clean_correct, result.success_rate_all, size.linf_max,
+                                          len(size.violations)))))
     return rows
 
 
@@ -151,8 +153,8 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
         for name in sorted(f for f in files if f.endswith(".py")):
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(name.encode() + f.read())
-    digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims, "defenses": DEFENSES,
-                              "sets": keys}).encode())
+    digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims,
+                              "defenses": DEFENSES, "sets": keys}).encode())
     labels = dataset.require_labels()
     for image_id, path, label in zip(dataset.ids, dataset.paths, labels):
         stat = os.stat(path)
@@ -221,14 +223,11 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         cache = os.path.join(output_dir, "scores", key + ".json")
         if os.path.isfile(cache):
             log(f"transfer: {len(keys)} sets on {count} images already scored ({cache})")
-            with open(cache) as f:
-                scored = json.load(f)
+            with open(cache) as f:  # kept with sorted keys: back in ROW_FIELDS order, as a fresh scoring gives
+                scored = [{k: row[k] for k in ROW_FIELDS} for row in json.load(f)]
         else:
             scored = _score(subsets[count], keys, folders, victims, seed, batch_size, log)
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(cache + ".partial", "w") as f:
-                json.dump(scored, f, indent=1)
-            os.replace(cache + ".partial", cache)
+            runs.write_json_atomic(cache, scored)
         for row in scored:
             found.setdefault((row["source"], row["attack"]), []).append(row)
     rows = [row for key in order for row in found[key]]
