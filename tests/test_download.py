@@ -64,8 +64,10 @@ class Served:
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 chunk = body[start:] if served.cut_after is None else body[start:start + served.cut_after]
-                self.wfile.write(chunk)
+                # Recorded before writing: the client can finish reading (and the test assert) before this
+                # thread gets past the write.
                 served.sent.append(len(chunk))
+                self.wfile.write(chunk)
 
             def log_message(self, *args):
                 pass
