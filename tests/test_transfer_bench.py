@@ -109,6 +109,24 @@ def test_victim_fingerprint_tells_weights_apart_and_is_stable():
     assert transfer.victim_fingerprint([lite0, mobilenet]) != first
 
 
+def test_unreadable_kept_scores_are_a_miss_said_in_one_line(tmp_path):
+    from tfattack.bench import transfer
+
+    said = []
+    path = tmp_path / "scores.json"
+    assert transfer._read_kept_scores(str(path), 2, 5, said.append) is None and not said  # none kept yet
+    row = {k: i for i, k in enumerate(reversed(transfer.ROW_FIELDS))}
+    path.write_text(json.dumps([row], sort_keys=True))
+    (read,) = transfer._read_kept_scores(str(path), 2, 5, said.append)
+    assert list(read) == list(transfer.ROW_FIELDS) and read == row and said[-1].endswith(f"already scored ({path})")
+    for broken in ('[{"source": "single"', '[{"source": "single"}]', '[3]', '{"rows": 1}'):
+        path.write_text(broken)
+        said.clear()
+        assert transfer._read_kept_scores(str(path), 2, 5, said.append) is None
+        (line,) = said
+        assert line.startswith(f"transfer: kept scores {path} are unreadable (") and line.endswith("); scoring again")
+
+
 def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
     from tfattack.bench import transfer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -104,6 +104,21 @@ def _progress_log(log, what: str, total: int):
 SCORES_FORMAT = 1  # bump when _score's rows change, so kept scores of the old form are not reused
 ROW_FIELDS = ("source", "attack", "images", "victim", "defense", "clean_accuracy", "success_rate", "success_rate_all",
               "linf_max", "violations")
+
+
+def _read_kept_scores(path: str, num_sets: int, count: int, log) -> Optional[List[Dict]]:
+    """The rows kept at `path` in ROW_FIELDS order, or None when there are none. A file that cannot be read
+    back (edited by hand, cut short by a full disk) is a miss: it is said in one line and scored again."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:  # kept with sorted keys: back in ROW_FIELDS order, as a fresh scoring gives
+            scored = [{k: row[k] for k in ROW_FIELDS} for row in json.load(f)]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log(f"transfer: kept scores {path} are unreadable ({type(err).__name__}: {err}); scoring again")
+        return None
+    log(f"transfer: {num_sets} sets on {count} images already scored ({path})")
+    return scored
 
 
 def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> List[Dict]:
@@ -221,11 +236,8 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         folders = [os.path.join(output_dir, source, name) for source, name in keys]
         key = _score_key(subsets[count], keys, folders, seed, batch_size, fingerprint)
         cache = os.path.join(output_dir, "scores", key + ".json")
-        if os.path.isfile(cache):
-            log(f"transfer: {len(keys)} sets on {count} images already scored ({cache})")
-            with open(cache) as f:  # kept with sorted keys: back in ROW_FIELDS order, as a fresh scoring gives
-                scored = [{k: row[k] for k in ROW_FIELDS} for row in json.load(f)]
-        else:
+        scored = _read_kept_scores(cache, len(keys), count, log)
+        if scored is None:
             scored = _score(subsets[count], keys, folders, victims, seed, batch_size, log)
             runs.write_json_atomic(cache, scored)
         for row in scored:
