@@ -126,6 +126,10 @@ def run() -> int:
                                        FLAGS.fuse, FLAGS.random_weights)
     if strategy is not None:
         attack = distributed.MirroredAttack(attack, strategy)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    admix_warning = pipeline.admix_batch_warning(attack.config, FLAGS.batch_size, len(dataset.ids), replicas)
+    if admix_warning:
+        print(f"attack.py: warning: {admix_warning}", file=sys.stderr)
     if dataset.labels is None:
         print("attack.py: no labels in the metadata: attacking the clean ensemble's predictions", file=sys.stderr)
     os.makedirs(FLAGS.output_dir, exist_ok=True)

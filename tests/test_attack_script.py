@@ -106,6 +106,31 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert json.loads((out / "run.json").read_text())["predicted_labels"] == record["predicted_labels"]
 
 
+def test_admix_on_small_batches_is_warned_in_one_line():
+    import tfattack
+    from tfattack import pipeline
+
+    admix, mi = tfattack.attacks.build("admix_ti_dim"), tfattack.attacks.build("mi_fgsm")
+    assert pipeline.admix_batch_warning(admix.config, 10, 1000) is None
+    assert pipeline.admix_batch_warning(mi.config, 2, 1000) is None  # no Admix, no warning
+    line = pipeline.admix_batch_warning(admix.config, 2, 1000)
+    assert "at most 2 image(s) (batch size 2, 1000 image(s))" in line and "with at most 1 other(s)" in line
+    assert "at most 3 image(s)" in pipeline.admix_batch_warning(admix.config, 10, 3)  # a small folder
+    line = pipeline.admix_batch_warning(admix.config, 10, 1000, replicas=2)  # each replica attacks 5
+    assert "at most 5 image(s) (batch size 10, 1000 image(s), 2 replicas)" in line and line.endswith("per replica")
+    assert pipeline.admix_batch_warning(admix.config, 16, 1000, replicas=2) is None
+
+
+def test_attack_script_warns_of_admix_on_a_small_folder(tmp_path):
+    images, rows = make_input(tmp_path, 2)
+    out = tmp_path / "out"
+    result = run_attack(f"--input_dir={images}", f"--output_dir={out}", "--models=efficientnet_lite0",
+                        "--attack=admix", "--num_iter=1", "--batch_size=10", "--max_epsilon=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("attack.py: warning:")]
+    assert "at most 2 image(s) (batch size 10, 2 image(s))" in line and "2 written" in result.stderr
+
+
 def test_interrupted_run_resumes_without_half_written_files(tmp_path):
     images, rows = make_input(tmp_path, 4)
     out = tmp_path / "out"

@@ -42,6 +42,23 @@ def clean_predictions(dataset: "data.Dataset", model, batch_size: int) -> Dict[s
     return found
 
 
+# Admix draws x' from the other images of the batch: at 2 per batch it transferred worse than TI-DI-MI without it
+# (README, "Transfer"); the benchmark crafts it at 10.
+ADMIX_MIN_BATCH = 8
+
+
+def admix_batch_warning(config, batch_size: int, num_images: int, replicas: int = 1) -> Optional[str]:
+    """A one-line warning when an Admix attack would see fewer than ADMIX_MIN_BATCH images per batch (per replica:
+    a mirrored attack splits each batch), else None."""
+    per_batch = -(-min(batch_size, num_images) // replicas)
+    if config.admix_strength <= 0 or per_batch >= ADMIX_MIN_BATCH:
+        return None
+    where = f"batch size {batch_size}, {num_images} image(s)" + (f", {replicas} replicas" if replicas > 1 else "")
+    return (f"Admix mixes each image with others of its batch, and batches here hold at most {per_batch} image(s) "
+            f"({where}): each image can mix with at most {max(per_batch - 1, 0)} other(s), which transfers worse; "
+            f"use a batch of >= {ADMIX_MIN_BATCH}" + (" per replica" if replicas > 1 else ""))
+
+
 def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
                    overwrite: bool = False, progress: Optional[Callable[[int], None]] = None,
                    clock: Callable[[], float] = None) -> RunSummary:
