@@ -37,6 +37,8 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     result = run_transfer(second, "--craft_only")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (second / "transfer.json").exists() and len(digests(second / "transfer")) == 8
+    record = json.loads((second / "transfer" / "ensemble" / "DI-MI" / "run.json").read_text())
+    assert record["environment"]["TF_ENABLE_ONEDNN_OPTS"] == "0" and record["surrogates"][0] == "efficientnet_lite0"
     result = run_transfer(second)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "0 crafted" in result.stderr and "(2 already there)" in result.stderr

@@ -89,7 +89,10 @@ def environment() -> dict:
 
     return {"tfattack": tfattack.__version__, "tensorflow": tf.__version__, "numpy": numpy.__version__,
             "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "devices": [d.name for d in tf.config.list_logical_devices()]}
+            "devices": [d.name for d in tf.config.list_logical_devices()],
+            # oneDNN's rewrites change the last bits of results, and which graph they run can vary per process
+            # (README, "Transfer"); None is TensorFlow's default (on for x86 Linux).
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
 def run_record_name(num_shards: int, shard_index: int) -> str:

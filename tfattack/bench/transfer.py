@@ -216,7 +216,8 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             crafting = _add_crafting_time(os.path.join(folder, "run.json"), len(summary.written), summary.seconds)
             with open(os.path.join(folder, "run.json"), "w") as f:
                 json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
-                           "surrogates": list(SOURCES[source]), "crafting": crafting}, f, indent=1)
+                           "surrogates": list(SOURCES[source]), "crafting": crafting,
+                           "environment": runs.environment()}, f, indent=1)
             if crafting["images"]:
                 timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
             log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
