@@ -120,6 +120,7 @@ def test_admix_on_small_batches_is_warned_in_one_line():
     line = pipeline.admix_batch_warning(admix.config, 10, 1000, replicas=2)  # each replica attacks 5
     assert "at most 5 image(s) (batch size 10, 1000 image(s), 2 replicas)" in line and line.endswith("per replica")
     assert pipeline.admix_batch_warning(admix.config, 16, 1000, replicas=2) is None
+    assert pipeline.admix_batch_warning(admix.config, 2, 0) is None  # nothing to attack
 
 
 def test_attack_script_warns_of_admix_on_a_small_folder(tmp_path):

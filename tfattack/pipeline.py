@@ -51,7 +51,7 @@ def admix_batch_warning(config, batch_size: int, num_images: int, replicas: int 
     """A one-line warning when an Admix attack would see fewer than ADMIX_MIN_BATCH images per batch (per replica:
     a mirrored attack splits each batch), else None."""
     per_batch = -(-min(batch_size, num_images) // replicas)
-    if config.admix_strength <= 0 or per_batch >= ADMIX_MIN_BATCH:
+    if config.admix_strength <= 0 or per_batch >= ADMIX_MIN_BATCH or num_images == 0:
         return None
     where = f"batch size {batch_size}, {num_images} image(s)" + (f", {replicas} replicas" if replicas > 1 else "")
     return (f"Admix mixes each image with others of its batch, and batches here hold at most {per_batch} image(s) "
