@@ -13,7 +13,7 @@ from test_attack_script import ENV, REPO
 
 
 # Byte-identical reruns are promised with TensorFlow's oneDNN rewrites off (README, "Transfer"): with them on, the
-# graph oneDNN runs is not the same in every process and about 1 process in 90 crafts other ensemble DI-MI bits.
+# graph oneDNN runs is not the same in every process and about 1 process in 160 crafts other ensemble DI-MI bits.
 REPRODUCIBLE_ENV = dict(ENV, TF_ENABLE_ONEDNN_OPTS="0")
 
 
