@@ -69,6 +69,13 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     assert line.startswith(f"benchmark.py: error: {first / 'transfer' / 'single' / 'FGSM'} holds images crafted with "
                            f"other settings (eps: 0.06274509803921569 there, 0.01568627450980392 now; ")
     assert line.endswith("); use another --output_dir")
+    # A set record cut short (a full disk, an edit) is one line naming it, not a traceback; nothing is crafted.
+    record = first / "transfer" / "single" / "FGSM" / "run.json"
+    record.write_text(record.read_text()[:40])
+    result = run_transfer(first, "--craft_only")
+    assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
+    assert line.startswith(f"benchmark.py: error: {record} is unreadable (") and "Traceback" not in result.stderr
 
 
 @requires_shared

@@ -64,22 +64,31 @@ def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
-def _add_crafting_time(record_path: str, images: int, seconds: float) -> Dict:
-    """Crafting time summed over every run that wrote images into a set (sets are crafted resumably)."""
-    earlier = {"images": 0, "seconds": 0.0}
-    if os.path.isfile(record_path):
+def _set_record(folder: str) -> Dict:
+    """The run.json of a crafted set ({} if there is none yet); an unreadable one is a one-line error naming it."""
+    record_path = os.path.join(folder, "run.json")
+    if not os.path.isfile(record_path):
+        return {}
+    try:
         with open(record_path) as f:
-            earlier = json.load(f).get("crafting", earlier)
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise data.DataError(f"{record_path} is unreadable ({err}); delete it (its set's images are then reused "
+                             f"as they are) or use another --output_dir") from None
+    return record
+
+
+def _add_crafting_time(earlier_record: Dict, images: int, seconds: float) -> Dict:
+    """Crafting time summed over every run that wrote images into a set (sets are crafted resumably)."""
+    earlier = earlier_record.get("crafting", {"images": 0, "seconds": 0.0})
     return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
 
 
-def _check_same_attack(folder: str, config: Dict) -> None:
+def _check_same_attack(folder: str, earlier_record: Dict, config: Dict) -> None:
     """Images already in `folder` are reused only if they were crafted by the same attack settings."""
-    record_path = os.path.join(folder, "run.json")
-    if not os.path.isfile(record_path):
-        return
-    with open(record_path) as f:
-        earlier = json.load(f).get("attack_config", {})
+    earlier = earlier_record.get("attack_config", {})
     # Fields added to the config since the earlier run are not in its record: compare the shared ones.
     changed = sorted(k for k in set(earlier) & set(config) if earlier[k] != config[k])
     if changed:
@@ -206,18 +215,18 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             folder = os.path.join(output_dir, source, name)
             os.makedirs(folder, exist_ok=True)
             attack = build_attack(name, seed, max_epsilon)
-            _check_same_attack(folder, json.loads(json.dumps(attack.config.to_dict())))
+            record = _set_record(folder)
+            _check_same_attack(folder, record, json.loads(json.dumps(attack.config.to_dict())))
             # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
             pending = sum(not os.path.exists(data.output_path(folder, i)) for i in dataset.ids)
             summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False,
                                               progress=_progress_log(log, f"crafting {source} {name}", pending))
-            crafting = _add_crafting_time(os.path.join(folder, "run.json"), len(summary.written), summary.seconds)
-            with open(os.path.join(folder, "run.json"), "w") as f:
-                json.dump({"attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
-                           "surrogates": list(SOURCES[source]), "crafting": crafting,
-                           "environment": runs.environment()}, f, indent=1)
+            crafting = _add_crafting_time(record, len(summary.written), summary.seconds)
+            runs.write_json_atomic(os.path.join(folder, "run.json"), {
+                "attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
+                "surrogates": list(SOURCES[source]), "crafting": crafting, "environment": runs.environment()})
             if crafting["images"]:
                 timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
             log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
