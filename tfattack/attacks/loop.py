@@ -1,13 +1,13 @@
 """The one attack loop. Every preset and combination is this loop with a different `AttackConfig`.
 
-Per step (x_0 = clean + start, g_0 = v_0 = 0):
-    p      = x_t + alpha*mu*g_t if nesterov else x_t                  (updates.lookahead_point)
-    grad   = TI( mean over copies c(p) of d objective(c(p)) / dp )     (input_transforms, losses, gradient_ops)
-    cur    = grad + v_t ;  v_{t+1} = mean_i grad(x_t + r_i) - grad     (VT, if vt_samples > 0)
-    g_t+1  = mu*g_t + cur / mean|cur|                                  (updates.accumulate)
-    x_t+1  = project(x_t + alpha*sign(g_t+1)), then optional blur of x_t+1 - clean and project again.
+Per step (x_0 = clean + start):
+    p          = update.lookahead(x_t)                       (NI's look-ahead; x_t for the others)
+    plain(q)   = filters( mean over copies c(q) of d objective(c(q)) / dq )      (transforms, objective, TI)
+    grad       = estimators(plain)(p, x_t)                   (VT, PGN, ...; plain(p) without estimators)
+    x_t+1      = project(update.step(x_t, grad))             (sign step, momentum, ...)
+    x_t+1      = project(clean + post(x_t+1 - clean))        (perturbation blur, if any)
 
-All steps, copies, neighbours, restarts and ensemble members run inside one `tf.function` per
+All steps, copies, samples, restarts and ensemble members run inside one `tf.function` per
 (attack, model); it is traced once per batch shape and targeted/untargeted mode.
 """
 
@@ -20,7 +20,6 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfattack.attacks import gradient_ops, input_transforms, losses, updates
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.projection import project
 
@@ -78,18 +77,20 @@ def make_objective(model, config: AttackConfig):
     """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
 
     For `fuse == 'loss'` ensembles it is the weighted sum of the members' objectives. The forward pass
-    runs in `config.compute_dtype`: zoo models and ensembles switch their networks to it (see
+    runs in `config.execution.compute_dtype`: zoo models and ensembles switch their networks to it (see
     `in_compute_dtype`); any other callable gets its input cast and, if it rejects that, runs in float32
     with a warning (at trace time). Logits are float32 before the loss.
     """
-    model = in_compute_dtype(model, config.compute_dtype)
+    dtype = config.execution.compute_dtype
+    component = config.objective
+    model = in_compute_dtype(model, dtype)
     fuse_loss = getattr(model, "fuse", None) == "loss"
     # The aux head's loss is added where the model has one (NIPS'17 samples: weight 0.4).
-    with_aux = config.aux_weight > 0 and not fuse_loss and hasattr(model, "logits_and_aux")
+    with_aux = component.aux_weight > 0 and not fuse_loss and hasattr(model, "logits_and_aux")
     call = model.member_logits if fuse_loss else (model.logits_and_aux if with_aux else model)
     # Models with `with_compute_dtype` have been switched above; only plain callables get cast inputs.
-    cast_input = config.compute_dtype != "float32" and not hasattr(model, "with_compute_dtype")
-    compute_dtype = [tf.as_dtype(config.compute_dtype) if cast_input else tf.float32]
+    cast_input = dtype != "float32" and not hasattr(model, "with_compute_dtype")
+    compute_dtype = [tf.as_dtype(dtype) if cast_input else tf.float32]
 
     def to_float32(outputs):
         if fuse_loss or with_aux:
@@ -101,7 +102,7 @@ def make_objective(model, config: AttackConfig):
             try:
                 return to_float32(call(tf.cast(images, compute_dtype[0])))
             except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
-                warnings.warn(f"model {model_name(model)!r} cannot run in {config.compute_dtype} "
+                warnings.warn(f"model {model_name(model)!r} cannot run in {dtype} "
                               f"({type(error).__name__}); attacking in float32")
                 compute_dtype[0] = tf.float32
         return call(images)
@@ -115,49 +116,98 @@ def make_objective(model, config: AttackConfig):
                      outputs[0] if with_aux else outputs)
             labels = tf.argmax(tf.stop_gradient(fused), axis=-1, output_type=tf.int32)
         if fuse_loss:
-            return tf.add_n([w * losses.objective(l, labels, targets, config) for w, l in zip(model.weights, outputs)])
+            return tf.add_n([w * component.value(l, labels, targets) for w, l in zip(model.weights, outputs)])
         if with_aux:
             logits, aux = outputs
-            value = losses.objective(logits, labels, targets, config)
+            value = component.value(logits, labels, targets)
             if aux is None:
                 return value
-            return value + config.aux_weight * losses.objective(aux, labels, targets, config)
-        return losses.objective(outputs, labels, targets, config)
+            return value + component.aux_weight * component.value(aux, labels, targets)
+        return component.value(outputs, labels, targets)
 
     return objective
 
 
-def make_gradient_estimator(model, config: AttackConfig, objective=None):
-    """`estimate(point, labels, targets, generator) -> gradient`: the TI-smoothed mean, over all input
-    copies of `point` (Admix, SI, DI, augmentations), of the gradient of the objective w.r.t. `point`.
-    This is the gradient the update rule receives (before VT and momentum)."""
-    objective = objective or make_objective(model, config)
-    ti_kernel = gradient_ops.gaussian_kernel(config.ti_kernel, config.ti_nsig)
+def _tile(values, times):
+    return None if values is None else tf.tile(values, [times])
 
-    def estimate(point, labels, targets, generator):
+
+def expand_copies(points, generator, config: AttackConfig, batch):
+    """All model inputs for one gradient evaluation of `points` (`G * batch` images), `[C * G * batch, ...]`,
+    and C: the copy makers once, then `config.views` independent draws of the view transforms."""
+    makers, viewers = config.split_transforms()
+    copies = points
+    for transform in makers:
+        copies = transform.apply(copies, generator, batch)
+    views = []
+    for _ in range(config.views):
+        view = copies
+        for transform in viewers:
+            view = transform.apply(view, generator, batch)
+        views.append(view)
+    return tf.concat(views, axis=0), config.copies
+
+
+class Context:
+    """What the components see while the loop is traced: the clean batch, labels, generator, budget, the
+    current step, and the gradient oracle. Stacks of several points of the batch (`[G * batch, ...]`, group
+    major) are accepted wherever images are."""
+
+    def __init__(self, config: AttackConfig, objective, clean, labels, targets, generator):
+        self.config = config
+        self.clean, self.labels, self.targets, self.generator = clean, labels, targets, generator
+        self.eps, self.alpha, self.norm = config.eps, config.alpha, config.norm
+        self.batch = clean.shape[0]
+        self.copies_per_pass = config.execution.copies_per_pass
+        self.step = tf.constant(0)
+        self._objective = objective
+        self._filters = [f for f in config.filters if not f.is_identity]
+
+    def groups(self, images) -> int:
+        """How many stacked copies of the batch `images` holds (static)."""
+        if self.batch is None or images.shape[0] is None:
+            return 1
+        return images.shape[0] // self.batch
+
+    def tiled(self, values, images):
+        return _tile(values, self.groups(images))
+
+    def objective(self, images):
+        """The per-image objective of `images` (no transforms), labels tiled to the stack."""
+        return self._objective(images, self.tiled(self.labels, images), self.tiled(self.targets, images))
+
+    def gradient(self, points):
+        """The plain gradient at each point: the mean over the input copies of d objective / d point, then the
+        filters (TI). This is what estimators wrap."""
+        count_points = self.groups(points)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(point)
-            copies, count = input_transforms.expand_copies(point, generator, config)
-            copy_labels = None if labels is None else tf.tile(labels, [count])
-            copy_targets = None if targets is None else tf.tile(targets, [count])
-            one_pass = not config.copies_per_pass or config.copies_per_pass >= count
+            tape.watch(points)
+            copies, count = expand_copies(points, self.generator, self.config, self.batch)
+            labels = _tile(self.labels, count * count_points)
+            targets = _tile(self.targets, count * count_points)
+            per_pass = self.copies_per_pass
+            one_pass = not per_pass or per_pass >= count * count_points
             if one_pass:
-                total = tf.reduce_sum(objective(copies, copy_labels, copy_targets))
+                total = tf.reduce_sum(self._objective(copies, labels, targets))
         if one_pass:
-            gradient = tape.gradient(total, point)
+            gradient = tape.gradient(total, points)
         else:
             # Chain rule in two halves: the objective's gradient w.r.t. the copies, a few copies per pass,
-            # then back through the copy transforms (Admix, SI, DI, augmentations) in one go.
-            copy_gradient = copies_gradient(copies, copy_labels, copy_targets, tf.shape(point)[0], count)
-            gradient = tape.gradient(copies, point, output_gradients=copy_gradient)
-        return gradient_ops.smooth(gradient / float(count), ti_kernel)
+            # then back through the copy transforms in one go.
+            copy_gradient = self._copies_gradient(copies, labels, targets, tf.shape(points)[0] // count_points,
+                                                  count * count_points)
+            gradient = tape.gradient(copies, points, output_gradients=copy_gradient)
+        gradient = gradient / float(count)
+        for op in self._filters:
+            gradient = op.apply(gradient)
+        return gradient
 
-    def copies_gradient(copies, labels, targets, batch, count):
-        """d objective / d copies, `config.copies_per_pass` copies of the batch per forward/backward pass.
+    def _copies_gradient(self, copies, labels, targets, batch, count):
+        """d objective / d copies, `copies_per_pass` copies of the batch per forward/backward pass.
         A sequential `tf.while_loop` runs the passes one after another, so one pass's activations are alive.
         The copies are padded to whole passes (the padding's objective is weighted 0) so that every pass
         has the same static shape, which XLA needs."""
-        per_pass = config.copies_per_pass
+        per_pass = self.copies_per_pass
         passes = -(-count // per_pass)
         pad = (passes * per_pass - count) * batch
 
@@ -170,6 +220,7 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
         weights = by_pass(tf.concat([tf.ones([count * batch]), tf.zeros([pad])], 0))
         parts, part_labels = by_pass(whole_passes(copies)), by_pass(whole_passes(labels))
         part_targets = None if targets is None else by_pass(whole_passes(targets))
+        objective = self._objective
 
         def one_pass(index, gradients):
             part = parts[index]
@@ -187,17 +238,35 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
         flat = tf.reshape(gradients.stack(), tf.shape(whole_passes(copies)))
         return tf.ensure_shape(flat[:count * batch], copies.shape)
 
+    def ascent(self, direction):
+        """The norm's step of size alpha along `direction`: alpha * sign(d) (L-inf) or alpha * d / ||d||_2 (L2)."""
+        return ascent(direction, self.alpha, self.norm)
+
+    def project(self, images):
+        """Onto the eps ball around the clean images (tiled to the stack) and the [0, 1] box."""
+        clean = self.clean if self.groups(images) == 1 else tf.tile(self.clean, [self.groups(images), 1, 1, 1])
+        return project(images, clean, self.eps, self.norm)
+
+
+def make_gradient_estimator(model, config: AttackConfig, objective=None):
+    """`estimate(point, labels, targets, generator) -> gradient`: the plain gradient (mean over the input copies,
+    then the filters) at `point`, outside a running attack (tests and the benchmarks)."""
+    objective = objective or make_objective(model, config)
+
+    def estimate(point, labels, targets, generator):
+        clean = tf.convert_to_tensor(point)
+        return Context(config, objective, clean, labels, targets, generator).gradient(clean)
+
     return estimate
 
 
 def self_labelled(config: AttackConfig) -> bool:
     """True when the predicted labels can be read off the attack's own first forward pass instead of a
     separate one: a single step from the clean image (zero start, no restarts) through one untransformed
-    copy (no Admix, SI, DI, augmentations or VT), as in FGSM on predicted labels."""
+    copy and the plain gradient, as in FGSM on predicted labels."""
     return (config.label_source == "predicted" and config.steps == 1 and config.restarts == 1
-            and config.start == "zero" and config.admix_strength == 0 and config.si_copies == 1
-            and config.num_copies == 1 and config.diversity_prob == 0 and not config.augmentations
-            and config.vt_samples == 0)
+            and config.start == "zero" and config.copies == 1 and not config.estimators
+            and not config.active_transforms)
 
 
 class Attack:
@@ -247,7 +316,7 @@ class Attack:
         except TypeError:
             compiled = self._compiled_strong.get(id(model), (None, None))[1]
         if compiled is None:
-            compiled = tf.function(self._graph_for(model), jit_compile=self.config.jit_compile, reduce_retracing=False)
+            compiled = tf.function(self._graph_for(model), jit_compile=self.config.execution.jit_compile, reduce_retracing=False)
             try:
                 self._compiled[model] = compiled
             except TypeError:
@@ -265,48 +334,47 @@ class Attack:
 
     def _graph_for(self, model):
         config = self.config
-        alpha = config.alpha
         objective = make_objective(model, config)
-        estimate_gradient = make_gradient_estimator(model, config, objective)
-        blur_kernel = gradient_ops.gaussian_kernel(config.delta_blur_kernel, config.delta_blur_nsig)
+        estimators = config.estimators
+        post_ops = [op for op in config.post if not op.is_identity]
 
-        def variance(images, gradient, labels, targets, generator):
-            """VT: mean gradient over vt_samples neighbours of `images`, minus `gradient` (Wang & He 2021)."""
-            total = tf.zeros_like(images)
-            for _ in tf.range(config.vt_samples):
-                # The neighbours' gradients are independent: by default the executor overlaps up to 10 of
-                # them (faster on idle cores, more memory: Inception-v3 batch 12, 3.3 vs 2.4 GiB peak RSS);
-                # the memory-bounded mode (copies_per_pass > 0) runs them one at a time.
-                tf.autograph.experimental.set_loop_options(parallel_iterations=1 if config.copies_per_pass else 10)
-                neighbour = gradient_ops.vt_neighbour(images, generator, config.vt_beta * config.eps)
-                total += estimate_gradient(neighbour, labels, targets, generator)
-            return total / float(config.vt_samples) - gradient
-
-        def start(clean, generator):
+        def start(ctx):
+            clean, eps = ctx.clean, config.eps
             shape = tf.shape(clean)
             if config.start == "uniform":
-                delta = generator.uniform(shape, -config.eps, config.eps)
+                delta = (ctx.generator.uniform(shape, -eps, eps) if config.norm == "linf" else
+                         _l2_uniform(ctx.generator, clean, eps))
             elif config.start == "gaussian":
-                delta = tf.clip_by_value(generator.normal(shape, stddev=config.eps / 2), -config.eps, config.eps)
+                delta = ctx.generator.normal(shape, stddev=eps / 2)
+                if config.norm == "linf":
+                    delta = tf.clip_by_value(delta, -eps, eps)
             else:
                 delta = tf.zeros_like(clean)
-            return project(clean + delta, clean, config.eps)
+            return ctx.project(clean + delta)
 
-        def one_run(clean, labels, targets, generator):
-            adv = start(clean, generator)
-            accumulated = tf.zeros_like(clean)
-            tuning = tf.zeros_like(clean)
-            for _ in tf.range(config.steps):
-                point = updates.lookahead_point(adv, accumulated, alpha, config.momentum, config.nesterov)
-                gradient = estimate_gradient(point, labels, targets, generator)
-                current = gradient
-                if config.vt_samples:
-                    current = gradient + tuning
-                    tuning = variance(adv, gradient, labels, targets, generator)
-                accumulated = updates.accumulate(accumulated, current, config.momentum)
-                adv = project(updates.sign_step(adv, accumulated, alpha), clean, config.eps)
-                if config.delta_blur_kernel > 1:
-                    adv = project(clean + gradient_ops.smooth(adv - clean, blur_kernel), clean, config.eps)
+        def chained(ctx, index):
+            """The estimator chain from `index` down, as a stateless function of stacked points."""
+            if index == len(estimators):
+                return ctx.gradient
+            inner = chained(ctx, index + 1)
+            return lambda points: estimators[index].estimate(ctx, inner, points, points, {})[0]
+
+        def one_run(ctx):
+            adv = start(ctx)
+            update_state = config.update.init(ctx)
+            estimator_state = estimators[0].init(ctx) if estimators else {}
+            for step in tf.range(config.steps):
+                ctx.step = step
+                point = config.update.lookahead(ctx, adv, update_state)
+                if estimators:
+                    gradient, estimator_state = estimators[0].estimate(ctx, chained(ctx, 1), point, adv,
+                                                                       estimator_state)
+                else:
+                    gradient = ctx.gradient(point)
+                adv, update_state = config.update.step(ctx, adv, gradient, update_state)
+                adv = ctx.project(adv)
+                for op in post_ops:
+                    adv = ctx.project(ctx.clean + op.apply(adv - ctx.clean))
             return adv
 
         def run(clean, labels, targets, generator, targeted):
@@ -317,16 +385,33 @@ class Attack:
                 labels = tf.argmax(model(clean), axis=-1, output_type=tf.int32)
             if not targeted:
                 targets = None
+            ctx = Context(config, objective, clean, labels, targets, generator)
             if config.restarts == 1:
-                return project(one_run(clean, labels, targets, generator), clean, config.eps)
+                return ctx.project(one_run(ctx))
             best = clean
             best_score = tf.fill(tf.shape(labels), -np.inf)
             for _ in tf.range(config.restarts):
-                adv = one_run(clean, labels, targets, generator)
+                adv = one_run(ctx)
                 score = objective(adv, labels, targets)
                 better = score > best_score
                 best = tf.where(better[:, None, None, None], adv, best)
                 best_score = tf.where(better, score, best_score)
-            return project(best, clean, config.eps)
+            return ctx.project(best)
 
         return run
+
+
+def ascent(direction, alpha: float, norm: str):
+    """alpha * sign(d) under L-inf; alpha * d / ||d||_2 (per image) under L2."""
+    if norm == "linf":
+        return alpha * tf.sign(direction)
+    length = tf.sqrt(tf.reduce_sum(tf.square(direction), axis=[1, 2, 3], keepdims=True))
+    return alpha * tf.math.divide_no_nan(direction, length)
+
+
+def _l2_uniform(generator, clean, eps):
+    """A random direction with an L2 length uniform in [0, eps]."""
+    direction = generator.normal(tf.shape(clean))
+    length = tf.sqrt(tf.reduce_sum(tf.square(direction), axis=[1, 2, 3], keepdims=True))
+    radius = generator.uniform(tf.concat([tf.shape(clean)[:1], [1, 1, 1]], 0), 0.0, eps)
+    return radius * tf.math.divide_no_nan(direction, length)

@@ -1,8 +1,4 @@
-"""Attack objectives. Every function returns a per-image objective [N] that the loop ASCENDS.
-
-Untargeted: ascend the loss of the true label. Targeted: descend the loss of the target label,
-i.e. ascend its negative. `targets is None` means untargeted.
-"""
+"""Per-image classification losses [N] that the objectives (`tfattack.attacks.objectives`) are made of."""
 
 from __future__ import annotations
 
@@ -65,21 +61,3 @@ def po_trip_targeted(logits, labels, targets, weight: float, margin_gamma: float
     """
     triplet = tf.maximum(cosine_distance(logits, targets) - cosine_distance(logits, labels) + margin_gamma, 0.0)
     return poincare_distance(logits, targets) + weight * triplet
-
-
-def objective(logits, labels, targets, config):
-    """Per-image objective to ascend for `config.loss`, untargeted (targets None) or targeted."""
-    logits = tf.cast(logits, tf.float32)
-    name = config.loss
-    if name == "po_trip":
-        if targets is None:
-            return poincare_distance(logits, labels)
-        return -po_trip_targeted(logits, labels, targets, config.po_trip_lambda, config.po_trip_margin)
-    class_losses = {
-        "ce": lambda y: cross_entropy(logits, y, config.label_smoothing),
-        "cw": lambda y: margin(logits, y),
-        "logit": lambda y: negative_logit(logits, y),
-    }
-    if targets is None:
-        return class_losses[name](labels)
-    return -class_losses[name](targets)

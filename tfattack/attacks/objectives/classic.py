@@ -1,0 +1,80 @@
+"""Classification losses as objectives: cross-entropy, C&W margin, logit, Poincare + triplet."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfattack.attacks import losses
+from tfattack.attacks.components import Objective, param, register
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassLoss(Objective):
+    """An objective made of one per-class loss: untargeted ascends loss(labels), targeted descends loss(targets)."""
+
+    def loss(self, logits, labels):
+        raise NotImplementedError
+
+    def value(self, logits, labels, targets):
+        logits = tf.cast(logits, tf.float32)
+        if targets is None:
+            return self.loss(logits, labels)
+        return -self.loss(logits, targets)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CE(ClassLoss):
+    """Softmax cross-entropy."""
+
+    name = "ce"
+    positional = "smoothing"
+    paper = "Goodfellow et al., Explaining and harnessing adversarial examples, ICLR 2015"
+    smoothing: float = param(0.0, "Label smoothing (0.1 in the NIPS'17 targeted sample attacks).", low=0.0, high=1.0)
+
+    def loss(self, logits, labels):
+        return losses.cross_entropy(logits, labels, self.smoothing)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CW(ClassLoss):
+    """C&W margin max_{j != y} z_j - z_y, without the kappa clamp."""
+
+    name = "cw"
+    paper = "Carlini & Wagner, Towards evaluating the robustness of neural networks, S&P 2017"
+
+    def loss(self, logits, labels):
+        return losses.margin(logits, labels)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Logit(ClassLoss):
+    """-z_y: descending it for a target t raises z_t."""
+
+    name = "logit"
+    paper = "Zhao et al., On success and simplicity: a second look at transferable targeted attacks, NeurIPS 2021"
+
+    def loss(self, logits, labels):
+        return losses.negative_logit(logits, labels)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PoTrip(Objective):
+    """Poincare distance to the target plus a triplet term away from the true label; untargeted: ascend the
+    Poincare distance to the true label."""
+
+    name = "po_trip"
+    paper = "Li et al., Towards transferable targeted attack, CVPR 2020"
+    weight: float = param(0.01, "Weight lambda of the triplet term (paper: 0.01).", low=0.0)
+    margin: float = param(0.007, "Triplet margin gamma (paper: 0.007).", low=0.0)
+
+    def value(self, logits, labels, targets):
+        logits = tf.cast(logits, tf.float32)
+        if targets is None:
+            return losses.poincare_distance(logits, labels)
+        return -losses.po_trip_targeted(logits, labels, targets, self.weight, self.margin)

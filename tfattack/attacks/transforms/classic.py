@@ -1,0 +1,142 @@
+"""The 2017-2021 input transformations: DI (resize and pad), SI (scale copies), Admix (mix in other images)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfattack.attacks.components import Transform, param, register
+
+
+def _nearest_source(canvas: int, size: int, offset, resized):
+    """For each canvas position: the source index under a nearest-neighbour resize of `size` pixels to
+    `resized` pixels placed at `offset`, and whether the position lies inside the resized image."""
+    position = tf.range(canvas, dtype=tf.float32) - tf.cast(offset, tf.float32)
+    inside = (position >= 0) & (position < tf.cast(resized, tf.float32))
+    source = tf.floor((position + 0.5) * (size / tf.cast(resized, tf.float32)))
+    return tf.clip_by_value(tf.cast(source, tf.int32), 0, size - 1), inside
+
+
+def diverse_input(images, generator, prob: float, resize_ratio: float = 330 / 299):
+    """DI (Xie et al. CVPR 2019): with probability `prob` (one draw per call, as in the authors' code)
+    resize to rnd x rnd, rnd uniform in [H, H*ratio), nearest neighbour, pad with zeros at a random
+    offset to the H*ratio canvas, then resize back to H x W (bilinear) so shapes stay static.
+    The original code feeds the 330x330 canvas to the network, which resizes it internally.
+
+    The resize-and-pad is one gather with static shapes (no dynamically sized tensors), so it also
+    compiles under XLA.
+    """
+    if prob == 0:
+        return images
+    height, width = images.shape[1], images.shape[2]
+    canvas_h = max(int(height * resize_ratio), height + 1)
+    canvas_w = max(int(width * resize_ratio), width + 1)
+    rnd_h = generator.uniform([], height, canvas_h, dtype=tf.int32)
+    # Square images keep a square resize, as in the paper; other shapes draw each side.
+    square = (height, canvas_h) == (width, canvas_w)
+    rnd_w = rnd_h if square else generator.uniform([], width, canvas_w, dtype=tf.int32)
+    pad_top = generator.uniform([], 0, canvas_h - rnd_h, dtype=tf.int32)
+    pad_left = generator.uniform([], 0, canvas_w - rnd_w, dtype=tf.int32)
+    rows, rows_inside = _nearest_source(canvas_h, height, pad_top, rnd_h)
+    cols, cols_inside = _nearest_source(canvas_w, width, pad_left, rnd_w)
+    canvas = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+    inside = tf.cast(rows_inside[:, None] & cols_inside[None, :], images.dtype)[None, :, :, None]
+    diverse = tf.image.resize(canvas * inside, [height, width], method="bilinear")
+    return tf.where(generator.uniform([]) < prob, diverse, images)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DI(Transform):
+    """Diverse inputs: random resize and pad, applied with probability `prob` per gradient evaluation."""
+
+    name = "di"
+    positional = "prob"
+    paper = "Xie et al., Improving transferability of adversarial examples with input diversity, CVPR 2019"
+    makes_copies = False
+    prob: float = param(0.5, "Probability of the resize-and-pad view per gradient evaluation (paper: 0.5).",
+                        low=0.0, high=1.0)
+    resize_ratio: float = param(330 / 299, "Canvas size / image size (paper: 330/299).", above=1.0)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.prob == 0
+
+    def apply(self, images, generator, batch):
+        return diverse_input(images, generator, self.prob, self.resize_ratio)
+
+
+def scale_copies(images, copies: int):
+    """SI (Lin et al. ICLR 2020): the copies x / 2^i, i = 0..m-1. m = 1 is the identity."""
+    return tf.concat([images / (2.0 ** i) for i in range(copies)], axis=0)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SI(Transform):
+    """Scale invariance: the copies x / 2^i, i < copies."""
+
+    name = "si"
+    positional = "copies"
+    paper = "Lin et al., Nesterov accelerated gradient and scale invariance for adversarial attacks, ICLR 2020"
+    copies: int = param(5, "Scale copies m (paper: 5).", low=1)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.copies == 1
+
+    @property
+    def count(self) -> int:
+        return self.copies
+
+    def apply(self, images, generator, batch):
+        return scale_copies(images, self.copies)
+
+
+def admix_copies(images, generator, copies: int, strength: float, batch=None):
+    """Admix (Wang et al. ICCV 2021): `copies` images x + eta * x', x' another image of the same batch.
+
+    Each copy pairs image n with image (n + k) mod N of its batch for a random k in [1, N) (a different
+    image; with N = 1 it is the image itself). x' is a constant (stop_gradient), as in the paper's formula
+    where the gradient is taken with respect to x only. With several stacked groups of `batch` images
+    (neighbours of one batch), x' comes from the same group.
+    """
+    total = tf.shape(images)[0]
+    batch = total if batch is None else batch
+    others = tf.stop_gradient(images)
+    grouped = images.shape[0] is not None and batch is not None and images.shape[0] != batch
+    mixed = []
+    for _ in range(copies):
+        shift = generator.uniform([], 1, tf.maximum(batch, 2), dtype=tf.int32) % batch
+        if grouped:
+            stacked = tf.reshape(others, tf.concat([[-1, batch], tf.shape(images)[1:]], 0))
+            partner = tf.reshape(tf.roll(stacked, shift, axis=1), tf.shape(images))
+        else:
+            partner = tf.roll(others, shift, axis=0)
+        mixed.append(images + strength * partner)
+    return tf.concat(mixed, axis=0)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Admix(Transform):
+    """Admix: `copies` images x + strength * x', x' another image of the batch (so keep the batch >= 8: at
+    batch 2 every copy mixes in the same single partner and transfer drops, see docs/benchmarks.md)."""
+
+    name = "admix"
+    positional = "strength"
+    paper = "Wang et al., Admix: enhancing the transferability of adversarial attacks, ICCV 2021"
+    strength: float = param(0.2, "Mixing strength eta (paper: 0.2).", low=0.0)
+    copies: int = param(3, "Admixed images per gradient evaluation m2 (paper: 3).", low=1)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.strength == 0 and self.copies == 1
+
+    @property
+    def count(self) -> int:
+        return self.copies
+
+    def apply(self, images, generator, batch):
+        return admix_copies(images, generator, self.copies, self.strength, batch)

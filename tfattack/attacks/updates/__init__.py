@@ -1,0 +1,7 @@
+"""Update rules (role `update`): where the gradient is taken and how the iterate moves; importing this package
+registers them."""
+
+from tfattack.attacks.updates import classic  # noqa: F401
+from tfattack.attacks.updates.classic import MI, NI, Sign
+
+__all__ = ["MI", "NI", "Sign"]
