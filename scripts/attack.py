@@ -4,7 +4,8 @@
       --models=ens3_adv_inception_v3,inception_v3:0.5 --attack=ti_di_mi_fgsm \
       --max_epsilon=16 --num_iter=10 --batch_size=10 [--targeted] [--seed=0]
 
-Every attack piece has its own flag (see --helpfull); given piece flags override the --attack preset.
+The preset's components can be replaced with spec strings (--transforms=di:0.5,bsr --estimator=pgn --update=mi:1.0,
+see --helpfull and docs/attacks.md); the 0.1 piece flags (--momentum, --ti_kernel, ...) still work.
 Writes one lossless PNG per input image (same name) and `run.json` into --output_dir; a rerun skips
 finished images unless --overwrite. Bad input: one line on stderr and exit code 2.
 """
@@ -63,7 +64,10 @@ def check_flags():
         raise UsageError("--input_dir is required")
     if not FLAGS.output_dir:
         raise UsageError("--output_dir is required")
-    if not 0 < FLAGS.max_epsilon <= 255:
+    if FLAGS.norm == "l2":
+        if not 0 < FLAGS.max_epsilon < float("inf"):
+            raise UsageError(f"--max_epsilon must be a finite L2 radius > 0 in pixel units, got {FLAGS.max_epsilon:g}")
+    elif not 0 < FLAGS.max_epsilon <= 255:
         raise UsageError(f"--max_epsilon must be in (0, 255] pixel units, got {FLAGS.max_epsilon:g}")
     if FLAGS.num_iter is not None and FLAGS.num_iter < 1:
         raise UsageError(f"--num_iter must be >= 1, got {FLAGS.num_iter}")
@@ -78,7 +82,10 @@ def build_attack():
     from tfattack.runs import UsageError
 
     if FLAGS.attack not in tfattack.attacks.presets():
-        raise UsageError(f"--attack: unknown attack {FLAGS.attack!r}; known: {', '.join(tfattack.attacks.presets())}")
+        from tfattack.names import did_you_mean
+        known = tfattack.attacks.presets()
+        raise UsageError(f"--attack: unknown attack {FLAGS.attack!r}{did_you_mean(FLAGS.attack, known)}; known: "
+                         f"{', '.join(known)}")
     overrides = attack_flags.piece_overrides()
     overrides["eps"] = FLAGS.max_epsilon / 255.0
     if FLAGS.num_iter is not None:

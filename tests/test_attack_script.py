@@ -67,7 +67,7 @@ def test_attack_writes_legal_pngs_and_run_json(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["max_epsilon"] == 8 and record["images_written"] == 3 and record["label_source"] == "metadata"
     assert record["attack_config"]["name"] == "mi_fgsm" and record["attack_config"]["steps"] == 2
-    assert record["attack_config"]["momentum"] == 1.0 and abs(record["attack_config"]["eps"] - 8 / 255) < 1e-9
+    assert record["attack_config"]["update"] == "mi:decay=1.0" and abs(record["attack_config"]["eps"] - 8 / 255) < 1e-9
     assert record["models"][0]["name"] == "efficientnet_lite0" and record["flags"]["batch_size"] == 2
     assert record["environment"]["tensorflow"] and record["images_per_second"] > 0
     assert record["environment"]["TF_ENABLE_ONEDNN_OPTS"] == ENV.get("TF_ENABLE_ONEDNN_OPTS")
@@ -87,7 +87,8 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert "clean ensemble's predictions" in result.stderr
     record = json.loads((out / "run.json").read_text())
     config = record["attack_config"]
-    assert config["momentum"] == 0.5 and config["ti_kernel"] == 5 and config["augmentations"] == ["flip", "noise"]
+    assert config["update"] == "mi:decay=0.5" and config["filters"] == "ti:kernel=5,nsig=3.0"
+    assert config["transforms"].startswith("augment:ops=flip+noise,mode=all,prob=1.0,")
     assert record["label_source"] == "clean_prediction"
     assert set(record["predicted_labels"]) == {r["ImageId"] for r in rows}
     # A resumed run that writes nothing still records the labels of every image in the folder: the earlier

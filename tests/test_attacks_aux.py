@@ -6,6 +6,7 @@ import tensorflow as tf
 import tfattack
 from tfattack.attacks import loop
 from tfattack.attacks.config import AttackConfig
+from tfattack.attacks.objectives import CE
 
 
 class LinearWithAux(tf.Module):
@@ -35,7 +36,7 @@ def test_objective_adds_weighted_aux_loss_and_ignores_it_at_weight_zero():
     images = np.random.default_rng(1).uniform(0, 1, (3, 4, 4, 3)).astype(np.float32)
     labels = np.array([3, 500, 999])
     logits, aux = (t.numpy() for t in model.logits_and_aux(images))
-    with_aux = loop.make_objective(model, AttackConfig(aux_weight=0.4))(tf.constant(images), tf.constant(labels), None)
+    with_aux = loop.make_objective(model, AttackConfig(objective=CE(aux_weight=0.4)))(tf.constant(images), tf.constant(labels), None)
     np.testing.assert_allclose(with_aux.numpy(), cross_entropy(logits, labels) + 0.4 * cross_entropy(aux, labels),
                                rtol=1e-4)
     plain = loop.make_objective(model, AttackConfig())(tf.constant(images), tf.constant(labels), None)
@@ -46,7 +47,7 @@ def test_nips17_presets_use_the_aux_head_and_change_the_result():
     model = LinearWithAux(2)
     images = np.random.default_rng(3).uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
     labels, targets = np.array([1, 2]), np.array([10, 20])
-    assert tfattack.attacks.build("nips17_iter_target_class").config.aux_weight == 0.4
+    assert tfattack.attacks.build("nips17_iter_target_class").config.objective.aux_weight == 0.4
     with_aux = tfattack.attacks.build("nips17_iter_target_class", eps=8 / 255)(model, images, labels, target=targets)
     without = tfattack.attacks.build("nips17_iter_target_class", eps=8 / 255, aux_weight=0.0)(
         model, images, labels, target=targets)

@@ -6,36 +6,16 @@ import scipy.ndimage
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
-from tfattack.attacks import AttackConfig, build, gradient_ops, input_transforms, losses, quantize, to_uint8
+from tfattack.attacks import AttackConfig, build, gradient_ops, losses, quantize, to_uint8
+from tfattack.attacks.estimators import classic as vt_module
+from tfattack.attacks.legacy import from_flat
+from tfattack.attacks.loop import expand_copies
+from tfattack.attacks.transforms import augment as augment_module, classic
+from tfattack.attacks.transforms.augment import Augment, augment
 from tfattack.attacks.loop import make_gradient_estimator, make_objective
 from tfattack.attacks.projection import project
 
-CLASSES = 1000
-
-
-# ---------------------------------------------------------------- a linear model with a hand-written gradient
-
-class LinearModel(tf.Module):
-    """logits = flatten(x) @ W + b; d CE / dx = W (softmax(z) - onehot(y)), written out in NumPy below."""
-
-    def __init__(self, shape, seed=0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.shape = shape
-        self.w = rng.normal(0, 1.0, size=[int(np.prod(shape)), CLASSES])
-        self.b = rng.normal(0, 0.5, size=[CLASSES])
-        self._w, self._b = tf.constant(self.w, tf.float32), tf.constant(self.b, tf.float32)
-
-    def __call__(self, images):
-        return tf.reshape(images, [tf.shape(images)[0], -1]) @ self._w + self._b
-
-    def ce_gradient(self, images, labels):
-        flat = images.reshape(len(images), -1)
-        logits = flat @ self.w + self.b
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        probs[np.arange(len(labels)), labels] -= 1.0
-        return (probs @ self.w.T).reshape(images.shape)
+from analytic import CLASSES, LinearModel
 
 
 def reference_attack(model, clean, labels, eps, steps, momentum=0.0, nesterov=False, si_copies=1,
@@ -110,7 +90,7 @@ def test_variance_tuning_equals_numpy_transcription(linear, monkeypatch, nestero
     model, clean, labels = linear
     offset = 0.05 * 1.5 * np.where(np.arange(clean[0].size).reshape(clean.shape[1:]) % 3 == 0, 1.0, -1.0)
     # Fixed neighbours make the VT recursion checkable; the sampler itself is tested below.
-    monkeypatch.setattr(gradient_ops, "vt_neighbour",
+    monkeypatch.setattr(vt_module, "vt_neighbour",
                         lambda images, generator, radius: images + tf.constant(offset, images.dtype))
     attack = build(eps=0.05, steps=6, momentum=1.0, nesterov=nesterov, vt_samples=3, vt_beta=1.5)
     adv = attack(model, clean, labels).numpy()
@@ -163,7 +143,7 @@ class TinyConvNet(tf.Module):
 
 def test_gradient_reaching_update_equals_finite_differences():
     model = TinyConvNet()
-    config = AttackConfig(si_copies=2, ti_kernel=3, ti_nsig=1.0)
+    config = from_flat(dict(si_copies=2, ti_kernel=3, ti_nsig=1.0))
     rng = np.random.default_rng(0)
     x = rng.uniform(0.2, 0.8, size=(1, 5, 5, 3))
     labels = tf.constant([4])
@@ -198,7 +178,7 @@ def test_copies_per_pass_gives_the_same_gradient(pieces, per_pass):
     model = TinyConvNet()
     x = tf.constant(np.random.default_rng(1).uniform(0.1, 0.9, size=(2, 6, 6, 3)), tf.float32)
     for labels, targets in ((tf.constant([4, 1]), None), (tf.constant([4, 1]), tf.constant([2, 3]))):
-        whole, chunked = (make_gradient_estimator(model, AttackConfig(ti_kernel=3, copies_per_pass=n, **pieces))
+        whole, chunked = (make_gradient_estimator(model, from_flat(dict(ti_kernel=3, copies_per_pass=n, **pieces)))
                           for n in (0, per_pass))
         expected = whole(x, labels, targets, tf.random.Generator.from_seed(5)).numpy()
         got = tf.function(chunked)(x, labels, targets, tf.random.Generator.from_seed(5)).numpy()
@@ -208,7 +188,7 @@ def test_copies_per_pass_gives_the_same_gradient(pieces, per_pass):
 
 def test_copies_per_pass_must_be_a_count():
     with pytest.raises(ValueError, match="copies_per_pass must be an integer >= 0"):
-        AttackConfig(copies_per_pass=-1)
+        build(copies_per_pass=-1)
 
 
 # ---------------------------------------------------------------- TI and the perturbation blur
@@ -262,25 +242,25 @@ def _images(shape=(2, 16, 16, 3), seed=0):
 def test_identity_settings_are_identity():
     images = _images()
     generator = tf.random.Generator.from_seed(0)
-    assert input_transforms.diverse_input(images, generator, 0.0) is images
-    np.testing.assert_array_equal(input_transforms.scale_copies(images, 1), images)
-    admixed = input_transforms.admix_copies(images, generator, 3, 0.0)
+    assert classic.diverse_input(images, generator, 0.0) is images
+    np.testing.assert_array_equal(classic.scale_copies(images, 1), images)
+    admixed = classic.admix_copies(images, generator, 3, 0.0)
     np.testing.assert_array_equal(admixed, tf.concat([images] * 3, 0))
-    copies, count = input_transforms.expand_copies(images, generator, AttackConfig())
+    copies, count = expand_copies(images, generator, AttackConfig(), 2)
     assert count == 1
     np.testing.assert_array_equal(copies, images)
 
 
 def test_scale_copies_are_powers_of_two():
     images = _images()
-    copies = input_transforms.scale_copies(images, 5).numpy().reshape(5, 2, 16, 16, 3)
+    copies = classic.scale_copies(images, 5).numpy().reshape(5, 2, 16, 16, 3)
     for i in range(5):
         np.testing.assert_allclose(copies[i], images.numpy() / 2 ** i)
 
 
 def test_admix_mixes_in_another_image_of_the_batch():
     images = _images((4, 8, 8, 3))
-    mixed = input_transforms.admix_copies(images, tf.random.Generator.from_seed(0), 6, 0.2).numpy()
+    mixed = classic.admix_copies(images, tf.random.Generator.from_seed(0), 6, 0.2).numpy()
     x = images.numpy()
     for copy in mixed.reshape(6, 4, 8, 8, 3):
         other = (copy - x) / 0.2
@@ -289,15 +269,15 @@ def test_admix_mixes_in_another_image_of_the_batch():
 
 
 def test_expand_copies_counts_admix_si_and_views():
-    config = AttackConfig(admix_strength=0.2, admix_copies=3, si_copies=5, num_copies=2, diversity_prob=0.5)
-    copies, count = input_transforms.expand_copies(_images((2, 8, 8, 3)), tf.random.Generator.from_seed(0), config)
+    config = from_flat(dict(admix_strength=0.2, admix_copies=3, si_copies=5, num_copies=2, diversity_prob=0.5))
+    copies, count = expand_copies(_images((2, 8, 8, 3)), tf.random.Generator.from_seed(0), config, 2)
     assert count == 30 and copies.shape == (60, 8, 8, 3)
 
 
 def test_diverse_input_equals_resize_and_pad_with_the_same_draws():
     images = _images((2, 32, 32, 3))
     for seed in range(4):
-        output = input_transforms.diverse_input(images, tf.random.Generator.from_seed(seed), 1.0).numpy()
+        output = classic.diverse_input(images, tf.random.Generator.from_seed(seed), 1.0).numpy()
         draws = tf.random.Generator.from_seed(seed)  # replay the draws in the documented order
         canvas = int(32 * 330 / 299)
         rnd = int(draws.uniform([], 32, canvas, dtype=tf.int32))
@@ -312,7 +292,7 @@ def test_diverse_input_equals_resize_and_pad_with_the_same_draws():
 def test_diverse_input_probability_is_per_batch():
     images = _images((2, 16, 16, 3))
     generator = tf.random.Generator.from_seed(0)
-    changed = [not np.array_equal(input_transforms.diverse_input(images, generator, 0.5), images) for _ in range(200)]
+    changed = [not np.array_equal(classic.diverse_input(images, generator, 0.5), images) for _ in range(200)]
     assert 0.35 < np.mean(changed) < 0.65
 
 
@@ -328,13 +308,13 @@ AUGMENTATION_IDENTITIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(input_transforms.AUGMENTATION_FUNCTIONS))
+@pytest.mark.parametrize("name", sorted(augment_module.AUGMENTATION_FUNCTIONS))
 def test_augmentation_shape_range_gradient_and_identity(name):
     images = _images((3, 16, 16, 3))
-    config = AttackConfig(augmentations=(name,))
+    config = Augment(ops=(name,))
     with tf.GradientTape() as tape:
         tape.watch(images)
-        output = input_transforms.augment(images, tf.random.Generator.from_seed(0), config)
+        output = augment(images, tf.random.Generator.from_seed(0), config)
         total = tf.reduce_sum(output * tf.range(16, dtype=tf.float32)[None, None, :, None])
     gradient = tape.gradient(total, images)
     assert output.shape == images.shape and output.dtype == tf.float32
@@ -342,11 +322,11 @@ def test_augmentation_shape_range_gradient_and_identity(name):
     assert gradient is not None and np.isfinite(gradient.numpy()).all() and np.abs(gradient.numpy()).sum() > 0
     assert not np.allclose(output, images, atol=1e-4)  # the default strength does something
     if name in AUGMENTATION_IDENTITIES:
-        same = input_transforms.augment(images, tf.random.Generator.from_seed(0),
-                                        AttackConfig(augmentations=(name,), **AUGMENTATION_IDENTITIES[name]))
+        same = augment(images, tf.random.Generator.from_seed(0),
+                                        Augment(ops=(name,), **AUGMENTATION_IDENTITIES[name]))
         np.testing.assert_allclose(same, images, atol=2e-5)
-    never = input_transforms.augment(images, tf.random.Generator.from_seed(0),
-                                     AttackConfig(augmentations=(name,), augment_prob=0.0))
+    never = augment(images, tf.random.Generator.from_seed(0),
+                                     Augment(ops=(name,), prob=0.0))
     np.testing.assert_array_equal(never, images)
 
 
@@ -355,9 +335,9 @@ def test_straight_through_augmentations_pass_the_gradient_unchanged():
     for name in ("jpeg", "bit_depth"):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            output = input_transforms.augment(images, tf.random.Generator.from_seed(0), AttackConfig(augmentations=(name,)))
+            output = augment(images, tf.random.Generator.from_seed(0), Augment(ops=(name,)))
         np.testing.assert_array_equal(tape.gradient(output, images), np.ones(images.shape))
-    squeezed = input_transforms.augment(images, None, AttackConfig(augmentations=("bit_depth",), bit_depth=2)).numpy()
+    squeezed = augment(images, None, Augment(ops=("bit_depth",), bit_depth=2)).numpy()
     assert set(np.round(np.unique(squeezed) * 3, 4)) <= {0.0, 1.0, 2.0, 3.0}
 
 
@@ -367,15 +347,15 @@ def test_dct_lowpass_removes_high_frequencies():
     low = np.cos(np.pi * (rows + 0.5) * 3 / 16)
     image = 0.5 + 0.2 * high[:, None] + 0.2 * low[None, :]
     batch = tf.constant(np.tile(image[None, :, :, None], [1, 1, 1, 3]), tf.float32)
-    output = input_transforms.augment(batch, None, AttackConfig(augmentations=("dct_lowpass",))).numpy()
+    output = augment(batch, None, Augment(ops=("dct_lowpass",))).numpy()
     expected = np.tile((0.5 + 0.2 * low[None, :])[None, :, :, None], [1, 16, 1, 3])
     np.testing.assert_allclose(output, expected, atol=1e-5)
 
 
 def test_augment_one_mode_picks_one_per_image():
     images = _images((8, 16, 16, 3))
-    config = AttackConfig(augmentations=("flip", "darken"), augment_mode="one", brightness_delta=0.5)
-    output = input_transforms.augment(images, tf.random.Generator.from_seed(1), config).numpy()
+    config = Augment(ops=("flip", "darken"), mode="one", brightness_delta=0.5)
+    output = augment(images, tf.random.Generator.from_seed(1), config).numpy()
     x = images.numpy()
     for image, result in zip(x, output):
         flipped = np.allclose(result, image) or np.allclose(result, image[:, ::-1])
@@ -418,15 +398,15 @@ def test_losses_equal_numpy():
 def test_objective_directions(name):
     z = tf.constant(np.random.default_rng(1).normal(size=(3, 10)), tf.float32)
     y, t = tf.constant([0, 1, 2]), tf.constant([3, 4, 5])
-    config = AttackConfig(loss=name)
-    untargeted = losses.objective(z, y, None, config).numpy()
-    targeted = losses.objective(z, y, t, config).numpy()
+    objective = from_flat(dict(loss=name)).objective
+    untargeted = objective.value(z, y, None).numpy()
+    targeted = objective.value(z, y, t).numpy()
     assert untargeted.shape == targeted.shape == (3,)
     # Raising the target logit raises the targeted objective; raising the true logit lowers the untargeted one.
     bump = lambda k: z + 3.0 * tf.one_hot(k, 10)
-    assert np.all(losses.objective(bump(t), y, t, config).numpy() > targeted)
+    assert np.all(objective.value(bump(t), y, t).numpy() > targeted)
     if name != "po_trip":
-        assert np.all(losses.objective(bump(y), y, None, config).numpy() < untargeted)
+        assert np.all(objective.value(bump(y), y, None).numpy() < untargeted)
 
 
 # ---------------------------------------------------------------- projection and 8-bit quantisation

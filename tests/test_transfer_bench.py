@@ -146,7 +146,7 @@ def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
 
     assert transfer.build_attack("FGSM", 0).config.steps == 1
     assert transfer.build_attack("I-FGSM", 0).config.steps == 10
-    assert transfer.build_attack("VMI-TI-DIM", 0).config.ti_kernel == 7
+    assert transfer.build_attack("VMI-TI-DIM", 0).config.filters[0].kernel == 7
     # Admix draws x' from the batch: it crafts at the full batch and bounds memory by copies per pass instead.
     assert transfer.BATCH_POOLED == ("Admix-TI-DIM",)
     assert transfer.build_attack("Admix-TI-DIM", 0).config.copies_per_pass == 3

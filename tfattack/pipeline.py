@@ -51,7 +51,9 @@ def admix_batch_warning(config, batch_size: int, num_images: int, replicas: int 
     """A one-line warning when an Admix attack would see fewer than ADMIX_MIN_BATCH images per batch (per replica:
     a mirrored attack splits each batch), else None."""
     per_batch = -(-min(batch_size, num_images) // replicas)
-    if config.admix_strength <= 0 or per_batch >= ADMIX_MIN_BATCH or num_images == 0:
+    from tfattack.attacks.transforms import Admix
+    admix = config.find(Admix)
+    if admix is None or admix.strength <= 0 or per_batch >= ADMIX_MIN_BATCH or num_images == 0:
         return None
     where = f"batch size {batch_size}, {num_images} image(s)" + (f", {replicas} replicas" if replicas > 1 else "")
     return (f"Admix mixes each image with others of its batch, and batches here hold at most {per_batch} image(s) "
@@ -73,7 +75,7 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
     clock = clock or time.perf_counter
     start = clock()
     summary = RunSummary()
-    eps = attack.config.eps
+    eps, norm = attack.config.eps, attack.config.norm
     pending = []
     for image_id in dataset.ids:
         if not overwrite and os.path.exists(data.output_path(output_dir, image_id)):
@@ -90,7 +92,7 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
             labels = predict(model, batch.images)
             summary.predicted_labels.update({i: int(l) for i, l in zip(batch.ids, labels)})
         adv = attack(model, batch.images, labels, target=batch.targets if targeted else None)
-        legal = quantize(adv.numpy(), batch.images, eps)
+        legal = quantize(adv.numpy(), batch.images, eps, norm)
         for image_id, image in zip(batch.ids, legal):
             data.write_png(image, data.output_path(output_dir, image_id))
             summary.written.append(image_id)

@@ -271,6 +271,10 @@ class Transform(Component):
     def count(self) -> int:
         return 1
 
+    def xla_blockers(self) -> Tuple[str, ...]:
+        """Names of the parts without XLA kernels (empty when `jit_compile` can compile this transform)."""
+        return () if self.xla_compilable else (self.name,)
+
     def apply(self, images, generator, batch: int):
         raise NotImplementedError
 
@@ -296,7 +300,11 @@ class Estimator(Component):
         raise NotImplementedError
 
     def evaluations(self) -> int:
-        """Calls of `inner` per estimate (for the benchmarks' pass counts)."""
+        """Points of the batch whose `inner` gradient one estimate takes (for the benchmarks' pass counts)."""
+        return 1
+
+    def stacked_points(self) -> int:
+        """The most points of the batch stacked into one `inner` call (memory: images per pass grow with it)."""
         return 1
 
 

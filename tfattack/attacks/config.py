@@ -240,7 +240,6 @@ def validate(config: AttackConfig) -> None:
     inner_stateful = [e.name for e in config.estimators[1:] if e.stateful]
     _require(not inner_stateful, f"estimator(s) {', '.join(inner_stateful)} keep state across steps and must come "
                                  "first (outermost) in the estimator chain")
-    not_compilable = [t.name for t in config.active_transforms if not t.xla_compilable]
+    not_compilable = [name for t in config.active_transforms for name in t.xla_blockers()]
     _require(not (config.execution.jit_compile and not_compilable),
-             f"jit_compile cannot compile the transform(s) {', '.join(not_compilable)} (their TF ops have no XLA "
-             "kernel)")
+             f"jit_compile cannot compile {', '.join(not_compilable)} (their TF ops have no XLA kernel)")

@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 import tfattack
-from tfattack.attacks import input_transforms
 from tfattack.bench import timing
 
 # The four-architecture ensemble of the origin write-up: a ResNet, VGG-19, Inception-v3 and
@@ -36,15 +35,18 @@ XLA_MAX_IMAGES_PER_PASS = 8
 # ----- what a preset costs by design -----
 
 def gradient_evaluations(config) -> int:
-    """Batch-sized forward+input-gradient passes per iteration: the engine's own copy count (input
-    copies from `expand_copies`) times the step's gradient plus `vt_samples` neighbours."""
-    _, copies = input_transforms.expand_copies(tf.zeros([1, 8, 8, 3]), tf.random.Generator.from_seed(0), config)
-    return int(copies) * (1 + config.vt_samples)
+    """Batch-sized forward+input-gradient passes per iteration: the input copies per gradient evaluation times
+    the estimator chain's evaluations (VT: the step's gradient plus its neighbours)."""
+    return config.copies * config.gradient_evaluations
 
 
 def images_per_pass(config, batch: int) -> int:
-    """Images one forward pass carries: the batch times its input copies (VT neighbours run one by one)."""
-    return batch * gradient_evaluations(config) // (1 + config.vt_samples)
+    """Images one forward pass carries: the batch times its input copies times the points an estimator stacks
+    into one evaluation (VT's neighbours run one by one)."""
+    stacked = 1
+    for estimator in config.estimators:
+        stacked *= estimator.stacked_points()
+    return batch * config.copies * stacked
 
 
 def batch_for(config, batch_size: int) -> int:

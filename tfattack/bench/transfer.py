@@ -88,7 +88,12 @@ def _add_crafting_time(earlier_record: Dict, images: int, seconds: float) -> Dic
 
 def _check_same_attack(folder: str, earlier_record: Dict, config: Dict) -> None:
     """Images already in `folder` are reused only if they were crafted by the same attack settings."""
+    from tfattack.attacks import AttackConfig
     earlier = earlier_record.get("attack_config", {})
+    try:  # records of tfattack 0.1 hold flat fields: read them as the components they mean
+        earlier = json.loads(json.dumps(AttackConfig.from_dict(earlier).to_dict())) if earlier else {}
+    except (ValueError, TypeError) as err:
+        raise data.DataError(f"{folder}/run.json: unreadable attack_config ({err}); use another --output_dir") from None
     # Fields added to the config since the earlier run are not in its record: compare the shared ones.
     changed = sorted(k for k in set(earlier) & set(config) if earlier[k] != config[k])
     if changed:

@@ -192,7 +192,10 @@ class Augment(Transform):
 
     @property
     def xla_compilable(self) -> bool:
-        return not set(self.ops) & set(NOT_XLA_COMPILABLE)
+        return not self.xla_blockers()
+
+    def xla_blockers(self):
+        return tuple(op for op in self.ops if op in NOT_XLA_COMPILABLE)
 
     def apply(self, images, generator, batch):
         return augment(images, generator, self)
