@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from tfattack.attacks import components, docs, presets
+from tfattack.attacks import components, docs
+from tfattack.attacks.presets import PRESETS
 
 
 def test_attacks_doc_is_up_to_date():
@@ -15,5 +16,5 @@ def test_every_component_and_preset_is_documented():
     for role in components.ROLES:
         for name in components.available(role):
             assert f"**`{name}`**" in text, (role, name)
-    for name in presets.PRESETS:
+    for name in PRESETS:
         assert f"| `{name}` |" in text

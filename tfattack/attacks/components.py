@@ -266,6 +266,9 @@ class Transform(Component):
     # input, freshly drawn) are what the config's `views` repeats.
     makes_copies: ClassVar[bool] = True
     xla_compilable: ClassVar[bool] = True
+    # Transforms that adapt to the model (DeCoWA's warp search) set this and take `apply(..., objective=f)`,
+    # `f(stack) -> [n]` the attack objective of any stack of copies of the batch.
+    needs_objective: ClassVar[bool] = False
 
     @property
     def count(self) -> int:

@@ -132,18 +132,25 @@ def _tile(values, times):
     return None if values is None else tf.tile(values, [times])
 
 
-def expand_copies(points, generator, config: AttackConfig, batch):
+def expand_copies(points, generator, config: AttackConfig, batch, objective=None):
     """All model inputs for one gradient evaluation of `points` (`G * batch` images), `[C * G * batch, ...]`,
-    and C: the copy makers once, then `config.views` independent draws of the view transforms."""
+    and C: the copy makers once, then `config.views` independent draws of the view transforms. Transforms that
+    adapt to the model (`needs_objective`, e.g. DeCoWA's warp search) get `objective(stack) -> [n]`."""
+
+    def apply(transform, images):
+        if getattr(transform, "needs_objective", False):
+            return transform.apply(images, generator, batch, objective=objective)
+        return transform.apply(images, generator, batch)
+
     makers, viewers = config.split_transforms()
     copies = points
     for transform in makers:
-        copies = transform.apply(copies, generator, batch)
+        copies = apply(transform, copies)
     views = []
     for _ in range(config.views):
         view = copies
         for transform in viewers:
-            view = transform.apply(view, generator, batch)
+            view = apply(transform, view)
         views.append(view)
     return tf.concat(views, axis=0), config.copies
 
@@ -182,7 +189,7 @@ class Context:
         count_points = self.groups(points)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(points)
-            copies, count = expand_copies(points, self.generator, self.config, self.batch)
+            copies, count = expand_copies(points, self.generator, self.config, self.batch, self.objective)
             labels = _tile(self.labels, count * count_points)
             targets = _tile(self.targets, count * count_points)
             per_pass = self.copies_per_pass

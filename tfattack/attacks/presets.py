@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 from tfattack.attacks.config import AttackConfig
-from tfattack.attacks.estimators import VT
+from tfattack.attacks.estimators import EMI, GRA, MEF, MIG, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import CE, Logit, PoTrip
-from tfattack.attacks.transforms import DI, SI, Admix
-from tfattack.attacks.updates import MI, NI
+from tfattack.attacks.objectives import CE, Logit, PoTrip, Prob
+from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
+from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
 _MI = dict(update=MI(1.0))
 _DI = (DI(0.5),)                        # Xie et al. CVPR 2019: p = 0.5, resize in [299, 330)
@@ -53,6 +53,51 @@ _PRESETS = {
     "po_trip_ti_di_mi_fgsm": (dict(objective=PoTrip(), transforms=(DI(0.7),), **_TARGETED_300),
                               "Targeted Poincare + triplet loss (Li et al. CVPR 2020, lambda=0.01, gamma=0.007) in "
                               "the TI-DI-MI setting that Zhao et al. NeurIPS 2021 compare it in."),
+    # Modern input transformations (MI-FGSM base, mu = 1.0, eps 16/255, T = 10, as in the papers' tables).
+    "bsr": (dict(transforms=(BSR(),), **_MI),
+            "BSR: 20 copies of 2x2 blocks shuffled and each rotated within +-24 degrees, MI-FGSM (Wang et al. CVPR "
+            "2024, authors' code)."),
+    "bsr_ti_dim": (dict(transforms=(BSR(), DI(0.5)), **_MI, **_TI7),
+                   "BSR with DI (p=0.5) and 7x7 TI on MI-FGSM, the combination the BSR paper reports with DIM/TIM."),
+    "sia": (dict(transforms=(SIA(),), **_MI),
+            "SIA: 20 copies of 3x3 blocks, each block transformed by one of ten random operations, MI-FGSM (Wang et "
+            "al. ICCV 2023, authors' code)."),
+    "ssa": (dict(transforms=(SSA(),), **_MI),
+            "SSA: 20 spectrum-simulated copies, rho=0.5, sigma=16/255, MI-FGSM (Long et al. ECCV 2022, as "
+            "TransferAttack runs it; the authors' S2I-FGSM is update=sign)."),
+    "ssa_ti_dim": (dict(transforms=(SSA(), DI(0.5)), **_MI, **_TI7),
+                   "S2I-TI-DIM: SSA with DI (p=0.5) and 7x7 TI on MI-FGSM (Long et al. ECCV 2022)."),
+    "maskblock": (dict(transforms=(MaskBlock(),), **_MI),
+                  "MaskBlock: one copy per cell of a 4x4 grid with that cell zeroed, MI-FGSM (Fan et al. 2022; "
+                  "TransferAttack's 56-pixel patches of a 224 image)."),
+    "decowa": (dict(transforms=(DeCoWA(),), **_MI),
+               "DeCoWA: 20 thin-plate-spline warps whose control-point noise first takes one step down the "
+               "objective, MI-FGSM (Lin et al. AAAI 2024, TransferAttack's code)."),
+    # Modern gradient methods.
+    "pgn": (dict(estimators=(PGN(),), **_MI),
+            "PGN: the mean over 20 neighbours within 3 eps of (1-delta) g + delta g at the look-ahead, delta=0.5, "
+            "MI-FGSM (Ge et al. NeurIPS 2023, authors' code); 40 gradients per iteration."),
+    "pgn_di": (dict(estimators=(PGN(),), transforms=_DI, **_MI),
+               "PGN with DI (p=0.5; each neighbour draws its own resize and pad)."),
+    "gra": (dict(estimators=(GRA(),), update=GRAUpdate()),
+            "GRA: gradient relevance (cosine of the gradient and the mean of 20 neighbours within 3.5 eps) and the "
+            "decay indicator eta=0.94 on the step (Zhu et al. ICCV 2023, authors' code)."),
+    "emi": (dict(estimators=(EMI(),), **_MI),
+            "EMI: the gradient averaged over 11 points along the previous average gradient, within +-7 steps "
+            "(Wang et al. BMVC 2021, authors' code)."),
+    "gimi": (dict(update=GIMI()),
+             "GI-MI: 5 pre-steps of 10 alpha pre-converge the momentum, then MI-FGSM from the clean image (Wang et "
+             "al. 2022, authors' code)."),
+    "gini": (dict(update=GIMI(nesterov=True)), "GI-NI: GI-MI with NI's look-ahead (authors' code)."),
+    "mig": (dict(steps=25, estimators=(MIG(),), objective=Prob(), **_MI),
+            "MIG: integrated gradients from a black baseline over 20 points, on the softmax probability, 25 steps "
+            "of eps/25, mu=1.0 (Ma et al. ICCV 2023; TransferAttack's settings, no authors' code)."),
+    "mef": (dict(steps=20, step_size=1.6 / 255, estimators=(MEF(),), update=MI(0.5)),
+            "MEF (maximin expected flatness): 20 neighbours within 2 eps with an inner flatness accumulator, outer "
+            "momentum 0.5, 20 steps of 1.6/255 (Qiu et al. arXiv 2405.16181, authors' code)."),
+    "rap": (dict(steps=400, step_size=2 / 255, estimators=(RAP(),), **_MI),
+            "RAP-LS: from iteration 100 of 400 (steps of 2/255), each gradient is taken at x + n, n an 8-step reverse "
+            "perturbation within eps that lowers the objective (Qin et al. NeurIPS 2022, authors' code)."),
     # The NIPS 2017 competition baselines (cleverhans dev_toolkit sample attacks, and the MI-FGSM winner).
     "nips17_fgsm": (dict(steps=1, label_source="predicted"),
                     "NIPS'17 sample attack 'fgsm': one eps step of cleverhans FGSM on the model's own clean "

@@ -1,6 +1,6 @@
 """Objectives (role `objective`): what the attack ascends; importing this package registers them."""
 
 from tfattack.attacks.objectives import classic  # noqa: F401
-from tfattack.attacks.objectives.classic import CE, CW, Logit, PoTrip
+from tfattack.attacks.objectives.classic import CE, CW, Logit, PoTrip, Prob
 
-__all__ = ["CE", "CW", "Logit", "PoTrip"]
+__all__ = ["CE", "CW", "Logit", "PoTrip", "Prob"]

@@ -78,3 +78,17 @@ class PoTrip(Objective):
         if targets is None:
             return losses.poincare_distance(logits, labels)
         return -losses.po_trip_targeted(logits, labels, targets, self.weight, self.margin)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Prob(ClassLoss):
+    """-softmax(z)_y: untargeted lowers the label's probability, targeted raises the target's (MIG's objective)."""
+
+    name = "prob"
+    paper = ("Ma et al., Transferable adversarial attack for both vision transformers and convolutional networks "
+             "via momentum integrated gradients, ICCV 2023")
+
+    def loss(self, logits, labels):
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        return -tf.reduce_sum(probabilities * tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype), -1)

@@ -64,7 +64,43 @@ class DI(Transform):
         return self.prob == 0
 
     def apply(self, images, generator, batch):
+        groups = images.shape[0] // batch if batch and images.shape[0] else 1
+        if groups > 1:  # stacked points of one batch (estimator samples): a draw per point, as per sample in PGN/GRA
+            return diverse_input_per_group(images, generator, self.prob, self.resize_ratio, groups)
         return diverse_input(images, generator, self.prob, self.resize_ratio)
+
+
+def diverse_input_per_group(images, generator, prob: float, resize_ratio: float, groups: int):
+    """`diverse_input` with its own draw (size, offset, whether to apply) for each of `groups` stacked groups of
+    images: one batched gather per axis, no loop over groups."""
+    if prob == 0:
+        return images
+    height, width = images.shape[1], images.shape[2]
+    canvas_h = max(int(height * resize_ratio), height + 1)
+    canvas_w = max(int(width * resize_ratio), width + 1)
+    square = (height, canvas_h) == (width, canvas_w)
+    unit = generator.uniform([4, groups])
+    rnd_h = height + tf.cast(tf.floor(unit[0] * (canvas_h - height)), tf.int32)
+    rnd_w = rnd_h if square else width + tf.cast(tf.floor(unit[1] * (canvas_w - width)), tf.int32)
+    pad_top = tf.cast(tf.floor(unit[2] * tf.cast(canvas_h - rnd_h, tf.float32)), tf.int32)
+    pad_left = tf.cast(tf.floor(unit[3] * tf.cast(canvas_w - rnd_w, tf.float32)), tf.int32)
+
+    def sources(canvas, size, offset, resized):  # [groups, canvas] indices and inside-masks
+        position = tf.range(canvas, dtype=tf.float32)[None, :] - tf.cast(offset, tf.float32)[:, None]
+        resized = tf.cast(resized, tf.float32)[:, None]
+        inside = (position >= 0) & (position < resized)
+        source = tf.floor((position + 0.5) * (size / resized))
+        return tf.clip_by_value(tf.cast(source, tf.int32), 0, size - 1), inside
+
+    rows, rows_inside = sources(canvas_h, height, pad_top, rnd_h)
+    cols, cols_inside = sources(canvas_w, width, pad_left, rnd_w)
+    grouped = tf.reshape(images, [groups, -1, height, width, images.shape[3]])
+    canvas = tf.gather(tf.gather(grouped, rows, axis=2, batch_dims=1), cols, axis=3, batch_dims=1)
+    inside = tf.cast(rows_inside[:, :, None] & cols_inside[:, None, :], images.dtype)[:, None, :, :, None]
+    diverse = tf.image.resize(tf.reshape(canvas * inside, [-1, canvas_h, canvas_w, images.shape[3]]),
+                              [height, width], method="bilinear")
+    apply = tf.repeat(generator.uniform([groups]) < prob, tf.shape(images)[0] // groups)
+    return tf.where(apply[:, None, None, None], diverse, images)
 
 
 def scale_copies(images, copies: int):
