@@ -108,6 +108,22 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert json.loads((out / "run.json").read_text())["predicted_labels"] == record["predicted_labels"]
 
 
+def test_component_flags_compose_and_are_recorded_as_spec_strings(tmp_path):
+    images, rows = make_input(tmp_path, 2)
+    out = tmp_path / "out"
+    result = run_attack(f"--input_dir={images}", f"--output_dir={out}", "--models=efficientnet_lite0",
+                        "--attack=bsr", "--num_iter=2", "--transforms=bsr:copies=2,di:0.5", "--estimator=pgn:2",
+                        "--filters=ti:5", "--norm=l2", "--max_epsilon=600")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "run.json").read_text())["attack_config"]
+    assert config["name"] == "bsr" and config["norm"] == "l2" and abs(config["eps"] - 600 / 255) < 1e-9
+    assert config["transforms"].startswith("bsr:blocks=2,max_angle=24.0,copies=2,di:prob=0.5,")
+    assert config["estimators"] == "pgn:samples=2,zeta=3.0,delta=0.5" and config["filters"] == "ti:kernel=5,nsig=3.0"
+    for row in rows:  # every saved PNG is inside the L2 ball (pixel units)
+        delta = pixels(out / f"{row['ImageId']}.png") - pixels(images / f"{row['ImageId']}.png")
+        assert 0 < np.sqrt(np.sum(delta.astype(np.float64) ** 2)) <= 600 + 1e-6
+
+
 def test_admix_on_small_batches_is_warned_in_one_line():
     import tfattack
     from tfattack import pipeline
@@ -179,7 +195,8 @@ def test_odd_images_are_converted_and_corrupt_ones_skipped(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing_input", "empty_input", "output_inside_input", "unknown_model",
                                   "unknown_attack", "epsilon_range", "missing_columns", "label_range",
-                                  "missing_checkpoint", "targeted_without_targets"])
+                                  "missing_checkpoint", "targeted_without_targets", "unknown_component",
+                                  "unknown_component_key", "slot_set_twice", "bad_l2_epsilon"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     images, rows = make_input(tmp_path, 1)
     out = tmp_path / "out"
@@ -190,6 +207,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         "epsilon_range": "--max_epsilon must be in (0, 255]", "missing_columns": "TrueLabel",
         "label_range": "1..1000", "missing_checkpoint": "download_checkpoints.py --models=inception_v3",
         "targeted_without_targets": "target",
+        "unknown_component": "--transforms: unknown transform 'bsrr'; did you mean 'bsr'?; valid ones: ",
+        "unknown_component_key": "--estimator: estimator 'pgn': unknown key 'n'; valid keys: samples, zeta, delta",
+        "slot_set_twice": "--transforms and --diversity_prob both set the transforms",
+        "bad_l2_epsilon": "--max_epsilon must be a finite L2 radius > 0",
     }[case]
     if case == "missing_input":
         args[0] = f"--input_dir={tmp_path / 'nope'}"
@@ -217,6 +238,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     elif case == "targeted_without_targets":
         (images / "dev_dataset.csv").write_text("ImageId,TrueLabel\n" + f"{rows[0]['ImageId']},{rows[0]['TrueLabel']}\n")
         args.append("--targeted")
+    elif case == "unknown_component":
+        args.append("--transforms=di:0.5,bsrr")
+    elif case == "unknown_component_key":
+        args.append("--estimator=pgn:n=20")
+    elif case == "slot_set_twice":
+        args += ["--transforms=di:0.5", "--diversity_prob=0.7"]
+    elif case == "bad_l2_epsilon":
+        args += ["--norm=l2", "--max_epsilon=-3"]
     before = sorted(os.listdir(images)) if images.exists() else []
     result = run_attack(*args)
     assert result.returncode == 2, result.stderr[-3000:]

@@ -16,7 +16,7 @@ CASES = {name: (preset, overrides, targeted) for name, preset, overrides, target
 
 
 def test_every_golden_case_is_still_run():
-    assert set(CASES) == set(INDEX)
+    assert set(INDEX) <= set(CASES)  # every 0.1 preset and legacy combination is still there (newer presets too)
 
 
 @pytest.mark.parametrize("name", sorted(INDEX))

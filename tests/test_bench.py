@@ -78,12 +78,27 @@ def test_op_time_breakdown_names_the_ops_that_ran():
     ("si_ni_fgsm", 5, 1, 5),        # Lin et al.: m = 5 scale copies, stacked in one pass
     ("admix", 15, 1, 15),           # Wang et al.: 3 admixed images x 5 scales
     ("vmi_fgsm", 21, 1, 1),         # Wang & He: the step's gradient + N = 20 neighbours, one by one
+    ("bsr", 20, 1, 20),             # Wang et al. 2024: 20 shuffled copies, stacked
+    ("pgn", 40, 1, 20),             # Ge et al.: 20 neighbours, each with a look-ahead: two stacks of 20
+    ("gra", 21, 1, 21),             # Zhu et al.: the point and 20 neighbours in one stack
+    ("emi", 11, 1, 11),             # Wang et al. 2021: 11 points along the previous direction
 ])
 def test_gradient_evaluations_follow_the_papers(preset, evaluations, batch, per_pass):
     config = tfattack.attacks.build(preset).config
     assert attack_speed.gradient_evaluations(config) == evaluations
     assert attack_speed.batch_for(config, 8) == batch
     assert attack_speed.images_per_pass(config, batch) == per_pass
+
+
+@pytest.mark.parametrize("preset,overrides,passes", [
+    ("mi_fgsm", {}, 10),
+    ("pgn", {}, 400),
+    ("gimi", {}, 15),                              # 5 pre-steps + 10 steps
+    ("decowa", {}, 10 * 20 * 2),                   # 20 warped copies, each searched once before its gradient
+    ("rap", {"estimators": "rap:0"}, 10 * (1 + 8)),  # from the late start on: 8 bare inner steps per step
+])
+def test_model_passes_count_every_pass(preset, overrides, passes):
+    assert tfattack.attacks.build(preset, steps=10, **overrides).config.model_passes() == passes
 
 
 # ----- the TF1 peer computes tfattack's MI-FGSM -----

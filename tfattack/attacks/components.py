@@ -274,6 +274,11 @@ class Transform(Component):
     def count(self) -> int:
         return 1
 
+    def search_passes(self) -> int:
+        """Extra forward+backward passes over this transform's copies per gradient evaluation (DeCoWA's warp
+        search), for the benchmarks' pass counts."""
+        return 0
+
     def xla_blockers(self) -> Tuple[str, ...]:
         """Names of the parts without XLA kernels (empty when `jit_compile` can compile this transform)."""
         return () if self.xla_compilable else (self.name,)
@@ -309,6 +314,11 @@ class Estimator(Component):
     def stacked_points(self) -> int:
         """The most points of the batch stacked into one `inner` call (memory: images per pass grow with it)."""
         return 1
+
+    def bare_passes(self) -> int:
+        """Extra forward+backward passes of the batch through the model alone (no copies) per estimate (RAP's inner
+        steps), for the benchmarks' pass counts."""
+        return 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,6 +363,10 @@ class Update(Component):
 
     def step(self, ctx, x, gradient, state):
         raise NotImplementedError
+
+    def init_evaluations(self) -> int:
+        """Plain gradient evaluations `init` makes once per run (GIMI's pre-phase), for the pass counts."""
+        return 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -164,6 +164,20 @@ class AttackConfig:
             count *= estimator.evaluations()
         return count
 
+    def model_passes(self, steps=None) -> int:
+        """Batch-sized forward+input-gradient passes through the model in a run of `steps` iterations (default: the
+        config's), counting copies, estimator samples, transform searches (DeCoWA), bare passes (RAP, from step 0)
+        and one-off init passes (GIMI): what the benchmarks divide the attack's time by."""
+        steps = self.steps if steps is None else steps
+        per_copy = 1
+        for transform in self.active_transforms:
+            per_copy += transform.search_passes()
+        bare = 0
+        for estimator in self.estimators:
+            bare += estimator.bare_passes()
+        per_step = self.copies * per_copy * self.gradient_evaluations + bare
+        return steps * per_step + self.copies * per_copy * self.update.init_evaluations()
+
     def find(self, cls):
         """The first component of class `cls` in any slot, or None."""
         for name in SLOTS:

@@ -8,9 +8,23 @@ from tfattack.attacks.components import Filter, PostOp, param, register
 from tfattack.attacks.gradient_ops import gaussian_kernel, smooth
 
 
+class _GaussianSmoothing:
+    """Shared by TI and blur: a normalised `kernel` x `kernel` Gaussian over [-nsig, nsig], depthwise, zero padded."""
+
+    kernel: int
+    nsig: float
+
+    @property
+    def is_identity(self) -> bool:
+        return self.kernel == 1
+
+    def apply(self, tensor):
+        return smooth(tensor, gaussian_kernel(self.kernel, self.nsig))
+
+
 @register
 @dataclasses.dataclass(frozen=True)
-class TI(Filter):
+class TI(_GaussianSmoothing, Filter):
     """Translation invariance: each gradient evaluation convolved with a Gaussian kernel."""
 
     name = "ti"
@@ -19,17 +33,10 @@ class TI(Filter):
     kernel: int = param(15, "Odd kernel size (TI paper and code: 15; SI-NI, VT and Admix code: 7).", low=1, odd=True)
     nsig: float = param(3.0, "The kernel spans [-nsig, nsig] standard deviations (paper: 3).", above=0.0)
 
-    @property
-    def is_identity(self) -> bool:
-        return self.kernel == 1
-
-    def apply(self, gradient):
-        return smooth(gradient, gaussian_kernel(self.kernel, self.nsig))
-
 
 @register
 @dataclasses.dataclass(frozen=True)
-class Blur(PostOp):
+class Blur(_GaussianSmoothing, PostOp):
     """Gaussian blur of the perturbation after each step (a smooth perturbation survives input filters)."""
 
     name = "blur"
@@ -37,10 +44,3 @@ class Blur(PostOp):
     paper = "the Tianchi 2019 defense-attack write-up this project started from"
     kernel: int = param(3, "Odd kernel size.", low=1, odd=True)
     nsig: float = param(3.0, "The kernel spans [-nsig, nsig] standard deviations.", above=0.0)
-
-    @property
-    def is_identity(self) -> bool:
-        return self.kernel == 1
-
-    def apply(self, delta):
-        return smooth(delta, gaussian_kernel(self.kernel, self.nsig))

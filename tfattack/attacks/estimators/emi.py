@@ -43,6 +43,9 @@ class EMI(Estimator):
     def evaluations(self) -> int:
         return self.samples if self.radius > 0 else 1
 
+    def stacked_points(self) -> int:
+        return self.samples
+
     def init(self, ctx):
         return {"direction": tf.zeros_like(ctx.clean)}
 

@@ -44,6 +44,9 @@ class GRA(Estimator):
     def evaluations(self) -> int:
         return 1 + self.samples
 
+    def stacked_points(self) -> int:
+        return 1 + self.samples
+
     def estimate(self, ctx, inner, point, x, state):
         n = self.samples
         neighbours = sampling.tile(point, n)

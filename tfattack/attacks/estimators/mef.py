@@ -43,6 +43,9 @@ class MEF(Estimator):
     def evaluations(self) -> int:
         return self.samples
 
+    def stacked_points(self) -> int:
+        return self.samples
+
     def init(self, ctx):
         return {"inner": sampling.tile(tf.zeros_like(ctx.clean), self.samples)}
 

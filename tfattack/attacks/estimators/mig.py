@@ -38,6 +38,9 @@ class MIG(Estimator):
     def evaluations(self) -> int:
         return self.samples
 
+    def stacked_points(self) -> int:
+        return self.samples
+
     def estimate(self, ctx, inner, point, x, state):
         s = self.samples
         fractions = tf.constant(np.arange(1, s + 1, dtype=np.float32) / s)

@@ -37,6 +37,9 @@ class PGN(Estimator):
     def evaluations(self) -> int:
         return self.samples * (1 if self.delta == 0 else 2)
 
+    def stacked_points(self) -> int:
+        return self.samples
+
     def estimate(self, ctx, inner, point, x, state):
         n = self.samples
         near = sampling.tile(point, n)

@@ -128,6 +128,9 @@ class DeCoWA(Transform):
     def count(self) -> int:
         return self.copies
 
+    def search_passes(self) -> int:
+        return self.steps if self.rho and self.mesh > 2 else 0
+
     @tf.autograph.experimental.do_not_convert  # static Python control flow only: no conversion needed
     def apply(self, images, generator, batch, objective=None):
         noise = decowa_draws(generator, images, self.copies, self.mesh, self.noise_scale)

@@ -61,6 +61,11 @@ class NI(MI):
     paper = "Lin et al., Nesterov accelerated gradient and scale invariance for adversarial attacks, ICLR 2020"
 
     def lookahead(self, ctx, x, state):
-        if self.decay == 0:
-            return x
-        return x + (ctx.alpha * self.decay) * state["momentum"]
+        return nesterov_point(ctx, x, state["momentum"], self.decay)
+
+
+def nesterov_point(ctx, x, momentum, decay: float):
+    """NI's look-ahead x + alpha * mu * g (Lin et al. ICLR 2020, eq. 8); x itself when mu = 0."""
+    if decay == 0:
+        return x
+    return x + (ctx.alpha * decay) * momentum

@@ -16,7 +16,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfattack.attacks.components import param, register
-from tfattack.attacks.updates.classic import MI, NI
+from tfattack.attacks.updates.classic import MI, nesterov_point
 
 
 @register
@@ -37,8 +37,11 @@ class GIMI(MI):
     nesterov: bool = param(False, "Take each gradient at NI's look-ahead x + alpha * mu * g (GI-NI, authors' "
                                   "gi_ni_fgsm.py), in the pre-phase and in the attack.")
 
+    def init_evaluations(self) -> int:
+        return self.pre_steps
+
     def lookahead(self, ctx, x, state):
-        return NI.lookahead(self, ctx, x, state) if self.nesterov else x
+        return nesterov_point(ctx, x, state["momentum"], self.decay) if self.nesterov else x
 
     def init(self, ctx):
         momentum = tf.zeros_like(ctx.clean)
