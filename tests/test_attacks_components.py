@@ -192,7 +192,7 @@ CHEAP = {
                   "bsr": "bsr:copies=2", "sia": "sia:copies=2", "ssa": "ssa:copies=2", "maskblock": "maskblock:2",
                   "decowa": "decowa:copies=2"},
     "estimator": {"vt": "vt:2", "pgn": "pgn:2", "gra": "gra:2", "emi": "emi:3", "mef": "mef:2", "mig": "mig:2",
-                  "rap": "rap:0,inner_steps=2", "l2t": "l2t", "ops": "ops"},
+                  "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2"},
     "objective": {"ce": "ce", "cw": "cw", "logit": "logit", "po_trip": "po_trip", "prob": "prob"},
     "filter": {"ti": "ti:3"},
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},

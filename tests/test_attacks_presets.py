@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tfattack.attacks as attacks
 from tfattack.attacks import AUGMENTATIONS, FIELD_DOCS, AttackConfig, build, quantize
-from tfattack.attacks.estimators import VT
+from tfattack.attacks.estimators import L2T, OPS, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import CE
 from tfattack.attacks.transforms import DI, SI, Admix, NOT_XLA_COMPILABLE
@@ -73,7 +73,12 @@ def fast(name):
     """Preset with the iteration counts cut so that every preset runs in well under a second."""
     config = attacks.PRESETS[name]
     vt = config.find(VT)
-    return dict(steps=min(config.steps, 3), eps=EPS, **({"vt_samples": min(vt.samples, 2)} if vt else {}))
+    cheaper = {"vt_samples": min(vt.samples, 2)} if vt else {}
+    if config.find(OPS):  # 901 copies per gradient: the 30 x 30 pool shrunk to 2 x 2 (tests/test_ops.py has the rest)
+        cheaper = {"estimators": "ops:2,operators=2"}
+    if config.find(L2T):  # 3 x 29 copies per gradient: 1 x 4 here (tests/test_l2t.py has the rest)
+        cheaper = {"estimators": "l2t:samples=1,copies=4"}
+    return dict(steps=min(config.steps, 3), eps=EPS, **cheaper)
 
 
 def check_contract(attack, adv, clean=CLEAN, eps=EPS):

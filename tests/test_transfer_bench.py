@@ -149,7 +149,12 @@ def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
     assert transfer.build_attack("VMI-TI-DIM", 0).config.filters[0].kernel == 7
     # Admix draws x' from the batch: it crafts at the full batch and bounds memory by copies per pass instead.
     assert transfer.BATCH_POOLED == ("Admix-TI-DIM",)
-    assert transfer.build_attack("Admix-TI-DIM", 0).config.copies_per_pass == 3
+    assert transfer.build_attack("Admix-TI-DIM", 0).config.execution.copies_per_pass == 3
+    # Engine-v2 rows keep their papers' schedules, with an explicit step size scaled to the table's eps.
+    mef = transfer.build_attack("MEF", 0, max_epsilon=4).config
+    assert (mef.steps, round(mef.alpha * 255, 6), round(mef.eps * 255, 6)) == (20, 0.4, 4.0)
+    assert transfer.build_attack("BSR", 0, max_epsilon=4).config.steps == 10
+    assert "BSR" not in transfer.TABLE and "BSR" in transfer.EXPENSIVE
 
 
 def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_name():
@@ -158,7 +163,7 @@ def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_na
     protocol = {"FGSM", "I-FGSM", "MI-FGSM", "NI-FGSM", "DI-MI", "TI-MI", "TI-DI-MI", "SI-NI-TI-DIM", "VMI-TI-DIM",
                 "Admix-TI-DIM"}
     assert protocol < set(transfer.TABLE) and "TI-DI-MI bf16" in transfer.ATTACKS
-    assert "TI-DI-MI bf16" not in transfer.TABLE and set(transfer.EXPENSIVE) <= set(transfer.TABLE)
+    assert "TI-DI-MI bf16" not in transfer.TABLE and set(transfer.EXPENSIVE) <= set(transfer.TABLE) | set(transfer.MODERN)
 
 
 def transfer_error(tmp_path, *args):

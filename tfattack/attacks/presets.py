@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from tfattack.attacks.config import AttackConfig
-from tfattack.attacks.estimators import EMI, GRA, MEF, MIG, PGN, RAP, VT
+from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import CE, Logit, PoTrip, Prob
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
@@ -74,6 +74,14 @@ _PRESETS = {
                "DeCoWA: 20 thin-plate-spline warps whose control-point noise first takes one step down the "
                "objective, MI-FGSM (Lin et al. AAAI 2024, TransferAttack's code)."),
     # Modern gradient methods.
+    "l2t": (dict(estimators=(L2T(),), **_MI),
+            "L2T: 3 trajectories of 2 ops per step drawn from a distribution over the authors' 98-op pool, learned "
+            "during the attack (lr 0.01) by the drawn copies' loss; 29 model inputs per trajectory, MI-FGSM (Zhu et "
+            "al. CVPR 2024, authors' code)."),
+    "ops": (dict(estimators=(OPS(),), **_MI),
+            "OPS: the plain gradient plus 30 neighbours (a pool of 6x30 noises drawn once, radii 2 eps x 0.25..1.5) x "
+            "30 random composites of 2-4 of 31 basic operators, MI-FGSM (Guo et al. CVPR 2025, authors' code; "
+            "TransferAttack's official 30x30); 901 gradients per iteration: set copies_per_pass on real models."),
     "pgn": (dict(estimators=(PGN(),), **_MI),
             "PGN: the mean over 20 neighbours within 3 eps of (1-delta) g + delta g at the look-ahead, delta=0.5, "
             "MI-FGSM (Ge et al. NeurIPS 2023, authors' code); 40 gradients per iteration."),
