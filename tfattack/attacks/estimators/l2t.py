@@ -46,14 +46,15 @@ slot k takes combination k mod C and the slots of a combination share its weight
 weighted, as the authors' mean); otherwise slot k takes combination floor((k + u) C / copies), u ~ U[0, 1) per
 trajectory, weight 1/copies (each combination with probability copies/C: an unbiased estimate of the mean).
 The S x copies slots of the batch are one stack [S*copies, batch, H, W, C]; at each of the L stages the copies
-slots of a trajectory run its op's family alone (tf.switch_case over the families in the pool; a static loop over
-the S trajectories, none over copies), vectorised over the slots and the batch: rotate and affine are one gather
-with per-slot static index maps (`transforms.ops.rotation_source`), blockshuffle a gather with index maps built
-from its draws (`transforms.bsr`'s strip layout), dim and crop bilinear taps along each axis (dim's from
-`transforms.ops.dim_taps`), ssm the orthonormal DCT matrices of `transforms.ssa`, the rest elementwise. Random
-parameters are drawn per slot and shared by the batch (ide's and ssm's per element), for every slot of a stage
-whatever its op. All copies then go through the objective in one pass (or `copies_per_pass` copies at a time),
-giving both the per-trajectory losses the update needs and, by the chain rule through the ops, the gradient.
+slots of a trajectory (one block of tf.split) run its op's family alone: a tf.switch_case over the families in the
+pool, in a static loop over the S trajectories (none over copies), each family vectorised over the slots and the
+batch and traced once as a tf.function (not under XLA). rotate and affine are one gather with per-slot static index
+maps (`transforms.ops.rotation_source`), blockshuffle a gather with index maps built from its draws
+(`transforms.bsr`'s strip layout), dim and crop bilinear taps along each axis (dim's from
+`transforms.ops.dim_taps`), ssm the orthonormal DCT matrices of `transforms.ssa`, the rest elementwise. A family
+draws its random numbers inside its branch (only the ops that run draw), per slot and shared by the batch (ide's
+and ssm's per element). All copies then go through the objective in one pass (or `copies_per_pass` copies at a
+time), giving both the per-trajectory losses the update needs and, by the chain rule through the ops, the gradient.
 """
 
 from __future__ import annotations
@@ -467,10 +468,10 @@ def apply_stage(images, table: OpTable, op, sub, generator, sigma: float, tables
     present = list(functions)
     branch = tf.constant([present.index(f) if f in present else 0 for f in FAMILIES], tf.int32)
     out = []
-    for group in range(groups):   # the trajectories (S of them), not the copies
-        rows = slice(group * size, (group + 1) * size)
-        block_op = tf.fill([size], op[group])
-        branches = [functools.partial(functions[name], images[rows], tables, block_op, sub[rows], generator)
+    # tf.split: its gradient is one concat (slicing each block would back-propagate a whole-stack tensor per block).
+    for group, (block, block_sub) in enumerate(zip(tf.split(images, groups), tf.split(sub, groups))):
+        block_op = tf.fill([size], op[group])   # the trajectories (S of them), not the copies
+        branches = [functools.partial(functions[name], block, tables, block_op, block_sub, generator)
                     for name in present]
         index = tf.gather(branch, tf.gather(tables["family"], op[group]))
         out.append(tf.switch_case(index, branches) if len(branches) > 1 else branches[0]())
@@ -528,12 +529,14 @@ class L2T(Estimator):
     distribution over the authors' pool of 98 transformation ops (rotations, scalings, resize-and-pad, block
     shuffles, admix, dropout, block masks, spectrum transforms, crops, translations), averages the gradient of
     their copies (chain rule through the ops) and moves the distribution's logits by gradient ascent on
-    sum_i (prob of trajectory i) * (its mean loss). Keeps the logits across steps: must be the outermost and only
-    estimator; the config's transforms apply to L2T's copies, its filters to the result. Deviations from the
-    authors' code: a fixed number of copies per trajectory (`copies`; the authors use all C_1*C_2 combinations of
-    the ops' copies, 1 to 225), spread over the combinations by systematic sampling with weights (every combination,
-    equally weighted, when they fit, otherwise an unbiased sample); random parameters drawn per copy and shared by
-    the batch (the authors draw once per op call for the whole stack: e.g. one dim size for all of an op's copies);
+    sum_i (prob of trajectory i) * (its mean loss over the batch), one distribution per batch as in the authors'
+    code. Keeps the logits across steps: must be the outermost and only estimator; the config's transforms apply to
+    L2T's copies, its filters to the result. Deviations from the authors' code: a fixed number of copies per
+    trajectory (`copies`; the authors use all C_1*C_2 combinations of the ops' copies, 1 to 225), spread over the
+    combinations by systematic sampling with weights (every combination, equally weighted, when they fit, otherwise
+    an unbiased sample); random parameters drawn per copy and shared by the batch (the authors draw once per op call
+    for the whole stack: e.g. one dim size for all of an op's copies); ide multiplies by its keep mask (the authors'
+    dropout, then times 1 - q: equal up to rounding);
     admix mixes each image with another image of the batch (a random cyclic shift) rather than a random permutation
     of the whole transformed stack; affine's one exact half-pixel translation (affine0.5, last copy) shifts by one
     pixel, where torch's nearest sampling depends on float rounding; images need not be 224 x 224 or square (the
