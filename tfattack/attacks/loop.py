@@ -137,20 +137,23 @@ def expand_copies(points, generator, config: AttackConfig, batch, objective=None
     and C: the copy makers once, then `config.views` independent draws of the view transforms. Transforms that
     adapt to the model (`needs_objective`, e.g. DeCoWA's warp search) get `objective(stack) -> [n]`."""
 
-    def apply(transform, images):
+    def apply(transform, images, size):
         if getattr(transform, "needs_objective", False):
-            return transform.apply(images, generator, batch, objective=objective)
-        return transform.apply(images, generator, batch)
+            return transform.apply(images, generator, size, objective=objective)
+        return transform.apply(images, generator, size)
 
     makers, viewers = config.split_transforms()
     copies = points
     for transform in makers:
-        copies = apply(transform, copies)
+        copies = apply(transform, copies, batch)
+    # A view transform draws once per call (DI as its authors); on stacked points of an estimator it draws once
+    # per point and copy (its `batch` is then the attacked batch), else once for the whole stack (batch None).
+    stacked = bool(batch) and points.shape[0] is not None and points.shape[0] > batch
     views = []
     for _ in range(config.views):
         view = copies
         for transform in viewers:
-            view = apply(transform, view)
+            view = apply(transform, view, batch if stacked else None)
         views.append(view)
     return tf.concat(views, axis=0), config.copies
 
