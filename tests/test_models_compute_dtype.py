@@ -103,11 +103,12 @@ def test_attack_warns_about_members_left_in_float32(inception_v3):
 @requires_shared
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v1_075"])
 def test_real_models_keep_their_predictions_in_bfloat16(name):
-    """On real weights and photos bfloat16 changes few top-1 predictions (measured 96-98 % agreement on 100 DEV
-    images) and none of the accuracy that matters to a surrogate."""
+    """On real weights and photos bfloat16 changes few top-1 predictions and none of the accuracy that matters to a
+    surrogate. Agreement on 100 DEV images depends on the CPU's bfloat16 arithmetic: 96-98 % with native AVX-512 BF16,
+    92 % (mobilenet_v1_075) on an AMD EPYC without AVX-512, where TensorFlow emulates it; the bound covers both."""
     images, labels = load_nips17_dev(100)
     model = tfattack.models.load(name, model_dir=str(SHARED / "real_models"))
     reference = np.argmax(model(images).numpy(), 1)
     bf16 = np.argmax(model.with_compute_dtype("bfloat16")(images).numpy(), 1)
-    assert np.mean(bf16 == reference) >= 0.93
+    assert np.mean(bf16 == reference) >= 0.90
     assert abs(np.mean(bf16 == labels) - np.mean(reference == labels)) <= 0.04
