@@ -11,7 +11,6 @@ finished images unless --overwrite. Bad input: one line on stderr and exit code 
 """
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import attack_flags  # noqa: E402
 
@@ -52,11 +51,6 @@ flags.DEFINE_boolean("random_weights", False, "Use random weights instead of che
 attack_flags.define_piece_flags()
 
 
-def fail(message: str) -> int:
-    print(f"attack.py: error: {message}", file=sys.stderr)
-    return 2
-
-
 def check_flags():
     from tfattack.runs import UsageError
 
@@ -69,6 +63,10 @@ def check_flags():
             raise UsageError(f"--max_epsilon must be a finite L2 radius > 0 in pixel units, got {FLAGS.max_epsilon:g}")
     elif not 0 < FLAGS.max_epsilon <= 255:
         raise UsageError(f"--max_epsilon must be in (0, 255] pixel units, got {FLAGS.max_epsilon:g}")
+    if FLAGS.max_epsilon < 1:
+        # Outputs are 8-bit PNGs kept inside the ball: below one level every pixel rounds back to its input.
+        raise UsageError(f"--max_epsilon {FLAGS.max_epsilon:g} is below one 8-bit level (1 pixel unit): every "
+                         f"output PNG would equal its input; use --max_epsilon >= 1")
     if FLAGS.num_iter is not None and FLAGS.num_iter < 1:
         raise UsageError(f"--num_iter must be >= 1, got {FLAGS.num_iter}")
     if FLAGS.batch_size < 1:
@@ -96,23 +94,13 @@ def build_attack():
         raise UsageError(str(err)) from None
 
 
-def earlier_predicted_labels(record_path: str) -> dict:
-    """`predicted_labels` of the run record already at `record_path`; {} if there is none (or it is unreadable,
-    since this run's record replaces it)."""
-    try:
-        with open(record_path) as handle:
-            labels = json.load(handle).get("predicted_labels")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return labels if isinstance(labels, dict) else {}
-
-
 def run() -> int:
-    from tfattack import data, pipeline, runs
+    from tfattack import data, pipeline, record, runs
 
     started = time.time()
     check_flags()
     data.check_output_dir(FLAGS.input_dir, FLAGS.output_dir)
+    runs.check_output_folder(FLAGS.output_dir, "--output_dir")
     dataset = data.read_dataset(FLAGS.input_dir, csv=FLAGS.csv, target_class_csv=FLAGS.target_class_csv)
     for note in dataset.notes:
         print(f"attack.py: {note}", file=sys.stderr)
@@ -120,7 +108,8 @@ def run() -> int:
         dataset.require_targets()
     dataset = dataset.select(data.shard(dataset.ids, FLAGS.num_shards, FLAGS.shard_index))
     attack = build_attack()
-    entries = runs.parse_models(FLAGS.models)
+    entries = runs.parse_models(FLAGS.models, surrogates=True)
+    checkpoints = runs.parse_checkpoints(FLAGS.checkpoints)
     strategy = None
     if FLAGS.strategy == "mirrored":
         from tfattack import distributed
@@ -129,8 +118,7 @@ def run() -> int:
         strategy = distributed.make_strategy()
         print(f"attack.py: mirrored over {strategy.num_replicas_in_sync} device(s)", file=sys.stderr)
     with strategy.scope() if strategy else contextlib.nullcontext():
-        ensemble = runs.build_ensemble(entries, runs.parse_checkpoints(FLAGS.checkpoints), FLAGS.model_dir,
-                                       FLAGS.fuse, FLAGS.random_weights)
+        ensemble = runs.build_ensemble(entries, checkpoints, FLAGS.model_dir, FLAGS.fuse, FLAGS.random_weights)
     if strategy is not None:
         attack = distributed.MirroredAttack(attack, strategy)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -139,62 +127,39 @@ def run() -> int:
         print(f"attack.py: warning: {admix_warning}", file=sys.stderr)
     if dataset.labels is None:
         print("attack.py: no labels in the metadata: attacking the clean ensemble's predictions", file=sys.stderr)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    progress = runs.Progress(len(dataset.ids))
-    summary = pipeline.attack_dataset(dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size,
-                                      targeted=FLAGS.targeted, overwrite=FLAGS.overwrite, progress=progress.update)
-    progress.close()
-    record_path = os.path.join(FLAGS.output_dir, runs.run_record_name(FLAGS.num_shards, FLAGS.shard_index))
-    predicted_labels = dict(summary.predicted_labels)
-    if dataset.labels is None and summary.already_done:
-        # run.json labels every image in the folder (evaluate.py --labels=clean_prediction reads it): the labels
-        # of images an earlier run wrote come from its record, or, if it was killed before writing one, from the
-        # surrogate's clean top-1 again.
-        earlier = earlier_predicted_labels(record_path)
-        known = {i: earlier[i] for i in summary.already_done if i in earlier}
-        missing = [i for i in summary.already_done if i not in known]
-        if missing:
-            known.update(pipeline.clean_predictions(dataset.select(missing), ensemble, FLAGS.batch_size))
-        predicted_labels.update(known)
-    record = {
+    info = {
         "flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])
                   + FLAGS.get_flags_for_module(attack_flags)},
-        "attack_config": attack.config.to_dict(),
-        "max_epsilon": FLAGS.max_epsilon,
-        "targeted": FLAGS.targeted,
-        "label_source": "metadata" if dataset.labels is not None else "clean_prediction",
-        "models": [{"name": m.spec.name, "weight": w, **{k: str(v) for k, v in m.info.items()}}
-                   for m, w in zip(ensemble.members, ensemble.weights)],
-        "fuse": FLAGS.fuse,
-        "replicas": strategy.num_replicas_in_sync if strategy else 1,
         "shard": {"num_shards": FLAGS.num_shards, "shard_index": FLAGS.shard_index, "image_ids": list(dataset.ids)},
-        "images_written": len(summary.written),
-        "images_already_done": len(summary.already_done),
-        "failed_images": summary.failed,
-        "predicted_labels": predicted_labels,
-        "attack_seconds": summary.seconds,
-        "images_per_second": summary.images_per_second,
-        "wall_seconds": time.time() - started,
         "environment": runs.environment(),
         "command": sys.argv,
     }
-    runs.write_json_atomic(record_path, record)
+    bars = []
+
+    def start_progress(total):
+        bars.append(runs.Progress(total))
+        return bars[-1].update
+
+    try:
+        summary = pipeline.attack_dataset(
+            dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size, targeted=FLAGS.targeted,
+            overwrite=FLAGS.overwrite, record_name=record.record_name(FLAGS.num_shards, FLAGS.shard_index),
+            info=info, progress=start_progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    for note in summary.notes:
+        print(f"attack.py: {note}", file=sys.stderr)
+    for failure in summary.failed:
+        print(f"attack.py: skipped {failure['reason']}", file=sys.stderr)
     print(f"attack.py: {len(summary.written)} written, {len(summary.already_done)} already done, "
           f"{len(summary.failed)} failed, {summary.images_per_second:.2f} images/s, "
-          f"{record['wall_seconds']:.0f} s in all -> {FLAGS.output_dir}", file=sys.stderr)
+          f"{time.time() - started:.0f} s in all -> {FLAGS.output_dir}", file=sys.stderr)
     return 0
 
 
-def main(argv):
-    if len(argv) > 1:
-        return fail(f"unexpected arguments {' '.join(argv[1:])}")
-    from tfattack.runs import UsageError
-    from tfattack.data import DataError
-    try:
-        return run()
-    except (UsageError, DataError) as err:
-        return fail(str(err))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    from tfattack import cli
+
+    cli.main("attack.py", run, interrupted_note="the finished images and their run record are kept: run the same "
+                                                "command again to resume")

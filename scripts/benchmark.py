@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from tfattack.runs import UsageError  # noqa: E402  (a bad flag value: one line, exit code 2)
 
@@ -275,27 +275,26 @@ def run_transfer():
     write_result("transfer", payload, transfer.markdown(payload))
 
 
-def main(argv):
-    del argv
+def run() -> int:
     runners = {"transfer": run_transfer, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
                "attacks": run_attacks, "speed": run_speed, "memory": run_memory, "_peer": run_peer,
                "_copies_memory": run_copies_memory}
     if FLAGS.what not in runners:
-        print(f"benchmark.py: --what={FLAGS.what} is not available yet", file=sys.stderr)
-        return 2
-    from tfattack import data
+        raise UsageError(f"--what={FLAGS.what} is not available; choose one of "
+                         f"{', '.join(n for n in runners if not n.startswith('_'))}")
     from tfattack.models import checkpoint, loading, tfjs, tflite_reader
 
-    # What a user can get wrong (paths, data, weight files) is one line; anything else keeps its traceback.
-    user_errors = (UsageError, data.DataError, loading.ModelNotFoundError, checkpoint.CheckpointError,
-                   tfjs.TfjsModelError, tflite_reader.TFLiteFormatError)
+    # What a user can get wrong in weight files is one line too; anything else keeps its traceback.
+    model_errors = (loading.ModelNotFoundError, checkpoint.CheckpointError, tfjs.TfjsModelError,
+                    tflite_reader.TFLiteFormatError)
     try:
         runners[FLAGS.what]()
-    except user_errors as err:
-        print(f"benchmark.py: error: {err}", file=sys.stderr)
-        return 2
+    except model_errors as err:
+        raise UsageError(str(err)) from None
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfattack import cli
+
+    cli.main("benchmark.py", run)

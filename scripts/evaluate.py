@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Folder of the clean images (<ImageId>.png).")
@@ -42,9 +42,12 @@ flags.DEFINE_boolean("random_weights", False, "Random weights instead of checkpo
 flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 flags.DEFINE_integer("seed", 0, "Seed of the random defenses (rp).")
 flags.DEFINE_integer("examples", 4, "Example images in the examples plot (0 = none).")
+flags.DEFINE_boolean("allow_partial", False, "Accept adversarial sets with missing or unreadable images: the rates "
+                     "are then over the images that were read (the count is next to every rate). Without it, a "
+                     "missing file stops the run before any model loads and an unreadable one makes it exit 1.")
 
 
-def run() -> None:
+def run() -> int:
     from tfattack import data, defenses, evaluate, report, runs
 
     for name in ("input_dir", "adv_dirs", "models"):
@@ -67,6 +70,14 @@ def run() -> None:
     if len(set(names)) != len(names):  # same folder name in different places: use the paths as names
         adv_sets = [evaluate.read_adv_set(s.path, targeted=targeted, max_epsilon=FLAGS.max_epsilon, name=s.path)
                     for s in adv_sets]
+    if not FLAGS.allow_partial:
+        for adv_set in adv_sets:
+            absent = evaluate.absent_images(dataset, adv_set)
+            if absent:
+                raise runs.UsageError(
+                    f"adv dir {adv_set.path}: {len(absent)} of the {len(dataset)} images of {FLAGS.input_dir} have no "
+                    f"adversarial file ({', '.join(i + '.png' for i in absent[:3])}{' ...' if len(absent) > 3 else ''}"
+                    f"): finish the attack (rerun attack.py), or pass --allow_partial to rate the others")
     if FLAGS.labels == "clean_prediction" and not FLAGS.label_models:
         evaluate.recorded_labels(dataset, adv_sets)  # fails now, before any model loads, if a set records none
     report_dir = os.path.dirname(os.path.abspath(FLAGS.report))
@@ -101,27 +112,21 @@ def run() -> None:
             print(f"WARNING: {p.attack}: {len(p.violations)} image(s) exceed the eps bound {p.max_epsilon:g}",
                   file=sys.stderr)
     for r in result.results:
+        total = r.images + r.not_evaluated
+        coverage = f"{r.images} of {total} images" + (f", {r.not_evaluated} NOT EVALUATED" if r.not_evaluated else "")
         print(f"{r.attack}\t{r.model}\t{r.defense}\tclean acc {100 * r.clean_accuracy:.1f}%\t"
-              f"success {100 * r.success_rate:.1f}% over {evaluate.DENOMINATOR_TEXT[r.denominator]}")
+              f"success {100 * r.success_rate:.1f}% over {evaluate.DENOMINATOR_TEXT[r.denominator]} ({coverage})")
     print("wrote " + ", ".join(paths.values()))
-
-
-def fail(message: str) -> int:
-    print(f"evaluate.py: error: {message}", file=sys.stderr)
-    return 2
-
-
-def main(argv):
-    if len(argv) > 1:
-        return fail(f"unexpected arguments {' '.join(argv[1:])} (flags are --name=value)")
-    from tfattack import data, defenses, runs
-
-    try:
-        run()
-    except (runs.UsageError, data.DataError, defenses.DefenseError) as err:
-        return fail(str(err))
+    unread = {p.attack: len(p.skipped) for p in result.perturbations if p.skipped}
+    if unread and not FLAGS.allow_partial:
+        from tfattack import cli
+        return cli.error("evaluate.py", f"{sum(unread.values())} adversarial image(s) could not be read "
+                         f"({', '.join(f'{n}: {c}' for n, c in unread.items())}; the report's notes name them): the "
+                         f"rates are over the others; pass --allow_partial to accept that", cli.EXIT_OS)
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfattack import cli
+
+    cli.main("evaluate.py", run)

@@ -91,21 +91,22 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert config["transforms"].startswith("augment:ops=flip+noise,mode=all,prob=1.0,")
     assert record["label_source"] == "clean_prediction"
     assert set(record["predicted_labels"]) == {r["ImageId"] for r in rows}
-    # A resumed run that writes nothing still records the labels of every image in the folder: the earlier
-    # record's where there is one (kept as recorded), else the surrogate's clean top-1 again.
+    # A resumed run that writes nothing keeps the label each image was attacked with, as its record entry says
+    # (the derived predicted_labels follow the entries).
     again_args = [f"--input_dir={images}", f"--output_dir={out}", *COMMON, "--momentum=0.5", "--ti_kernel=5",
                   "--augmentations=flip,noise"]
     first_id, second_id = sorted(record["predicted_labels"])
-    kept = dict(record, predicted_labels={first_id: (record["predicted_labels"][first_id] + 1) % 1000})
+    kept = json.loads(json.dumps(record))
+    kept["images"][first_id]["label"] = (record["images"][first_id]["label"] + 1) % 1000
     (out / "run.json").write_text(json.dumps(kept))
     again = run_attack(*again_args)
     assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["predicted_labels"] == {
-        first_id: kept["predicted_labels"][first_id], second_id: record["predicted_labels"][second_id]}
+        first_id: kept["images"][first_id]["label"], second_id: record["predicted_labels"][second_id]}
+    # Without a record, images already there are not trusted: the run stops before any work.
     (out / "run.json").unlink()
     again = run_attack(*again_args)
-    assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
-    assert json.loads((out / "run.json").read_text())["predicted_labels"] == record["predicted_labels"]
+    assert again.returncode == 2 and "no run record says how they were made" in error_line(again)
 
 
 def test_component_flags_compose_and_are_recorded_as_spec_strings(tmp_path):
@@ -203,7 +204,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     args = [f"--input_dir={images}", f"--output_dir={out}", *COMMON]
     expect = {
         "missing_input": "no such folder", "empty_input": "no images", "output_inside_input": "inside input_dir",
-        "unknown_model": "unknown model 'inceptoin_v3'; known models:", "unknown_attack": "unknown attack 'mi_fgsn'",
+        "unknown_model": "unknown model 'inceptoin_v3'; did you mean 'inception_v3'?; known models:", "unknown_attack": "unknown attack 'mi_fgsn'",
         "epsilon_range": "--max_epsilon must be in (0, 255]", "missing_columns": "TrueLabel",
         "label_range": "1..1000", "missing_checkpoint": "download_checkpoints.py --models=inception_v3",
         "targeted_without_targets": "target",
@@ -282,7 +283,7 @@ def test_mirrored_strategy_on_logical_cpus_matches_single_device(tmp_path):
                             f"--strategy={strategy}", "--logical_cpus=2")
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[strategy] = {r["ImageId"]: pixels(out / f"{r['ImageId']}.png") for r in rows}
-    assert json.loads((tmp_path / "mirrored" / "run.json").read_text())["replicas"] == 2
+    assert json.loads((tmp_path / "mirrored" / "run.json").read_text())["settings"]["replicas"] == 2
     for row in rows:
         single, mirrored = outputs["none"][row["ImageId"]], outputs["mirrored"][row["ImageId"]]
         assert np.abs(mirrored - pixels(images / f"{row['ImageId']}.png")).max() <= 8

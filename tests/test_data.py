@@ -328,5 +328,6 @@ def test_output_dir_must_not_be_the_input_dir_or_inside_it(folder, tmp_path):
         data.check_output_dir(str(folder), str(folder / ".." / "images" / "sub" / "deeper"))
     assert not (folder / "adv").exists()
     out = tmp_path / "outputs" / "adv"
-    assert data.check_output_dir(str(folder), str(out)) == str(out) and out.is_dir()
+    assert data.check_output_dir(str(folder), str(out)) == str(out)
+    assert not (tmp_path / "outputs").exists()  # checking creates nothing: make_output_dir does
     assert data.check_output_dir(str(folder), str(folder.parent)) == str(folder.parent)  # a parent is fine

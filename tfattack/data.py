@@ -15,11 +15,14 @@ are converted to the standard indices 0..999 here and nowhere else (`tfattack.mo
     reader = data.batches(dataset, batch_size=8)      # batches of equal-size images (static shapes)
     for batch in reader: ... batch.images ...         # float32 [B, H, W, 3] in [0, 1]
     reader.skipped                                    # files that failed to decode (the run went on)
-    data.check_output_dir("images/", "out/")          # never write into the input folder
-    data.write_png(adv, data.output_path("out/", image_id))   # atomic, lossless
+    data.check_output_dir("images/", "out/")          # never write into the input folder; creates nothing
+    data.make_output_dir("out/")                      # once every other check has passed
+    data.write_png(adv, data.output_path("out/", image_id))   # atomic, lossless, mode 0666 & ~umask
 
 Grey, palette, 16-bit and RGBA images are converted to 8-bit RGB (and the dataset's notes say so
-once); images keep their own size. Files that cannot be read are skipped and listed, never fatal.
+once); images keep their own size. Files that cannot be read, images of more than MAX_IMAGE_PIXELS
+pixels (refused from their header, never decoded) and broken symbolic links are skipped and listed,
+never fatal; each skip reason is one line starting with the file's path.
 Metadata errors (missing columns, images without a row, labels out of range) raise `DataError`, one
 line naming the file, the line and the column.
 """
@@ -30,12 +33,17 @@ import collections
 import csv as _csv
 import dataclasses
 import os
-import tempfile
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
+
+from tfattack import files
+from tfattack.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Metadata file names tried, next to the images first, then in their parent folder (the DEV layout is
@@ -44,6 +52,13 @@ METADATA_CSV_NAMES = ("dev_dataset.csv", "images.csv")
 REQUIRED_COLUMNS = ("ImageId", "TrueLabel")
 TARGET_COLUMN = "TargetClass"
 NIPS17_IMAGE_SIZE = 299
+# Images with more pixels are refused from their header, before any pixel is decoded. A run holds each image as
+# float32 RGB, 12 bytes a pixel (480 MB at this limit), and an attack keeps several copies of every image of a
+# batch (adversarial image, gradient, momentum, and the transformed copies of each gradient pass), so one image
+# past this limit is already gigabytes of working memory, while ImageNet-style inputs (the DEV set: 299x299) are
+# a small fraction of it. It is below PIL's own Image.MAX_IMAGE_PIXELS, so this limit, with this module's
+# message, is the one a user meets, not PIL's decompression-bomb warning or error.
+MAX_IMAGE_PIXELS = 40_000_000
 
 # What each PIL mode becomes on the way to 8-bit RGB, as said in the dataset notes.
 _CONVERSIONS = {
@@ -63,7 +78,7 @@ _CONVERSIONS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data or metadata; the message is one line naming the file (and line/column)."""
 
 
@@ -71,12 +86,32 @@ class ImageReadError(DataError):
     """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image of more than MAX_IMAGE_PIXELS pixels: refused from its header, never decoded."""
+
+
+# How the dataset's notes group skipped files (`Skipped.kind`).
+UNREADABLE = "unreadable"
+TOO_LARGE = "too large"
+BROKEN_LINK = "broken symbolic link"
+
+
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """A file left out of a run, with the reason (one line)."""
+    """A file left out of a run: `reason` is one line that starts with the file's path; `kind` groups it in notes."""
 
     path: str
     reason: str
+    kind: str = UNREADABLE
+
+    def __post_init__(self):
+        # A reason read without its Skipped (a log line, a report's list) must still say which file it is about.
+        if not self.reason.startswith(str(self.path)):
+            object.__setattr__(self, "reason", f"{self.path}: {self.reason}")
+
+    @classmethod
+    def from_error(cls, path, err: ImageReadError) -> "Skipped":
+        return cls(str(path), str(err), TOO_LARGE if isinstance(err, ImageTooLargeError) else UNREADABLE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +127,8 @@ class Dataset:
       targets: int64 [N] standard indices 0..999 (TargetClass - 1 or target_class.csv), or None.
       label_file, target_file: where labels and targets came from (None if nowhere).
       notes: human-readable facts to say once (label source, conversions, odd sizes, skipped files).
-      skipped: files whose header could not be read (not images, corrupt); they are not in `ids`.
+      skipped: files whose header could not be read (not images, corrupt), images of more than
+        MAX_IMAGE_PIXELS pixels, and broken symbolic links; they are not in `ids`.
     """
 
     input_dir: str
@@ -229,29 +265,113 @@ def read_target_class_csv(path: str) -> Dict[str, int]:
 
 
 def list_images(input_dir: str) -> List[Path]:
-    """Image files directly in `input_dir` (by extension), sorted by name; DataError if none/absent."""
+    """Image files directly in `input_dir` (by extension), sorted by name; DataError if none/absent.
+
+    Broken symbolic links with an image name are listed too (`broken_link_reason` tells them apart), so
+    that `read_dataset` reports them instead of losing them silently.
+    """
     folder = Path(input_dir)
     if not folder.is_dir():
         raise DataError(f"input_dir {input_dir}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and (p.is_file() or broken_link_reason(p) is not None))
+    if not found:
         raise DataError(f"input_dir {input_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it")
-    stems = collections.Counter(p.stem for p in files)
+    stems = collections.Counter(p.stem for p in found)
     twice = sorted(s for s, n in stems.items() if n > 1)
     if twice:
-        names = ", ".join(p.name for p in files if p.stem == twice[0])
+        names = ", ".join(p.name for p in found if p.stem == twice[0])
         raise DataError(f"input_dir {input_dir}: ImageId {twice[0]!r} is ambiguous ({names})")
-    return files
+    return found
+
+
+def broken_link_reason(path: Path) -> Optional[str]:
+    """For a symbolic link that leads nowhere, its skip reason ("<path>: broken symbolic link to <target> (<why>)");
+    None for anything else."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as err:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"{path}: broken symbolic link to {target} ({err.strerror or err})"
+
+
+def _too_large_reason(path, size: Tuple[int, int]) -> str:
+    width, height = size
+    return (f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS}-pixel limit "
+            f"(tfattack.data.MAX_IMAGE_PIXELS)")
+
+
+def _size_past_pil_limit(path) -> Optional[Tuple[int, int]]:
+    """(width, height) of a file PIL's decompression-bomb check refused to open, or None if unknown.
+
+    Image.open checks the size after its format plugin has read the header; calling the plugin directly reads
+    the same header without that check (and without decoding pixels).
+    """
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                verdict = True if accept is None else accept(prefix)
+                if not verdict or isinstance(verdict, str):  # a string is PIL's "looks like it, but unsupported"
+                    continue
+                handle.seek(0)
+                try:
+                    return tuple(factory(handle, str(path)).size)
+                except (OSError, SyntaxError, ValueError, IndexError, TypeError, EOFError, struct.error,
+                        Image.DecompressionBombError):
+                    continue
+    except OSError:
+        pass
+    return None
+
+
+# What PIL raises for a file it cannot identify or decode (corrupt, truncated, not an image).
+_PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                    Image.DecompressionBombError)
+
+
+def _open_image(path) -> Image.Image:
+    """`path` opened with its header read and no pixel decoded (close it, or use it in a `with`).
+
+    Raises ImageTooLargeError for more than MAX_IMAGE_PIXELS pixels, ImageReadError for a file that cannot
+    be identified as an image; both name the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            # PIL's warning threshold is above MAX_IMAGE_PIXELS: every image it would warn about is refused
+            # below, with a message naming this module's limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as err:
+        size = _size_past_pil_limit(path)
+        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ImageTooLargeError(_too_large_reason(path, size)) from None
+        raise ImageReadError(f"{path}: cannot read image ({_reason(err)})") from None
+    except _PIL_READ_ERRORS as err:
+        raise ImageReadError(f"{path}: cannot read image ({_reason(err)})") from None
+    if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageTooLargeError(_too_large_reason(path, image.size))
+    return image
 
 
 def _header(path: Path) -> Tuple[Tuple[int, int], str]:
-    """(height, width) and PIL mode from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            return (height, width), image.mode
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"{path}: cannot read image ({_reason(err)})") from None
+    """(height, width) and PIL mode from the file header, without decoding the pixels.
+
+    Raises ImageReadError (ImageTooLargeError past MAX_IMAGE_PIXELS) naming the file.
+    """
+    with _open_image(path) as image:
+        width, height = image.size
+        return (height, width), image.mode
 
 
 def _reason(err: BaseException) -> str:
@@ -277,9 +397,10 @@ def _format_notes(input_dir, ids, sizes, modes, skipped) -> List[str]:
         listed = ", ".join(f"{w}x{h}: {n}" for (h, w), n in sorted(odd.items()))
         notes.append(f"{sum(odd.values())} image(s) not {NIPS17_IMAGE_SIZE}x{NIPS17_IMAGE_SIZE} ({listed}): kept at "
                      f"their own size (each model resizes internally; outputs keep each image's size)")
-    if skipped:
-        notes.append(f"{len(skipped)} file(s) in {input_dir} skipped, unreadable: "
-                     + "; ".join(s.reason for s in skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
+    for kind in dict.fromkeys(s.kind for s in skipped):
+        reasons = [s.reason for s in skipped if s.kind == kind]
+        notes.append(f"{len(reasons)} file(s) in {input_dir} skipped, {kind}: "
+                     + "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else ""))
     return notes
 
 
@@ -293,23 +414,28 @@ def read_dataset(input_dir: str, csv: Optional[str] = None, target_class_csv: Op
       target_class_csv: NIPS'17 `target_class.csv`; its targets replace the metadata CSV's TargetClass.
 
     Every image needs a row in the metadata CSV (else DataError naming the image); rows without an
-    image are ignored (a subset of the DEV set is a valid input). Unreadable files are skipped and
-    listed in `skipped` and `notes`.
+    image are ignored (a subset of the DEV set is a valid input). Unreadable files, images of more than
+    MAX_IMAGE_PIXELS pixels (decided from the header, nothing decoded) and broken symbolic links are
+    skipped and listed in `skipped` and `notes`.
     """
-    files = list_images(input_dir)
+    found = list_images(input_dir)
     ids, paths, sizes, modes, skipped = [], [], [], [], []
-    for path in files:
+    for path in found:
+        broken = broken_link_reason(path)
+        if broken is not None:
+            skipped.append(Skipped(str(path), broken, BROKEN_LINK))
+            continue
         try:
             size, mode = _header(path)
         except ImageReadError as err:
-            skipped.append(Skipped(str(path), str(err)))
+            skipped.append(Skipped.from_error(path, err))
             continue
         ids.append(path.stem)
         paths.append(str(path))
         sizes.append(size)
         modes.append(mode)
     if not ids:
-        raise DataError(f"input_dir {input_dir}: none of its {len(files)} image file(s) can be read "
+        raise DataError(f"input_dir {input_dir}: none of its {len(found)} image file(s) can be read "
                         f"(first: {skipped[0].reason})")
     notes = _format_notes(input_dir, ids, sizes, modes, skipped)
 
@@ -372,15 +498,17 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
 def read_image_uint8(path: str) -> np.ndarray:
     """Decodes one image to uint8 [H, W, 3] RGB (conversions as in the module doc).
 
-    Raises ImageReadError (a DataError) for anything that is not a complete readable image.
+    Raises ImageReadError (a DataError) naming the file for anything that is not a complete readable
+    image, and ImageTooLargeError, before decoding anything, for more than MAX_IMAGE_PIXELS pixels.
     """
+    image = _open_image(path)
     try:
-        with Image.open(path) as image:
+        with image:
             image.load()
             pixels = _to_rgb_uint8(image)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except _PIL_READ_ERRORS as err:
         raise ImageReadError(f"{path}: cannot read image ({_reason(err)})") from None
     return np.ascontiguousarray(pixels)
 
@@ -393,14 +521,15 @@ def load_image(path: str) -> np.ndarray:
 def load_images(paths: Sequence[str]) -> Tuple[List[np.ndarray], List[Skipped]]:
     """Decodes `paths` -> (float32 [H, W, 3] arrays of the readable ones in input order, skipped files).
 
-    A file that cannot be decoded does not stop the others: it is returned in `skipped` with the reason.
+    A file that cannot be decoded (or is over MAX_IMAGE_PIXELS) does not stop the others: it is returned
+    in `skipped` with the reason, which starts with its path.
     """
     images, skipped = [], []
     for path in paths:
         try:
             images.append(load_image(path))
         except ImageReadError as err:
-            skipped.append(Skipped(str(path), str(err)))
+            skipped.append(Skipped.from_error(path, err))
     return images, skipped
 
 
@@ -447,7 +576,8 @@ class BatchReader:
     """Iterates a dataset in batches of equal-size images; undecodable files are skipped and listed.
 
     `pad=True` fills every batch up to `batch_size` with zero images (one static batch shape per size).
-    After (or during) iteration, `skipped` lists the files that failed to decode.
+    After (or during) iteration, `skipped` lists the files that failed to decode or are over
+    MAX_IMAGE_PIXELS (never decoded), each reason starting with the file's path.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, pad: bool = False):
@@ -469,7 +599,7 @@ class BatchReader:
                     images.append(load_image(ds.paths[index]))
                     kept.append(index)
                 except ImageReadError as err:
-                    self.skipped.append(Skipped(ds.paths[index], str(err)))
+                    self.skipped.append(Skipped.from_error(ds.paths[index], err))
             if not kept:
                 continue
             stack = np.stack(images)
@@ -516,7 +646,12 @@ def output_path(output_dir: str, image_id: str) -> str:
 
 
 def check_output_dir(input_dir: str, output_dir: str) -> str:
-    """Creates `output_dir` if needed; DataError if it is `input_dir` or inside it (originals stay untouched)."""
+    """Checks, creating nothing, that `output_dir` is not `input_dir` or inside it (originals stay untouched)
+    and is not an existing file; DataError naming output_dir otherwise. Returns `output_dir`.
+
+    Create the folder with `make_output_dir` once every other check of the run has passed, so that an early
+    error leaves no empty folder behind.
+    """
     source = Path(input_dir).resolve()
     target = Path(output_dir).resolve()
     if target == source or source in target.parents:
@@ -525,7 +660,25 @@ def check_output_dir(input_dir: str, output_dir: str) -> str:
                         f"next to the original images; choose another folder")
     if target.exists() and not target.is_dir():
         raise DataError(f"output_dir {output_dir}: exists and is not a folder")
-    target.mkdir(parents=True, exist_ok=True)
+    return str(output_dir)
+
+
+def make_output_dir(output_dir: str) -> str:
+    """Creates `output_dir` (and its parents) if needed and checks that files can be created in it; returns it.
+
+    DataError naming output_dir if it cannot be created or written. `check_output_dir` first: this one does
+    not know the input folder.
+    """
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"output_dir {output_dir}: exists and is not a folder") from None
+    except OSError as err:
+        raise DataError(f"output_dir {output_dir}: cannot be created ({err.strerror or err})") from None
+    try:
+        files.check_writable(str(output_dir), f"output_dir {output_dir}")
+    except OSError as err:
+        raise DataError(str(err)) from None
     return str(output_dir)
 
 
@@ -547,7 +700,8 @@ def write_png(image01, path: str) -> None:
     """Writes one RGB image as a lossless 8-bit PNG, atomically (temporary file + os.replace).
 
     `image01`: float [H, W, 3] in [0, 1] (rounded to the nearest 8-bit level) or uint8. An interrupted
-    run leaves either the old file or the complete new one, never half an image.
+    run leaves either the old file or the complete new one, never half an image. The file gets mode
+    `0666 & ~umask`, as a plain `open()` would give (`tfattack.files.atomic_write`).
     """
     if not str(path).lower().endswith(".png"):
         raise DataError(f"{path}: outputs are PNG files (name them <ImageId>.png)")
@@ -557,15 +711,4 @@ def write_png(image01, path: str) -> None:
         raise DataError(f"{path}: {err}") from None
     if pixels.ndim != 3 or pixels.shape[-1] != 3:
         raise DataError(f"{path}: expected an RGB image [H, W, 3], got shape {pixels.shape}")
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels, "RGB").save(stream, format="PNG")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.atomic_write(path, lambda stream: Image.fromarray(pixels, "RGB").save(stream, format="PNG"))

@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfattack.errors import UserError
+
 FORMS = ("none", "jpeg:QUALITY (integer 1-100)", "bits:BITS (integer 1-8)", "rp", "median:K (odd integer K >= 1)",
          "gauss:SIGMA (number > 0)")
 # Xie et al. ICLR 2018: inputs 299, random side in [299, 331), padded to 331.
@@ -32,7 +34,7 @@ RP_INPUT_SIZE = 299
 RP_OUTPUT_SIZE = 331
 
 
-class DefenseError(ValueError):
+class DefenseError(UserError):
     """An unknown or malformed defense spec; the message lists the valid forms."""
 
 

@@ -147,6 +147,9 @@ class Result:
     success_all: int
     success_clean_correct: int
     tianchi_score: float
+    # Images of the dataset with no result here (adversarial file missing, unreadable or misshaped, clean
+    # image unreadable, no label): every rate above is over the other `images`.
+    not_evaluated: int = 0
 
     @property
     def clean_accuracy(self) -> float:
@@ -366,6 +369,11 @@ def _summarise_perturbation(adv_set: AdvSet, ids, mask, sizes, missing, skipped)
                         violations=over)
 
 
+def absent_images(dataset: data.Dataset, adv_set: AdvSet) -> List[str]:
+    """ImageIds of `dataset` with no `<ImageId>.png` in the set's folder."""
+    return [i for i in dataset.ids if not os.path.isfile(data.output_path(adv_set.path, i))]
+
+
 def _listed(items: Sequence[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
@@ -500,7 +508,7 @@ def score(adv_set: AdvSet, model: str, defense: str, mask, labels, targets, clea
     clean_correct = clean == y
     success = (adv == target) if adv_set.targeted else (adv != y)
     images = int(mask.sum())
-    return Result(
+    return Result(not_evaluated=int(mask.size) - images,
         attack=adv_set.name, model=model, defense=defense, targeted=adv_set.targeted, images=images,
         label_source=label_source, denominator=denominator, clean_correct=int(clean_correct.sum()),
         adv_correct=int((adv == y).sum()), success_all=int(success.sum()),

@@ -13,8 +13,10 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfattack import data
+from tfattack import data, files
+from tfattack import record as record_lib
 from tfattack.attacks import quantize
+from tfattack.record import RecordError, RunRecord
 
 
 @dataclasses.dataclass
@@ -23,6 +25,8 @@ class RunSummary:
     already_done: List[str] = dataclasses.field(default_factory=list)
     failed: List[Dict[str, str]] = dataclasses.field(default_factory=list)
     predicted_labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: List[str] = dataclasses.field(default_factory=list)  # what the resume decided, said once
+    record: Optional[RunRecord] = None
     seconds: float = 0.0
 
     @property
@@ -61,43 +65,131 @@ def admix_batch_warning(config, batch_size: int, num_images: int, replicas: int 
             f"use a batch of >= {ADMIX_MIN_BATCH}" + (" per replica" if replicas > 1 else ""))
 
 
-def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
-                   overwrite: bool = False, progress: Optional[Callable[[int], None]] = None,
-                   clock: Callable[[], float] = None) -> RunSummary:
-    """Attacks every image of `dataset` not yet in `output_dir` and writes `<ImageId>.png` there.
+def run_settings(model, attack, *, targeted: bool, label_source: str, batch_size: int) -> dict:
+    """The record's settings for attacking with `model` (a Classifier or an Ensemble) and `attack`."""
+    members = getattr(model, "members", None)
+    weights = getattr(model, "weights", None) if members is not None else [1.0]
+    members = members if members is not None else [model]
+    replicas = getattr(getattr(attack, "strategy", None), "num_replicas_in_sync", 1)
+    return record_lib.settings(attack_config=attack.config.to_dict(), max_epsilon=round(attack.config.eps * 255, 6),
+                               targeted=targeted, label_source=label_source,
+                               models=[record_lib.model_identity(m, w) for m, w in zip(members, weights)],
+                               fuse=getattr(model, "fuse", None), batch_size=batch_size, replicas=replicas)
 
-    Labels: the dataset's (0..999) where it has them, else `model`'s clean predictions (recorded in
-    the summary). Targets: the dataset's, required when `targeted`. Unreadable images are skipped
-    and listed in `summary.failed`; the run goes on.
+
+@dataclasses.dataclass
+class _Plan:
+    pending: List[str]
+    kept: Dict[str, dict]
+    notes: List[str]
+
+
+def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord], current: dict,
+          targeted: bool, overwrite: bool) -> _Plan:
+    """Which images to attack and which earlier outputs to keep; RecordError before any work when the
+    folder holds images this run cannot vouch for."""
+    present = [i for i in dataset.ids if os.path.exists(data.output_path(output_dir, i))]
+    if overwrite or not present:
+        return _Plan(list(dataset.ids), {}, [])
+    if earlier is None:
+        raise RecordError(f"output_dir {output_dir} already holds {len(present)} of this run's images "
+                          f"({record_lib.listed([i + '.png' for i in present])}) but no run record says how they "
+                          f"were made: pass --overwrite to attack them again, or choose another output folder")
+    differences = earlier.differences(current)
+    if differences:
+        raise RecordError(f"output_dir {output_dir} was made with other settings ({'; '.join(differences[:4])}"
+                          f"{'; ...' if len(differences) > 4 else ''}): pass --overwrite to attack its images "
+                          f"again with these, or choose another output folder")
+    index = {image_id: position for position, image_id in enumerate(dataset.ids)}
+    labels, targets = dataset.labels, dataset.targets if targeted else None
+    kept, notes, redo = {}, [], []
+    legacy_labels = earlier.info.get("predicted_labels") or {} if earlier.legacy else {}
+    for image_id in present:
+        position = index[image_id]
+        source = record_lib.file_sha256(dataset.paths[position])
+        label = int(labels[position]) if labels is not None else None
+        target = int(targets[position]) if targets is not None else None
+        output = data.output_path(output_dir, image_id)
+        if earlier.legacy:
+            label = label if label is not None else legacy_labels.get(image_id)
+            if label is None:
+                redo.append(image_id)
+                continue
+            kept[image_id] = {"source": source, "output": record_lib.file_sha256(output), "label": int(label),
+                              "target": target, "adopted": "tfattack 0.1 record"}
+        elif earlier.made_here(image_id, source, output, label, target):
+            kept[image_id] = earlier.images[image_id]
+        else:
+            redo.append(image_id)
+    if earlier.legacy and kept:
+        notes.append(f"{earlier.path} was written by tfattack 0.1: it records no weight files, batch size or "
+                     f"inputs, so {len(kept)} image(s) are reused on the settings it does record (eps, attack, "
+                     f"models, mode); pass --overwrite to make them again")
+    if redo:
+        notes.append(f"{len(redo)} image(s) in {output_dir} are not vouched for by its run record (a killed batch, "
+                     f"a changed input or label, or a file put there): attacking them again "
+                     f"({record_lib.listed(redo)})")
+    return _Plan([i for i in dataset.ids if i not in kept], kept, notes)
+
+
+def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
+                   overwrite: bool = False, record_name: str = record_lib.RECORD, info: Optional[dict] = None,
+                   progress: Optional[Callable[[int], Callable[[int], None]]] = None,
+                   clock: Callable[[], float] = None) -> RunSummary:
+    """Attacks every image of `dataset` whose output in `output_dir` this run's record cannot vouch for,
+    writes `<ImageId>.png` there and keeps the run record (`record_name`) up to date after every batch.
+
+    Labels: the dataset's (0..999) where it has them, else `model`'s clean predictions (recorded).
+    Targets: the dataset's, required when `targeted`. A folder made with other settings, or holding
+    images without a record, is a RecordError before any work unless `overwrite`. Unreadable images
+    are skipped and listed in `summary.failed`; the run goes on. `progress(total)` is called once with
+    the number of images to attack and returns the per-batch update callback. `info` goes into the record.
     """
     import time
 
     clock = clock or time.perf_counter
     start = clock()
-    summary = RunSummary()
-    eps, norm = attack.config.eps, attack.config.norm
-    pending = []
-    for image_id in dataset.ids:
-        if not overwrite and os.path.exists(data.output_path(output_dir, image_id)):
-            summary.already_done.append(image_id)
-        else:
-            pending.append(image_id)
     if targeted:
         dataset.require_targets()
-    reader = data.batches(dataset.select(pending), batch_size)
-    for batch in reader:
-        if batch.labels is not None:
-            labels = batch.labels
-        else:
-            labels = predict(model, batch.images)
-            summary.predicted_labels.update({i: int(l) for i, l in zip(batch.ids, labels)})
-        adv = attack(model, batch.images, labels, target=batch.targets if targeted else None)
-        legal = quantize(adv.numpy(), batch.images, eps, norm)
-        for image_id, image in zip(batch.ids, legal):
-            data.write_png(image, data.output_path(output_dir, image_id))
-            summary.written.append(image_id)
-        if progress is not None:
-            progress(batch.count)
-    summary.failed = [{"image": s.path, "reason": s.reason} for s in list(dataset.skipped) + reader.skipped]
-    summary.seconds = clock() - start
+    label_source = "metadata" if dataset.labels is not None else "clean_prediction"
+    current = run_settings(model, attack, targeted=targeted, label_source=label_source, batch_size=batch_size)
+    os.makedirs(output_dir, exist_ok=True)
+    summary = RunSummary()
+    with record_lib.FolderLock(output_dir, record_name):
+        files.remove_stale_temp_files(output_dir)
+        path = os.path.join(output_dir, record_name)
+        earlier = None if overwrite else RunRecord.load(path)
+        plan = _plan(dataset, output_dir, earlier, current, targeted, overwrite)
+        summary.notes, summary.already_done = plan.notes, list(plan.kept)
+        record = RunRecord(path, current, dict(plan.kept), dict(info or {}, status="running"))
+        record.save()
+        update = progress(len(plan.pending)) if progress is not None else None
+        position = {image_id: index for index, image_id in enumerate(dataset.ids)}
+        eps, norm = attack.config.eps, attack.config.norm
+        reader = data.batches(dataset.select(plan.pending), batch_size)
+        for batch in reader:
+            labels = batch.labels if batch.labels is not None else predict(model, batch.images)
+            adv = attack(model, batch.images, labels, target=batch.targets if targeted else None)
+            legal = quantize(adv.numpy(), batch.images, eps, norm)
+            for image_id, image, label, target in zip(batch.ids, legal, labels, batch.targets if targeted
+                                                      else [None] * batch.count):
+                output = data.output_path(output_dir, image_id)
+                data.write_png(image, output)
+                record.images[image_id] = {
+                    "source": record_lib.file_sha256(dataset.paths[position[image_id]]),
+                    "output": record_lib.file_sha256(output), "label": int(label),
+                    "target": None if target is None else int(target)}
+                summary.written.append(image_id)
+            record.save()  # after the batch's files: the record never lists an image that is not there
+            if update is not None:
+                update(batch.count)
+        summary.failed = [{"image": s.path, "reason": s.reason} for s in list(dataset.skipped) + reader.skipped]
+        summary.seconds = clock() - start
+        if label_source == "clean_prediction":
+            summary.predicted_labels = {i: e["label"] for i, e in record.images.items()}
+        record.info.update(status="complete", images_written=len(summary.written),
+                           images_already_done=len(summary.already_done), failed_images=summary.failed,
+                           attack_seconds=summary.seconds, images_per_second=summary.images_per_second)
+        record.save()
+        summary.record = record
     return summary

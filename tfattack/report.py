@@ -11,15 +11,16 @@ canvas directly (no display, no pyplot state).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from typing import Dict, List
 
 import numpy as np
 
-from tfattack import data, evaluate as evaluate_lib
+from tfattack import data, evaluate as evaluate_lib, files
 
-CSV_COLUMNS = ("attack", "targeted", "model", "defense", "images", "label_source", "denominator", "clean_correct",
+CSV_COLUMNS = ("attack", "targeted", "model", "defense", "images", "not_evaluated", "label_source", "denominator", "clean_correct",
                "clean_accuracy", "adv_correct", "adv_accuracy", "success_clean_correct", "success_rate_clean_correct",
                "success_all", "success_rate_all", "success_rate", "tianchi_score", "linf_mean", "linf_max", "l2_mean",
                "mean_abs_mean", "max_epsilon", "eps_violations")
@@ -35,6 +36,12 @@ def _num(value, digits: int = 2) -> str:
 
 def column_name(model: str, defense: str) -> str:
     return model if defense == "none" else f"{model}+{defense}"
+
+
+def _coverage(result) -> str:
+    """' [3 of 4 images]' next to a rate computed on part of the set; '' when every image counted."""
+    total = result.images + result.not_evaluated
+    return f" [{result.images} of {total} images]" if result.not_evaluated else ""
 
 
 def _markdown_table(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -80,7 +87,7 @@ def markdown(evaluation, plot_names: Dict[str, str]) -> str:
         cells = []
         for m, d in columns:
             r = ev.result(s.name, m, d)
-            cells.append(f"{_pct(r.success_rate)} ({_pct(r.clean_accuracy)})")
+            cells.append(f"{_pct(r.success_rate)} ({_pct(r.clean_accuracy)}){_coverage(r)}")
         rows.append([_set_label(s)] + cells)
     lines += _markdown_table(["attack"] + [column_name(m, d) for m, d in columns], rows) + [""]
 
@@ -89,11 +96,11 @@ def markdown(evaluation, plot_names: Dict[str, str]) -> str:
               f"`success/all`: over {evaluate_lib.DENOMINATOR_TEXT['all']} (the headline above is "
               f"`success/{'all' if ev.denominator == 'all' else 'clean-correct'}`, the other is "
               f"`success/{'all' if other == 'all' else 'clean-correct'}`). Accuracies and rates in %.", ""]
-    rows = [[r.attack, r.model, r.defense, str(r.images), _pct(r.clean_accuracy), _pct(r.adv_accuracy),
+    rows = [[r.attack, r.model, r.defense, str(r.images), str(r.not_evaluated), _pct(r.clean_accuracy), _pct(r.adv_accuracy),
              f"{_pct(r.success_rate_clean_correct)} ({r.success_clean_correct}/{r.clean_correct})",
              f"{_pct(r.success_rate_all)} ({r.success_all}/{r.images})", _num(r.tianchi_score, 3)]
             for r in ev.results]
-    lines += _markdown_table(["attack", "victim", "defense", "images", "clean acc", "adv acc", "success/clean-correct",
+    lines += _markdown_table(["attack", "victim", "defense", "images", "not evaluated", "clean acc", "adv acc", "success/clean-correct",
                               "success/all", "competition score"], rows) + [""]
 
     lines += ["## Perturbation size (pixel units, 0..255) and eps check", "",
@@ -105,9 +112,9 @@ def markdown(evaluation, plot_names: Dict[str, str]) -> str:
         broken = "none" if p.max_epsilon is not None and not p.violations else (
             "n/a" if p.max_epsilon is None else f"**{len(p.violations)}**: " + ", ".join(p.violations[:10])
             + (" ..." if len(p.violations) > 10 else ""))
-        rows.append([p.attack, str(p.images), str(len(p.missing)), _num(p.linf_mean), _num(p.linf_max, 0),
+        rows.append([p.attack, str(p.images), str(len(p.missing)), str(len(p.skipped)), _num(p.linf_mean), _num(p.linf_max, 0),
                      _num(p.l2_mean), _num(p.mean_abs_mean, 3), bound, broken])
-    lines += _markdown_table(["attack", "images", "missing", "L∞ mean", "L∞ max", "L2 mean", "mean abs(δ)", "eps bound",
+    lines += _markdown_table(["attack", "images", "missing", "unreadable", "L∞ mean", "L∞ max", "L2 mean", "mean abs(δ)", "eps bound",
                               "images over the bound"], rows) + [""]
 
     lines += ["## Competition score", "",
@@ -149,7 +156,7 @@ def plot_success(evaluation, path: str) -> None:
     axes.set_title(f"Attack success over {evaluate_lib.DENOMINATOR_TEXT[ev.denominator]}", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    files.atomic_write(path, lambda stream: figure.savefig(stream, format="png"))
 
 
 def plot_examples(evaluation, path: str, count: int = 4) -> bool:
@@ -194,7 +201,7 @@ def plot_examples(evaluation, path: str, count: int = 4) -> bool:
             axes.set_title(text, fontsize=7)
     figure.suptitle(f"Top-1 of {column_name(victim, defense)}", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    files.atomic_write(path, lambda stream: figure.savefig(stream, format="png"))
     return True
 
 
@@ -217,14 +224,13 @@ def write_report(evaluation, report_path: str, examples: int = 4) -> Dict[str, s
     else:
         del paths["examples_plot"]
 
-    rows = csv_rows(evaluation)
-    with open(paths["csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(csv_rows(evaluation))
+    files.atomic_write_text(paths["csv"], table.getvalue())
     write_json_atomic(paths["json"], to_json(evaluation))
-    with open(paths["markdown"], "w") as handle:
-        handle.write(markdown(evaluation, plots))
+    files.atomic_write_text(paths["markdown"], markdown(evaluation, plots))
     return paths
 
 

@@ -6,39 +6,54 @@ Library code: it never reads absl FLAGS; scripts pass plain values in.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from tfattack import files
+from tfattack.errors import UserError
 
-class UsageError(ValueError):
+
+class UsageError(UserError):
     """Bad command-line input: the scripts print it as one line and exit with code 2."""
 
 
-def parse_models(entries: Sequence[str], flag: str = "--models") -> List[Tuple[str, float]]:
-    """["ens3_adv_inception_v3", "inception_v3:0.5"] -> [(name, weight)], weights default 1."""
-    import tfattack
+def parse_models(entries: Sequence[str], flag: str = "--models", surrogates: bool = False) -> List[Tuple[str, float]]:
+    """["ens3_adv_inception_v3", "inception_v3:0.5"] -> [(name, weight)], weights default 1.
 
-    known = set(tfattack.models.available())
+    Each name once, each weight a finite number > 0; with `surrogates`, only models with input gradients
+    (a black-box interpreter such as the int8 TFLite models can be a victim, not a surrogate).
+    """
+    import tfattack
+    from tfattack.names import did_you_mean
+
+    known = sorted(tfattack.models.available())
     parsed = []
     for entry in entries:
         name, _, weight = entry.strip().partition(":")
         if not name:
             continue
         if name not in known:
-            raise UsageError(f"{flag}: unknown model {name!r}; known models: {', '.join(sorted(known))}")
+            raise UsageError(f"{flag}: unknown model {name!r}{did_you_mean(name, known)}; known models: "
+                             f"{', '.join(known)}")
         try:
             value = float(weight) if weight else 1.0
         except ValueError:
             raise UsageError(f"{flag}: weight of {name!r} must be a number, got {weight!r}") from None
-        if value < 0:
-            raise UsageError(f"{flag}: weight of {name!r} must be >= 0, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{flag}: weight of {name!r} must be a finite number > 0, got {weight}")
+        if any(name == earlier for earlier, _ in parsed):
+            raise UsageError(f"{flag}: {name!r} is listed twice; list it once (with a weight, {name}:2, to count "
+                             f"it more)")
+        if surrogates and not tfattack.models.get(name).differentiable:
+            raise UsageError(f"{flag}: {name!r} is a black-box model ({tfattack.models.get(name).source}, no input "
+                             f"gradients): it can be a victim (evaluate.py --models) but not a surrogate")
         parsed.append((name, value))
     if not parsed:
-        raise UsageError(f"{flag}: give at least one model; known models: {', '.join(sorted(known))}")
+        raise UsageError(f"{flag}: give at least one model; known models: {', '.join(known)}")
     return parsed
 
 
@@ -95,24 +110,24 @@ def environment() -> dict:
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
-def run_record_name(num_shards: int, shard_index: int) -> str:
-    """`run.json` for a whole run; one record per shard otherwise (scripts/merge_runs.py joins them)."""
-    return "run.json" if num_shards == 1 else f"run.shard-{shard_index}-of-{num_shards}.json"
+def check_output_folder(folder: str, what: str) -> None:
+    """UsageError, before any work, when files cannot be created in `folder` (or, if it does not exist yet,
+    when it cannot be made: its nearest existing parent must be a writable folder). Creates nothing."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{what} {folder}: {existing} is not a folder")
+    try:
+        files.check_writable(existing, f"{what} {folder}")
+    except PermissionError as err:
+        raise UsageError(str(err)) from None
 
 
 def write_json_atomic(path: str, payload) -> None:
-    """Writes JSON through a temporary file and a rename: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes JSON whole or not at all (`tfattack.files.atomic_write`): readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
 class Progress:

@@ -25,6 +25,8 @@ import dataclasses
 import math
 from typing import ClassVar, Dict, Iterable, Optional, Tuple, Type
 
+from tfattack.errors import UserError
+
 ROLES = ("transform", "estimator", "objective", "filter", "update", "post")
 _REGISTRY: Dict[str, Dict[str, Type["Component"]]] = {role: {} for role in ROLES}
 LIST_SEPARATOR = "+"  # inside one field's value, e.g. augment:ops=rotate+noise
@@ -36,7 +38,7 @@ def param(default, doc: str, **limits):
     return dataclasses.field(default=default, metadata={"doc": doc, **limits})
 
 
-class ComponentError(ValueError):
+class ComponentError(UserError):
     """A bad component spec or value; the message is one line naming the component and field."""
 
 

@@ -82,42 +82,18 @@ def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
-def _set_record(folder: str) -> Dict:
-    """The run.json of a crafted set ({} if there is none yet); an unreadable one is a one-line error naming it."""
-    record_path = os.path.join(folder, "run.json")
-    if not os.path.isfile(record_path):
-        return {}
-    try:
-        with open(record_path) as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        raise data.DataError(f"{record_path} is unreadable ({err}); delete it (its set's images are then reused "
-                             f"as they are) or use another --output_dir") from None
-    return record
+def _earlier_crafting(folder: str) -> Dict:
+    """The crafting time an earlier run of a set recorded ({} if none); an unreadable record is a one-line
+    error naming it (the pipeline checks the settings)."""
+    from tfattack.record import RunRecord
+    earlier = RunRecord.load(os.path.join(folder, "run.json"))
+    return earlier.info.get("crafting", {}) if earlier is not None else {}
 
 
-def _add_crafting_time(earlier_record: Dict, images: int, seconds: float) -> Dict:
+def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
     """Crafting time summed over every run that wrote images into a set (sets are crafted resumably)."""
-    earlier = earlier_record.get("crafting", {"images": 0, "seconds": 0.0})
+    earlier = earlier or {"images": 0, "seconds": 0.0}
     return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
-
-
-def _check_same_attack(folder: str, earlier_record: Dict, config: Dict) -> None:
-    """Images already in `folder` are reused only if they were crafted by the same attack settings."""
-    from tfattack.attacks import AttackConfig
-    earlier = earlier_record.get("attack_config", {})
-    try:  # records of tfattack 0.1 hold flat fields: read them as the components they mean
-        earlier = json.loads(json.dumps(AttackConfig.from_dict(earlier).to_dict())) if earlier else {}
-    except (ValueError, TypeError) as err:
-        raise data.DataError(f"{folder}/run.json: unreadable attack_config ({err}); use another --output_dir") from None
-    # Fields added to the config since the earlier run are not in its record: compare the shared ones.
-    changed = sorted(k for k in set(earlier) & set(config) if earlier[k] != config[k])
-    if changed:
-        differences = "; ".join(f"{k}: {earlier[k]!r} there, {config[k]!r} now" for k in changed)
-        raise data.DataError(f"{folder} holds images crafted with other settings ({differences}); "
-                             f"use another --output_dir")
 
 
 def _progress_log(log, what: str, total: int):
@@ -236,20 +212,20 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         for name in attacks:
             dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
             folder = os.path.join(output_dir, source, name)
-            os.makedirs(folder, exist_ok=True)
             attack = build_attack(name, seed, max_epsilon)
-            record = _set_record(folder)
-            _check_same_attack(folder, record, json.loads(json.dumps(attack.config.to_dict())))
+            earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
             # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
-            pending = sum(not os.path.exists(data.output_path(folder, i)) for i in dataset.ids)
-            summary = pipeline.attack_dataset(dataset, folder, surrogate, attack, batch_size=size, targeted=False,
-                                              progress=_progress_log(log, f"crafting {source} {name}", pending))
-            crafting = _add_crafting_time(record, len(summary.written), summary.seconds)
-            runs.write_json_atomic(os.path.join(folder, "run.json"), {
-                "attack_config": attack.config.to_dict(), "max_epsilon": max_epsilon, "targeted": False,
-                "surrogates": list(SOURCES[source]), "crafting": crafting, "environment": runs.environment()})
+            summary = pipeline.attack_dataset(
+                dataset, folder, surrogate, attack, batch_size=size, targeted=False,
+                info={"surrogates": list(SOURCES[source]), "environment": runs.environment()},
+                progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
+            for note in summary.notes:
+                log(f"transfer: {source} {name}: {note}")
+            crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
+            summary.record.info["crafting"] = crafting
+            summary.record.save()
             if crafting["images"]:
                 timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
             log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "

@@ -8,6 +8,7 @@ variable is an error naming the variables, the checkpoint and the model.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from typing import Dict, Mapping, Tuple
@@ -18,6 +19,18 @@ import tensorflow as tf
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot serve a model: missing, unreadable, or of another architecture."""
+
+
+@contextlib.contextmanager
+def naming_model(model_name: str, *error_types):
+    """Re-raises a file reader's one-line error of `error_types` (same type) starting "model NAME: ":
+    readers know the file, not which model it was passed for, and a run loads several models."""
+    try:
+        yield
+    except error_types as err:
+        if f"model {model_name!r}" in str(err):
+            raise
+        raise type(err)(f"model {model_name!r}: {err}") from None
 
 
 def find_checkpoint_prefix(path: str, model_name: str) -> str:

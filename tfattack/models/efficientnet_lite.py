@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfattack.models import layers, loading, registry, torch_pickle
+from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
 BN_EPSILON = 1e-3
@@ -210,8 +212,11 @@ class EfficientNetLite(layers.SlimNetwork):
         wrong = [f"{k} {tuple(present[k].shape)} != {shape}" for k, shape in expected.items()
                  if tuple(present[k].shape) != shape]
         if wrong:
+            classes, record_classes = present["_fc.bias"].shape[0], expected["_fc.bias"][0]
+            count = (f" (the file has {classes} classes, the record says {record_classes})"
+                     if classes != record_classes else "")
             raise torch_pickle.TorchPickleError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
-                                                f"({self.variant}): {_summarise(wrong, 3)}")
+                                                f"({self.variant}): {_summarise(wrong, 3)}{count}")
         for name, var in self.store.by_name.items():
             value = np.asarray(present[name], np.float32)
             var.assign(value.transpose(torch_to_tf_axes(name, value.ndim)))
@@ -235,11 +240,19 @@ def build(spec: ModelSpec, seed: int = 0) -> EfficientNetLite:
 
 
 def load_torch_pickle(spec: ModelSpec, path: str):
-    """Loader of source "torch_pickle": a torch.save state dict read without torch."""
+    """Loader of source "torch_pickle": a torch.save state dict read without torch.
+
+    The file is read before the network is built, so that a file in another format fails first; every
+    key and shape is then checked against the network before any is assigned."""
+    if os.path.isdir(path):
+        raise torch_pickle.TorchPickleError(f"model {spec.name!r}: {path} is a folder; pass its torch.save file "
+                                            f"({spec.default_location or '.pth'})")
+    with naming_model(spec.name, torch_pickle.TorchPickleError, FileNotFoundError):
+        state_dict = torch_pickle.read_state_dict(path)
     network = loading.build_network(spec)
     if not hasattr(network, "load_state_dict"):
         raise ValueError(f"model {spec.name!r}: architecture {spec.architecture!r} cannot load PyTorch state dicts")
-    count = network.load_state_dict(torch_pickle.read_state_dict(path), path, spec.name)
+    count = network.load_state_dict(state_dict, path, spec.name)
     return network, {"checkpoint": path, "variables": count}
 
 

@@ -246,10 +246,23 @@ def resolve_weight_file(spec: ModelSpec, path: str) -> str:
     return path
 
 
+def check_classes(spec: ModelSpec, saved_shapes: List[tuple], path: str):
+    """Refuses a file whose classifier (the last layer, a Dense: kernel [features, classes] and bias) has
+    another class count than the record, from the file alone."""
+    if not saved_shapes:
+        return
+    name, shapes = saved_shapes[-1]
+    is_dense = len(shapes) == 2 and len(shapes[0]) == 2 and len(shapes[1]) == 1
+    if is_dense and shapes[0][1] != spec.num_classes:
+        raise CheckpointError(f"model {spec.name!r}: weight file {path} has {shapes[0][1]} classes, the record says "
+                              f"{spec.num_classes} (layer {name!r} holds arrays {list(shapes)})")
+
+
 def load_keras_h5(spec: ModelSpec, path: str):
     """Loader for source "keras_h5": builds the architecture and reads the legacy `.h5` weights into it."""
     path = resolve_weight_file(spec, path)
-    read_legacy_h5_shapes(path, spec.name)  # a file that is not weights fails before the model is built
+    # A file that is not weights, or not of this class count, fails before the model is built.
+    check_classes(spec, read_legacy_h5_shapes(path, spec.name), path)
     model = build_keras_model(spec)
     count = load_legacy_h5_weights(model, path, spec.name)
     network = KerasApplicationNetwork(model, spec.image_size, spec.name)

@@ -20,6 +20,7 @@ darknet's class order (the wnid list ships with the model; `network.output_index
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfattack.models import labels, layers, loading, registry
+from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
 MODEL_JSON = "model.json"
@@ -560,16 +562,133 @@ def darknet_output_index(folder) -> np.ndarray:
     return np.array([column[w] for w in standard], np.int32)
 
 
-def load_tfjs_layers(spec: ModelSpec, path: str):
-    """Loader for source "tfjs_layers": `path` is model.json or its folder."""
-    json_path = model_json_path(path)
-    network = TfjsLayersNetwork(json_path, name=spec.name)
-    height, width, channels = network.input_shape
+# --- what a record's model.json must hold -----------------------------------------------------------
+#
+# A TF.js file carries its own topology, so any model.json builds *some* network: the record's
+# architecture is checked from model.json alone (before any shard is read) as the input size, the class
+# count, and for the registered architectures every weight's name and shape.
+
+# Layers walked through from the output back to the classifier: they keep the channel count.
+CHANNEL_PRESERVING_LAYERS = SHAPE_ONLY_LAYERS + ("Activation", "Softmax", "ReLU", "LeakyReLU", "BatchNormalization",
+                                                 "GlobalAveragePooling2D", "GlobalMaxPooling2D")
+
+
+def _batch_norm_weights(layer: str, channels: int) -> Dict[str, tuple]:
+    return {f"{layer}/{key}": (channels,) for key in ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+def mobilenet_v1_weights(alpha: float, num_classes: int) -> Dict[str, tuple]:
+    """Weight name -> shape of Keras 2's `MobileNet(alpha)` (its layer names; a 1x1-conv classifier)."""
+    stem = int(32 * alpha)
+    weights = {"conv1/kernel": (3, 3, 3, stem), **_batch_norm_weights("conv1_bn", stem)}
+    channels = stem
+    for block, filters in enumerate((64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024), start=1):
+        filters = int(filters * alpha)
+        weights[f"conv_dw_{block}/depthwise_kernel"] = (3, 3, channels, 1)
+        weights.update(_batch_norm_weights(f"conv_dw_{block}_bn", channels))
+        weights[f"conv_pw_{block}/kernel"] = (1, 1, channels, filters)
+        weights.update(_batch_norm_weights(f"conv_pw_{block}_bn", filters))
+        channels = filters
+    weights["conv_preds/kernel"] = (1, 1, channels, num_classes)
+    weights["conv_preds/bias"] = (num_classes,)
+    return weights
+
+
+# (kernel size, filters) of Tiny Darknet's 15 conv + batch-norm layers (darknet's tiny.cfg), in order.
+TINY_DARKNET_CONVS = ((3, 16), (3, 32), (1, 16), (3, 128), (1, 16), (3, 128), (1, 32), (3, 256), (1, 32), (3, 256),
+                      (1, 64), (3, 512), (1, 64), (3, 512), (1, 128))
+
+
+def tiny_darknet_weights(num_classes: int) -> Dict[str, tuple]:
+    """Weight name -> shape of Tiny Darknet as Keras names it (conv2d_<i>, batch_normalization_<i>)."""
+    weights, channels = {}, 3
+    for index, (kernel, filters) in enumerate(TINY_DARKNET_CONVS, start=1):
+        weights[f"conv2d_{index}/kernel"] = (kernel, kernel, channels, filters)
+        weights.update(_batch_norm_weights(f"batch_normalization_{index}", filters))
+        channels = filters
+    classifier = f"conv2d_{len(TINY_DARKNET_CONVS) + 1}"
+    weights[f"{classifier}/kernel"] = (1, 1, channels, num_classes)
+    weights[f"{classifier}/bias"] = (num_classes,)
+    return weights
+
+
+# Record architecture -> weights(num_classes); an architecture not listed gets the input and class checks only.
+ARCHITECTURE_WEIGHTS: Dict[str, Callable[[int], Dict[str, tuple]]] = {
+    "mobilenet_v1_075_tfjs": functools.partial(mobilenet_v1_weights, 0.75),
+    "tiny_darknet_tfjs": tiny_darknet_weights,
+}
+
+
+def manifest_shapes(content: dict) -> Dict[str, tuple]:
+    """Weight name (":0" dropped) -> shape, as the manifest declares them, in manifest order."""
+    return {str(entry["name"]).removesuffix(":0"): tuple(int(s) for s in entry["shape"])
+            for group in content["weightsManifest"] for entry in group.get("weights", [])}
+
+
+def output_classes(nodes, output, shapes: Dict[str, tuple]) -> Optional[int]:
+    """Outputs of the Conv2D/Dense layer that computes the model's output (its kernel's last axis), found
+    walking back through channel-preserving one-input layers; None when another layer is in the way."""
+    key = (output[0], output[1])
+    while key in nodes:
+        node = nodes[key]
+        if node.class_name in ("Conv2D", "Dense"):
+            kernel = shapes.get(f"{node.name}/kernel")
+            return int(kernel[-1]) if kernel else node.config.get("filters", node.config.get("units"))
+        if node.class_name not in CHANNEL_PRESERVING_LAYERS or len(node.inputs) != 1:
+            return None
+        key = node.inputs[0][:2]
+    return None
+
+
+def _summarise(names, limit=4) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def first_weight_mismatch(expected: Dict[str, tuple], found: Dict[str, tuple], layer_order) -> Optional[str]:
+    """The first difference between the record's weights and the file's, in network order, or None."""
+    found_layers = {name.rsplit("/", 1)[0] for name in found}
+    for name, shape in expected.items():
+        layer = name.rsplit("/", 1)[0]
+        if layer not in found_layers:
+            present = [n for n in layer_order if n in found_layers]
+            return f"layer {layer!r} missing; found layers {_summarise(present)}"
+        if name not in found:
+            return f"weight {name!r} missing"
+        if found[name] != shape:
+            return f"weight {name!r} is {found[name]}, the record needs {shape}"
+    extra = [name for name in found if name not in expected]
+    return f"weight {extra[0]!r} is not in the record" if extra else None
+
+
+def check_architecture(spec: ModelSpec, json_path: Path, content: dict):
+    """Refuses a model.json that is not the network of `spec`: input size, class count, weights."""
+    nodes, _, output, (height, width, channels) = _parse_topology(content["modelTopology"], json_path)
     if (height, width) != (spec.image_size, spec.image_size) or channels != 3:
         raise TfjsModelError(f"{json_path}: input is {height}x{width}x{channels}, model {spec.name!r} expects "
                              f"{spec.image_size}x{spec.image_size}x3")
-    if spec.class_order == "darknet":
-        network.output_index = darknet_output_index(json_path.parent)
+    shapes = manifest_shapes(content)
+    classes = output_classes(nodes, output, shapes)
+    if classes is not None and classes != spec.num_classes:
+        raise TfjsModelError(f"model {spec.name!r}: {json_path} has {classes} classes, the record says "
+                             f"{spec.num_classes}")
+    if spec.architecture in ARCHITECTURE_WEIGHTS:
+        layer_order = list(dict.fromkeys(name for name, _ in nodes))
+        mismatch = first_weight_mismatch(ARCHITECTURE_WEIGHTS[spec.architecture](spec.num_classes), shapes,
+                                         layer_order)
+        if mismatch:
+            raise TfjsModelError(f"model {spec.name!r}: {json_path} is not a {spec.name} ({mismatch})")
+
+
+def load_tfjs_layers(spec: ModelSpec, path: str):
+    """Loader for source "tfjs_layers": `path` is model.json or its folder."""
+    with naming_model(spec.name, TfjsModelError, FileNotFoundError):
+        json_path = model_json_path(path)
+        check_architecture(spec, json_path, read_model_json(json_path))
+        output_index = darknet_output_index(json_path.parent) if spec.class_order == "darknet" else None
+        network = TfjsLayersNetwork(json_path, name=spec.name)
+    network.output_index = output_index
     return network, {"checkpoint": str(json_path), "dropped_softmax": network.dropped_softmax}
 
 

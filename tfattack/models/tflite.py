@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfattack.models import loading, registry
+from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 from tfattack.models.tflite_reader import Operator, Tensor, TFLiteFormatError, TFLiteModel, read_tflite
 
@@ -572,6 +573,120 @@ INTEGER_BUILDERS: Dict[str, Callable] = {
 }
 
 
+# --- shapes the float rebuild needs --------------------------------------------------------------
+#
+# The interpreter validates a graph when it allocates it; the rebuild does not, and a weight that does not
+# fit its activations would fail deep inside TensorFlow at the first forward pass. Each op the logits
+# need is checked first: a problem is one line naming the op and its tensors.
+
+
+def _dims(tensor: Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "a scalar"
+
+
+def _output_channel_problem(model: TFLiteModel, op: Operator, channels: int) -> Optional[str]:
+    """Bias, per-channel weight scales and output must all have the weights' `channels` outputs."""
+    weights = model.tensors[op.inputs[1]]
+    if len(op.inputs) > 2 and op.inputs[2] >= 0 and model.tensors[op.inputs[2]].shape != (channels,):
+        bias = model.tensors[op.inputs[2]]
+        return (f"bias {bias.name!r} is {_dims(bias)}, the weights {weights.name!r} ({_dims(weights)}) have "
+                f"{channels} outputs")
+    scales = weights.quantization.scale.size if weights.quantization is not None else 1
+    if scales not in (1, channels):
+        return f"weights {weights.name!r} ({_dims(weights)}) have {scales} quantisation scales for {channels} outputs"
+    output = model.tensors[op.outputs[0]]
+    if not output.shape or output.shape[-1] != channels:
+        return (f"output {output.name!r} is {_dims(output)}, the weights {weights.name!r} ({_dims(weights)}) have "
+                f"{channels} outputs")
+    return None
+
+
+def _conv_2d_problem(model, op) -> Optional[str]:
+    x, weights = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]   # weights [O, H, W, I]
+    if len(x.shape) != 4 or len(weights.shape) != 4:
+        return f"input {x.name!r} is {_dims(x)} and weights {weights.name!r} {_dims(weights)}, both must be 4-D"
+    if weights.shape[3] != x.shape[3]:
+        return (f"weights {weights.name!r} ({_dims(weights)}) take {weights.shape[3]} channels, input {x.name!r} "
+                f"is {_dims(x)}")
+    return _output_channel_problem(model, op, weights.shape[0])
+
+
+def _depthwise_conv_2d_problem(model, op) -> Optional[str]:
+    x, weights = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]   # weights [1, H, W, I * M]
+    if len(x.shape) != 4 or len(weights.shape) != 4:
+        return f"input {x.name!r} is {_dims(x)} and weights {weights.name!r} {_dims(weights)}, both must be 4-D"
+    if weights.shape[0] != 1 or x.shape[3] == 0 or weights.shape[3] % x.shape[3]:
+        return (f"weights {weights.name!r} are {_dims(weights)}, not 1xHxWx(a multiple of the {x.shape[3]} channels "
+                f"of input {x.name!r})")
+    return _output_channel_problem(model, op, weights.shape[3])
+
+
+def _fully_connected_problem(model, op) -> Optional[str]:
+    x, weights = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]   # weights [O, I]
+    if len(weights.shape) != 2 or not x.shape:
+        return f"weights {weights.name!r} are {_dims(weights)} (must be 2-D), input {x.name!r} is {_dims(x)}"
+    # Each image's features must be exactly one row of I: the rebuild runs a batch where the file has 1.
+    features = x.shape[-1] if op.options.get("keep_num_dims", False) else int(np.prod(x.shape[1:]))
+    if features != weights.shape[1]:
+        return (f"weights {weights.name!r} ({_dims(weights)}) take {weights.shape[1]} features, input {x.name!r} "
+                f"({_dims(x)}) has {features}")
+    return _output_channel_problem(model, op, weights.shape[0])
+
+
+def _elementwise_problem(model, op) -> Optional[str]:
+    a, b = (model.tensors[i] for i in op.inputs[:2])
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        return f"inputs {a.name!r} ({_dims(a)}) and {b.name!r} ({_dims(b)}) do not broadcast"
+    return None
+
+
+def _reshape_problem(model, op) -> Optional[str]:
+    x, output = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+    if int(np.prod(x.shape)) != int(np.prod(output.shape)):
+        return f"input {x.name!r} ({_dims(x)}) and output {output.name!r} ({_dims(output)}) differ in size"
+    return None
+
+
+def _concatenation_problem(model, op) -> Optional[str]:
+    parts = [model.tensors[i] for i in op.inputs]
+    axis = int(op.options.get("axis", 0))
+    rank = len(parts[0].shape)
+    if not -rank <= axis < rank:
+        return f"axis {axis} is outside input {parts[0].name!r} ({_dims(parts[0])})"
+    kept = [tuple(d for k, d in enumerate(p.shape) if k != axis % rank) for p in parts]
+    if any(len(p.shape) != rank for p in parts) or len(set(kept)) > 1:
+        return f"inputs {', '.join(f'{p.name!r} ({_dims(p)})' for p in parts)} differ off axis {axis}"
+    return None
+
+
+# TFLite op name -> problem(model, op): a one-line description of a shape the rebuild cannot use, or None.
+SHAPE_CHECKS: Dict[str, Callable] = {
+    "CONV_2D": _conv_2d_problem,
+    "DEPTHWISE_CONV_2D": _depthwise_conv_2d_problem,
+    "FULLY_CONNECTED": _fully_connected_problem,
+    "ADD": _elementwise_problem,
+    "SUB": _elementwise_problem,
+    "MUL": _elementwise_problem,
+    "RESHAPE": _reshape_problem,
+    "SQUEEZE": _reshape_problem,
+    "CONCATENATION": _concatenation_problem,
+}
+
+
+def check_shapes(model: TFLiteModel, ops: List[Operator]):
+    """Raises a TFLiteFormatError at the first op of `ops` whose tensor and weight shapes do not fit."""
+    input_tensor = model.tensors[model.inputs[0]]
+    if len(input_tensor.shape) != 4:
+        raise TFLiteFormatError(f"{model.path}: input {input_tensor.name!r} is {_dims(input_tensor)}, not an "
+                                f"image batch [1, height, width, channels]")
+    for op in ops:
+        problem = SHAPE_CHECKS[op.name](model, op) if op.name in SHAPE_CHECKS else None
+        if problem:
+            raise TFLiteFormatError(f"{model.path}: op {op.index} ({op.name}): {problem}")
+
+
 ARITHMETICS = ("integer", "grid", "float")
 
 
@@ -603,8 +718,10 @@ class TFLiteFloatNetwork(tf.Module):
         self.dropped_softmax = None if softmax is None else model.tensors[softmax.outputs[0]].name
         self._input = model.tensors[model.inputs[0]]
         self._pixel_offset = pixel_offset(model)
-        self._steps = [self._step(op) for op in self._ops_needed()]
-        self.integer_ops = [op.index for op, step in zip(self._ops_needed(), self._steps) if step[-1] is not None]
+        ops = self._ops_needed()
+        check_shapes(model, ops)
+        self._steps = [self._step(op) for op in ops]
+        self.integer_ops = [op.index for op, step in zip(ops, self._steps) if step[-1] is not None]
 
     def _ops_needed(self) -> List[Operator]:
         """The ops the logits depend on, in file order (the file's operator list is topologically sorted)."""
@@ -689,12 +806,17 @@ class TFLiteInterpreterNetwork(tf.Module):
         super().__init__(name=name or "tflite_interpreter")
         self.model = model
         self.path = str(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its move to ai_edge_litert
-            self._interpreter = tf.lite.Interpreter(
-                model_path=self.path, experimental_preserve_all_tensors=True,
-                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self._interpreter.allocate_tensors()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its move to ai_edge_litert
+                self._interpreter = tf.lite.Interpreter(
+                    model_path=self.path, experimental_preserve_all_tensors=True,
+                    experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as err:
+            # The interpreter's own graph checks report several lines from its C++ kernels; the first says what.
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TFLiteFormatError(f"{self.path}: the TFLite interpreter refuses the graph: {first_line}") from None
         self._lock = threading.Lock()  # one interpreter, possibly called from several TF threads
         self._input = model.tensors[model.inputs[0]]
         self._pixel_offset = pixel_offset(model)
@@ -751,17 +873,27 @@ class TFLiteInterpreterNetwork(tf.Module):
 
 
 def _load_float(spec: ModelSpec, path: str):
-    model = read_tflite(path)
-    _check_input(spec, model)
-    network = TFLiteFloatNetwork(model, name=spec.name, arithmetic="integer")
+    with naming_model(spec.name, TFLiteFormatError, FileNotFoundError):
+        model = read_record_file(spec, path)
+        network = TFLiteFloatNetwork(model, name=spec.name, arithmetic="integer")
     return network, {"checkpoint": str(path), "dropped_softmax": network.dropped_softmax, "arithmetic": "integer"}
 
 
 def _load_interpreter(spec: ModelSpec, path: str):
+    with naming_model(spec.name, TFLiteFormatError, FileNotFoundError):
+        model = read_record_file(spec, path)
+        network = TFLiteInterpreterNetwork(path, model, name=spec.name)
+    return network, {"checkpoint": str(path), "logits": network.logits_kind}
+
+
+def read_record_file(spec: ModelSpec, path: str) -> TFLiteModel:
+    """The parsed file, refused unless its input and class count are the record's."""
+    if Path(path).is_dir():
+        raise TFLiteFormatError(f"{path} is a folder; pass the .tflite file of model {spec.name!r}")
     model = read_tflite(path)
     _check_input(spec, model)
-    network = TFLiteInterpreterNetwork(path, model, name=spec.name)
-    return network, {"checkpoint": str(path), "logits": network.logits_kind}
+    _check_classes(spec, model)
+    return model
 
 
 def _check_input(spec: ModelSpec, model: TFLiteModel):
@@ -769,6 +901,14 @@ def _check_input(spec: ModelSpec, model: TFLiteModel):
     if tuple(shape[1:]) != (spec.image_size, spec.image_size, 3):
         raise TFLiteFormatError(f"{model.path}: input is {'x'.join(map(str, shape[1:]))}, model {spec.name!r} "
                                 f"expects {spec.image_size}x{spec.image_size}x3")
+
+
+def _check_classes(spec: ModelSpec, model: TFLiteModel):
+    shape = model.tensors[find_logits(model)[0]].shape
+    classes = int(shape[-1]) if shape else 1
+    if classes != spec.num_classes:
+        raise TFLiteFormatError(f"model {spec.name!r}: {model.path} has {classes} classes, the record says "
+                                f"{spec.num_classes}")
 
 
 def _needs_file(spec: ModelSpec, seed: int = 0):
