@@ -57,10 +57,20 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        if err.filename is not None:
+            raise
+        # A failed write() (a full disk, a file-size limit) names no file: say which output it was.
+        raise OSError(err.errno, err.strerror or str(err), path) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def atomic_write_text(path: str, text: str) -> None:
