@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", [], "Registry names to download, or 'all'.")
@@ -26,11 +26,6 @@ flags.DEFINE_boolean("verify", True, "Check the published hash (SHA-256, or Kera
 flags.DEFINE_boolean("list", False, "List the registered models with their source and URL, and exit.")
 
 PROGRAM = "download_checkpoints.py"
-
-
-def fail(message: str, code: int) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return code
 
 
 def describe(spec, dest):
@@ -64,10 +59,11 @@ class ProgressLine:
             print(file=sys.stderr)
 
 
-def main(argv):
-    if len(argv) > 1:
-        return fail(f"unexpected arguments {' '.join(argv[1:])}", 2)
+def run() -> int:
+    from tfattack import cli
     from tfattack.models import download, registry
+    from tfattack.names import did_you_mean
+    from tfattack.runs import UsageError
 
     known = registry.available()
     if FLAGS.list:
@@ -75,11 +71,12 @@ def main(argv):
             print(describe(spec, FLAGS.dest))
         return 0
     if not FLAGS.models:
-        return fail("pass --models=NAME[,NAME...] (or --models=all) or --list", 2)
+        raise UsageError("pass --models=NAME[,NAME...] (or --models=all) or --list")
     names = known if FLAGS.models == ["all"] else FLAGS.models
     unknown = [n for n in names if n not in known]
     if unknown:
-        return fail(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(known)}", 2)
+        raise UsageError(f"unknown model(s) {', '.join(unknown)}{did_you_mean(unknown[0], known)}; known models: "
+                         f"{', '.join(known)}")
 
     failed = 0
     for name in names:
@@ -88,9 +85,9 @@ def main(argv):
         try:
             result = download.download_model(spec, FLAGS.dest, verify=FLAGS.verify, force=FLAGS.force,
                                              progress=progress)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError) as err:  # one model's failure does not stop the others
             progress.finish()
-            print(f"{PROGRAM}: error: {name}: {err}", file=sys.stderr)
+            cli.error(PROGRAM, f"{name}: {err}")
             failed += 1
             continue
         progress.finish()
@@ -99,4 +96,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfattack import cli
+
+    cli.main(PROGRAM, run)

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import tfattack  # noqa: E402
 from tfattack import data  # noqa: E402
@@ -33,23 +33,20 @@ flags.DEFINE_string("data_dir", os.path.join(HERE, "..", "shared", "nips17_dev")
 flags.DEFINE_string("model_dir", os.path.join(HERE, "..", "shared", "real_models"), "Folder holding coral_tflite/.")
 
 
-def fail(message: str) -> int:
-    print(f"tflite_agreement.py: error: {message}", file=sys.stderr)
-    return 2
+def run() -> int:
+    from tfattack.runs import UsageError
 
-
-def main(_):
     if FLAGS.images < 1:
-        return fail(f"--images must be >= 1, got {FLAGS.images}")
+        raise UsageError(f"--images must be >= 1, got {FLAGS.images}")
     known = [s[0] for s in tflite.CORAL_FILES]
     for flag, given, valid in (("models", FLAGS.models, known), ("arithmetic", FLAGS.arithmetic, tflite.ARITHMETICS)):
         unknown = [v for v in given if v not in valid]
         if unknown:
-            return fail(f"--{flag}: unknown {', '.join(unknown)}; known: {', '.join(valid)}")
+            raise UsageError(f"--{flag}: unknown {', '.join(unknown)}; known: {', '.join(valid)}")
     try:
         measure()
-    except (data.DataError, tfattack.models.ModelNotFoundError, tflite_reader.TFLiteFormatError, OSError) as err:
-        return fail(str(err))
+    except (tfattack.models.ModelNotFoundError, tflite_reader.TFLiteFormatError) as err:
+        raise UsageError(str(err)) from None
     return 0
 
 
@@ -82,4 +79,6 @@ def measure():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfattack import cli
+
+    cli.main("tflite_agreement.py", run)
