@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from test_attack_script import ENV, REPO, SCRIPT, make_input, pixels, run_attack
 from test_data_policies import write_constant_png

@@ -25,7 +25,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -323,10 +322,6 @@ class FolderLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
-
-
-def finite_positive(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def listed(items: Iterable[str], limit: int = 3) -> str:
