@@ -135,6 +135,8 @@ def test_counts_equal_a_direct_computation(layout, evaluation):
         channel = RED if r.model == "red" else BLUE
         expected = direct_numbers(layout, r.attack, r.attack == "targeted", channel, r.defense)
         got = {k: getattr(r, k) for k in expected}
+        # i5 has no untargeted file and i4 is corrupt in the targeted set: one image of six is not evaluated.
+        assert r.not_evaluated == len(CLEAN) - expected["images"] == 1, (r.attack, r.model, r.defense)
         assert got.pop("tianchi_score") == pytest.approx(expected.pop("tianchi_score"), abs=1e-12)
         assert got == expected, (r.attack, r.model, r.defense)
         if r.clean_correct:
@@ -322,14 +324,24 @@ def test_report_files_hold_the_same_numbers(layout, evaluation, tmp_path):
         assert int(row["success_all"]) == r.success_all and int(row["clean_correct"]) == r.clean_correct
         assert float(row["success_rate"]) == pytest.approx(r.success_rate, nan_ok=True)
         assert float(row["tianchi_score"]) == pytest.approx(r.tianchi_score)
+        assert (int(row["images"]), int(row["not_evaluated"])) == (r.images, r.not_evaluated) == (5, 1)
     payload = json.loads(open(paths["json"]).read())
     assert payload["results"][0]["success_rate_all"] == evaluation.results[0].success_rate_all
+    assert payload["results"][0]["not_evaluated"] == 1
     assert payload["images"][0]["adversarial"]["untargeted"]["top1"]["red"] == 60
     text = open(paths["markdown"]).read()
     red = evaluation.result("untargeted", "red", "none")
     assert "## Attack success rate (%), over images the victim classified correctly when clean" in text
     assert "| attack | red | red+bits:2 | blue | blue+bits:2 |" in text
-    assert f"| untargeted (untargeted) | {100 * red.success_rate:.1f} ({100 * red.clean_accuracy:.1f}) |" in text
+    # Every rate names its coverage: 5 of the 6 images were read in each set.
+    assert (f"| untargeted (untargeted) | {100 * red.success_rate:.1f} ({100 * red.clean_accuracy:.1f}) "
+            f"[5 of 6 images] |") in text
+    assert text.count("[5 of 6 images]") == len(evaluation.results)
+    assert "| attack | victim | defense | images | not evaluated | clean acc |" in text
+    assert f"| untargeted | red | none | 5 | 1 | {100 * red.clean_accuracy:.1f} |" in text
+    # The perturbation table tells a missing file (untargeted i5) from an unreadable one (targeted i4).
+    assert "| attack | images | missing | unreadable | L∞ mean |" in text
+    assert "| untargeted | 5 | 1 | 0 |" in text and "| targeted | 5 | 0 | 1 |" in text
     assert "IJCAI-19 Alibaba Adversarial AI Challenge" in text and "5*(2 - Linf/32)" in text
     assert "**1**: i4" in text  # the eps violation is flagged
 
@@ -347,3 +359,16 @@ def test_defended_zoo_model_evaluates(layout):
     clean = np.stack([data.load_image(p) for p in dataset.paths])
     expected = np.argmax(defenses.wrap(victim, "jpeg:75")(clean).numpy(), axis=1)
     np.testing.assert_array_equal(ev.clean_predictions[("inception_v3", "jpeg:75")], expected)
+
+
+def test_report_shows_no_coverage_note_when_every_image_counted(layout, tmp_path):
+    # i0..i3 have readable files in both sets: nothing is left out, so no cell carries "[N of M images]".
+    dataset = data.read_dataset(str(layout / "images")).select(["i0", "i1", "i2", "i3"])
+    sets = [evaluate.read_adv_set(str(layout / name)) for name in ("untargeted", "targeted")]
+    ev = evaluate.evaluate(dataset, sets, [ChannelModel("red", RED)], ["none"])
+    assert [(r.images, r.not_evaluated) for r in ev.results] == [(4, 0), (4, 0)]
+    paths = report.write_report(ev, str(tmp_path / "report.md"), examples=0)
+    text = open(paths["markdown"]).read()
+    assert " of 4 images]" not in text and "| untargeted | red | none | 4 | 0 |" in text
+    with open(paths["csv"]) as handle:
+        assert [row["not_evaluated"] for row in csv.DictReader(handle)] == ["0", "0"]

@@ -149,7 +149,10 @@ def test_missing_input_dir_and_missing_checkpoint_exit_2(tmp_path):
     images.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
     (images / "images.csv").write_text("ImageId,TrueLabel\na,1\n")
-    line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={tmp_path}", "--models=inception_v3",
+    adv = tmp_path / "adv"  # complete: a set with a missing file would stop the run before the checkpoint check
+    adv.mkdir()
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(adv / "a.png")
+    line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=inception_v3",
                                    f"--checkpoints=inception_v3={tmp_path / 'none.ckpt'}"))
     assert line == (f"evaluate.py: error: --models: checkpoint {tmp_path / 'none.ckpt'} for model 'inception_v3' does "
                     f"not exist; download it with: python scripts/download_checkpoints.py --models=inception_v3")
@@ -167,3 +170,68 @@ def test_recorded_labels_missing_from_an_adv_dir_exit_2(tmp_path):
     assert line == ("evaluate.py: error: labels from the attack runs' clean predictions: adv set(s) adv record none "
                     "(run.json predicted_labels; written when the attacked images had no ground truth): give the "
                     "surrogate (--label_models) instead")
+
+
+def small_input(tmp_path, names=("a", "b")):
+    """Tiny labelled clean images (each model resizes internally) and a complete adversarial copy of them."""
+    images, adv = tmp_path / "in", tmp_path / "adv"
+    images.mkdir()
+    adv.mkdir()
+    rng = np.random.default_rng(0)
+    for name in names:
+        clean = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+        Image.fromarray(clean).save(images / f"{name}.png")
+        Image.fromarray(np.clip(clean.astype(int) + 4, 0, 255).astype(np.uint8)).save(adv / f"{name}.png")
+    (images / "images.csv").write_text("ImageId,TrueLabel\n" + "".join(f"{n},{k + 1}\n" for k, n in enumerate(names)))
+    return images, adv
+
+
+def test_missing_adversarial_file_stops_before_any_model_loads(tmp_path):
+    images, adv = small_input(tmp_path)
+    (adv / "b.png").unlink()
+    report = tmp_path / "results" / "report.md"
+    # inception_v3 has no weights here: a run that loaded a model would fail on its checkpoint instead.
+    line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=inception_v3",
+                                   f"--report={report}"))
+    assert line == (f"evaluate.py: error: adv dir {adv}: 1 of the 2 images of {images} have no adversarial file "
+                    f"(b.png): finish the attack (rerun attack.py), or pass --allow_partial to rate the others")
+    assert not report.parent.exists()
+
+
+def test_allow_partial_rates_the_images_there_and_shows_the_coverage(tmp_path):
+    images, adv = small_input(tmp_path)
+    (adv / "b.png").unlink()
+    report = tmp_path / "results" / "report.md"
+    result = run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=efficientnet_lite0",
+                          f"--report={report}", "--allow_partial", "--examples=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error:" not in result.stderr
+    rows = [l for l in result.stdout.splitlines() if l.startswith("adv\tefficientnet_lite0\tnone\t")]
+    assert len(rows) == 1 and rows[0].endswith("(1 of 2 images, 1 NOT EVALUATED)"), result.stdout
+    text = report.read_text()
+    assert text.count("[1 of 2 images]") == 1
+    assert "| adv | efficientnet_lite0 | none | 1 | 1 |" in text
+    with open(report.parent / "report.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["images"], row["not_evaluated"]) == ("1", "1")
+
+
+def test_unreadable_adversarial_file_exits_1_after_writing_the_report(tmp_path):
+    images, adv = small_input(tmp_path)
+    whole = (adv / "b.png").read_bytes()
+    (adv / "b.png").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    report = tmp_path / "results" / "report.md"
+    args = [f"--input_dir={images}", f"--adv_dirs={adv}", "--models=efficientnet_lite0", f"--report={report}",
+            "--examples=0"]
+    strict = run_evaluate(*args)
+    assert strict.returncode == 1, strict.stderr[-3000:]
+    errors = [l for l in strict.stderr.splitlines() if l.startswith("evaluate.py:")]
+    assert errors == ["evaluate.py: error: 1 adversarial image(s) could not be read (adv: 1; the report's notes name "
+                      "them): the rates are over the others; pass --allow_partial to accept that"], strict.stderr
+    text = report.read_text()
+    assert "[1 of 2 images]" in text and f"{adv / 'b.png'}" in text
+    report.unlink()
+    partial = run_evaluate(*args, "--allow_partial")
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "error:" not in partial.stderr and "(1 of 2 images, 1 NOT EVALUATED)" in partial.stdout
+    assert report.is_file()

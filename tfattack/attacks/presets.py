@@ -7,7 +7,6 @@ work in [-1, 1] with eps = 2*16/255, the same budget).
 
 from __future__ import annotations
 
-import dataclasses
 
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
