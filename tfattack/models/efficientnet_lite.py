@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import layers, loading, registry, torch_pickle
+from tfattack.models import backward, layers, loading, registry, torch_pickle
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
@@ -124,13 +124,13 @@ def _batch_norm(store: layers.VariableStore, x, name: str):
 def _conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int = 1, stride: int = 1, relu6: bool = True):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], filters], "he")
     y = _batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn)
-    return tf.nn.relu6(y) if relu6 else y
+    return backward.relu6(y) if relu6 else y
 
 
 def _depthwise_bn(store, x, conv: str, bn: str, kernel: int, stride: int):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], 1], "he")
     y = tf.nn.depthwise_conv2d(x, kernel_var, [1, stride, stride, 1], "SAME")
-    return tf.nn.relu6(_batch_norm(store, y, bn))
+    return backward.relu6(_batch_norm(store, y, bn))
 
 
 def mbconv(store, x, block: Block):
@@ -139,12 +139,12 @@ def mbconv(store, x, block: Block):
         y = _conv_bn(store, y, f"{block.name}._expand_conv", f"{block.name}._bn0", block.expanded)
     y = _depthwise_bn(store, y, f"{block.name}._depthwise_conv", f"{block.name}._bn1", block.kernel, block.stride)
     y = _conv_bn(store, y, f"{block.name}._project_conv", f"{block.name}._bn2", block.filters_out, relu6=False)
-    return y + x if block.residual else y
+    return backward.residual_add(x, y) if block.residual else y
 
 
 def efficientnet_lite(store, x, block_list: Tuple[Block, ...], num_classes: int = 1000):
     """The forward pass; end points: stem, block_<i>, head, global_pool, Logits, Predictions."""
-    end_points = {}
+    end_points = backward.EndPoints()
     net = _conv_bn(store, x, "_conv_stem", "_bn0", STEM_FILTERS, kernel=3, stride=2)
     end_points["stem"] = net
     for block in block_list:

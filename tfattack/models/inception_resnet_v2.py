@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
-from tfattack.models import layers, registry
+from tfattack.models import backward, layers, registry
 from tfattack.models.inception_v3 import _TRAMER as TRAMER_CITATION  # one copy of the citation
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, check_input, inception_builder,
                                           run_branch, run_table)
@@ -113,19 +113,19 @@ AUX_HEAD = (
 )
 
 
-def residual_block(store, x, scope: str, branches, scale: float, activation: Optional[Callable] = tf.nn.relu):
+def residual_block(store, x, scope: str, branches, scale: float, activation: Optional[Callable] = backward.relu):
     """One Inception-ResNet block (block35 / block17 / block8) under variable scope `scope`."""
     mixed = tf.concat([run_branch(store, x, branch, f"{scope}/Branch_{i}/", "SAME")
                        for i, branch in enumerate(branches)], axis=3)
     up = layers.conv2d(store, mixed, f"{scope}/Conv2d_1x1", x.shape[-1], 1, batch_norm=False, activation=None)
-    net = x + scale * up
+    net = backward.residual_add(x, scale * up)
     return activation(net) if activation is not None else net
 
 
 def run_trunk(store, x, trunk, end_points: dict):
     for entry in trunk:
         if isinstance(entry, ResidualStage):
-            activation = tf.nn.relu if entry.activation else None
+            activation = backward.relu if entry.activation else None
             for scope in entry.block_scopes():
                 x = residual_block(store, x, scope, entry.branches, entry.scale, activation)
             if entry.scope == AUX_INPUT_STAGE:
@@ -141,7 +141,7 @@ def inception_resnet_v2(store, x, num_classes: int = 1001, aux_logits: bool = Tr
     Returns (logits [N, num_classes], end_points) with slim's end-point names; dropout is the identity.
     """
     check_input(x, "inception_resnet_v2")
-    end_points = {}
+    end_points = backward.EndPoints()
     net = run_trunk(store, x, TRUNK, end_points)
     if aux_logits:  # created after the trunk, as in slim
         aux = run_branch(store, end_points["PreAuxLogits"], AUX_HEAD, "AuxLogits/", padding="SAME")

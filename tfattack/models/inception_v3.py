@@ -20,7 +20,7 @@ from typing import Optional, Tuple, Union
 
 import tensorflow as tf
 
-from tfattack.models import layers, registry
+from tfattack.models import backward, layers, registry
 from tfattack.models.registry import ModelSpec
 
 SCOPE = "InceptionV3"
@@ -204,7 +204,7 @@ def inception_v3(store, x, num_classes: int = 1001, aux_logits: bool = True):
     Returns (logits [N, num_classes], end_points) with slim's end-point names; dropout is the identity.
     """
     check_input(x, "inception_v3")
-    end_points = {}
+    end_points = backward.EndPoints()
     net = run_table(store, x, STEM, end_points, padding="VALID")
     net = run_table(store, net, MIXED, end_points, padding="SAME")
     if aux_logits:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfattack.models import layers, registry
+from tfattack.models import backward, layers, registry
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, Split, check_input,
                                           inception_builder, run_branch, run_table)
 from tfattack.models.registry import ModelSpec
@@ -114,7 +114,7 @@ def inception_v4(store, x, num_classes: int = 1001, aux_logits: bool = True):
     Returns (logits [N, num_classes], end_points) with slim's end-point names; dropout is the identity.
     """
     check_input(x, "inception_v4")
-    end_points = {}
+    end_points = backward.EndPoints()
     net = run_table(store, x, TRUNK, end_points, padding="SAME")
     if aux_logits:
         aux = run_branch(store, end_points["Mixed_6h"], AUX_HEAD, "AuxLogits/", padding="SAME")

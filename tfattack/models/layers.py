@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfattack.models import backward
+
 
 class VariableStore(tf.Module):
     """Variables of one network keyed by their checkpoint names relative to the top-level scope."""
@@ -94,7 +96,7 @@ def batch_norm(store: VariableStore, x, name: str, *, scale: bool, epsilon: floa
 
 def conv2d(store: VariableStore, x, name: str, filters: int, kernel, stride: int = 1, *,
            padding: str = "SAME", rate: int = 1, batch_norm: bool = True, bn_scale: bool = False,
-           bn_epsilon: float = 0.001, activation: Optional[Callable] = tf.nn.relu):
+           bn_epsilon: float = 0.001, activation: Optional[Callable] = backward.relu):
     """slim.conv2d: weights [kh, kw, cin, cout]; BN (no biases) or biases; then the activation.
 
     `padding` is "SAME" or "VALID" with TensorFlow's semantics, as in slim.
@@ -124,7 +126,7 @@ def conv2d_same(store: VariableStore, x, name: str, filters: int, kernel: int, s
 
 
 def max_pool(x, kernel: int, stride: int, padding: str = "VALID"):
-    return tf.nn.max_pool2d(x, kernel, stride, padding)
+    return backward.max_pool(x, kernel, stride, padding)
 
 
 def avg_pool(x, kernel, stride: int, padding: str = "VALID"):

@@ -21,7 +21,7 @@ import functools
 
 import tensorflow as tf
 
-from tfattack.models import layers, registry
+from tfattack.models import backward, layers, registry
 from tfattack.models.registry import ModelSpec
 
 BN_EPSILON = 1e-5
@@ -67,7 +67,7 @@ def _reserve_gamma(store, bn_name: str, channels: int):
 
 def batch_norm_relu(store, x, name: str):
     _reserve_gamma(store, name, x.shape[-1])
-    return layers.batch_norm(store, x, name, scale=True, epsilon=BN_EPSILON, activation=tf.nn.relu)
+    return layers.batch_norm(store, x, name, scale=True, epsilon=BN_EPSILON, activation=backward.relu)
 
 
 def conv_bn_relu(store, x, name: str, filters: int, kernel: int, stride: int = 1):
@@ -97,7 +97,7 @@ def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: 
     end_points[f"{scope}/conv2"] = residual
     residual = conv_with_biases(store, residual, f"{scope}/conv3", depth, 1)
     end_points[f"{scope}/conv3"] = residual
-    output = shortcut + residual
+    output = backward.residual_add(shortcut, residual)
     end_points[scope] = output
     return output
 
@@ -111,7 +111,7 @@ def resnet_v2(store, x, blocks, scope: str, num_classes: int = 1001):
     x = tf.convert_to_tensor(x)
     if x.shape.rank != 4 or x.shape[-1] != 3:
         raise ValueError(f"{scope} takes [N, H, W, 3] images, got shape {x.shape}")
-    points = {}  # slim's end points relative to the network scope
+    points = backward.EndPoints(prefix=f"{scope}/")  # slim's end points relative to the network scope (marked as reached)
     net = conv_with_biases(store, x, "conv1", ROOT_DEPTH, 7, 2)
     points["conv1"] = net
     net = layers.max_pool(net, 3, 2, "SAME")  # pool1: the resnet arg scope makes max pools SAME

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import labels, layers, loading, registry
+from tfattack.models import backward, labels, layers, loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
@@ -124,8 +124,8 @@ def read_weights(path) -> Dict[str, np.ndarray]:
 
 ACTIVATIONS: Dict[str, Callable] = {
     "linear": tf.identity,
-    "relu": tf.nn.relu,
-    "relu6": tf.nn.relu6,
+    "relu": backward.relu,
+    "relu6": backward.relu6,
     "softmax": tf.nn.softmax,
     "sigmoid": tf.math.sigmoid,
     "tanh": tf.math.tanh,
@@ -357,7 +357,7 @@ LAYER_BUILDERS: Dict[str, Callable] = {
     "LeakyReLU": _leaky_relu,
     "Softmax": _softmax,
     "ZeroPadding2D": _zero_padding2d,
-    "MaxPooling2D": _pooling2d(tf.nn.max_pool2d),
+    "MaxPooling2D": _pooling2d(backward.max_pool),
     "AveragePooling2D": _pooling2d(tf.nn.avg_pool2d),
     "GlobalAveragePooling2D": _global_pooling2d(tf.reduce_mean),
     "GlobalMaxPooling2D": _global_pooling2d(tf.reduce_max),
@@ -531,7 +531,7 @@ class TfjsLayersNetwork(tf.Module):
 
     def __call__(self, x):
         outputs = {}
-        end_points = {}
+        end_points = backward.EndPoints()
         for key in self._order:
             if key == self._input[:2]:
                 outputs[key] = x

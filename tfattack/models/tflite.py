@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import loading, registry
+from tfattack.models import backward, loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 from tfattack.models.tflite_reader import Operator, Tensor, TFLiteFormatError, TFLiteModel, read_tflite
@@ -124,9 +124,9 @@ def pixel_offset(model: TFLiteModel) -> float:
 
 FUSED_ACTIVATIONS = {
     0: tf.identity,                                    # NONE
-    1: tf.nn.relu,                                     # RELU
+    1: backward.relu,                                     # RELU
     2: lambda x: tf.clip_by_value(x, -1.0, 1.0),       # RELU_N1_TO_1
-    3: tf.nn.relu6,                                    # RELU6
+    3: backward.relu6,                                    # RELU6
     4: tf.math.tanh,                                   # TANH
 }
 
@@ -280,7 +280,7 @@ OP_BUILDERS: Dict[str, Callable] = {
     "SUB": _elementwise(tf.subtract),
     "MUL": _elementwise(tf.multiply),
     "AVERAGE_POOL_2D": _pool(tf.nn.avg_pool2d),
-    "MAX_POOL_2D": _pool(tf.nn.max_pool2d),
+    "MAX_POOL_2D": _pool(backward.max_pool),
     "MEAN": _mean,
     "RESHAPE": _reshape,
     "SQUEEZE": _reshape,
@@ -292,8 +292,8 @@ OP_BUILDERS: Dict[str, Callable] = {
     "HARD_SWISH": _unary(_hard_swish),
     "LOGISTIC": _unary(tf.math.sigmoid),
     "TANH": _unary(tf.math.tanh),
-    "RELU": _unary(tf.nn.relu),
-    "RELU6": _unary(tf.nn.relu6),
+    "RELU": _unary(backward.relu),
+    "RELU6": _unary(backward.relu6),
 }
 
 # Inputs that are read as raw integers by the builder (shapes, axes, paddings), not fed as tensors.
@@ -768,7 +768,7 @@ class TFLiteFloatNetwork(tf.Module):
         x = (pixels - self._pixel_offset - float(q.zero_point[0])) * float(q.scale[0])
         bounds = representable_range(self._input)
         values = {self._input.index: tf.clip_by_value(x, *bounds) if bounds else x}
-        end_points = {}
+        end_points = backward.EndPoints()
         for apply, inputs, constants, output, bounds, step, integer in self._steps:
             operands = [constants[i] if i in constants else values[i] for i in inputs]
             if integer is not None and self.arithmetic == "integer":

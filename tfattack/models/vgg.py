@@ -14,7 +14,7 @@ import functools
 
 import tensorflow as tf
 
-from tfattack.models import layers, registry
+from tfattack.models import backward, layers, registry
 from tfattack.models.inception_v3 import check_input
 from tfattack.models.registry import ModelSpec
 
@@ -29,7 +29,7 @@ CONVS_PER_STAGE = {
 }
 
 
-def conv_relu(store, x, name: str, filters: int, kernel: int, padding: str = "SAME", activation=tf.nn.relu):
+def conv_relu(store, x, name: str, filters: int, kernel: int, padding: str = "SAME", activation=backward.relu):
     """slim.conv2d under the VGG arg scope: weights and biases, no normalizer."""
     return layers.conv2d(store, x, name, filters, kernel, padding=padding, batch_norm=False,
                          activation=activation)
@@ -42,7 +42,7 @@ def vgg(store, x, convs_per_stage, scope: str, num_classes: int = 1000):
     scope as slim's do (e.g. "vgg_16/conv5/conv5_3", "vgg_16/fc8").
     """
     check_input(x, scope, IMAGE_SIZE)
-    end_points = {}
+    end_points = backward.EndPoints()
     net = x
     for stage, (count, filters) in enumerate(zip(convs_per_stage, STAGE_FILTERS), start=1):
         for index in range(1, count + 1):

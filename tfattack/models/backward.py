@@ -1,0 +1,242 @@
+"""Backward policies: how an input gradient flows back through ReLUs, residual additions and max pools.
+
+Model-related transfer attacks keep the surrogate's forward pass and change its backward pass:
+
+  SGM (Wu et al. ICLR 2020)         the gradient through a residual block's residual branch is scaled by
+                                    gamma < 1 (the skip connection's is not), favouring low-level features.
+  LinBP (Guo et al. NeurIPS 2020)   from a chosen layer on, every ReLU back-propagates as the identity
+                                    (derivative 1), i.e. the backward pass of a linearised network.
+  BPA (Wang et al. NeurIPS 2023)    the ReLU's step derivative is replaced by a smooth one (the derivative
+                                    of a softplus of temperature t), and max pooling's one-hot derivative
+                                    by a softmax over the pooling window (temperature t).
+
+Every native network (the slim ports, EfficientNet-Lite, the TF.js and TFLite rebuilds) calls the
+primitives here instead of `tf.nn.relu`, `+` on a residual and `tf.nn.max_pool2d`. Under the default
+policy they *are* those ops (nothing is wrapped, so graphs and numbers are unchanged); under another
+policy, set for a trace with `with policy(Policy(...)):`, they are `tf.custom_gradient` functions whose
+forward value is the same op on the same inputs, bit for bit, and whose backward follows the policy.
+
+The policy is read when a network is traced, so an attack sets it inside its own `tf.function`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from typing import Iterator, Optional
+
+import tensorflow as tf
+
+RELU_MODES = ("exact", "linear", "smooth")
+MAX_POOL_MODES = ("exact", "softmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How the primitives back-propagate (the defaults are plain autodiff).
+
+    residual_gradient: factor on the gradient into a residual branch (SGM's gamma); the skip path keeps 1.
+    relu: "exact" (step derivative), "linear" (derivative 1: LinBP) or "smooth" (sigmoid(x / relu_temperature),
+      the derivative of a softplus of that temperature: BPA).
+    relu_temperature: the smooth derivative's temperature.
+    linear_from: with relu="linear" or "smooth", the end point (a name the network marks, e.g. slim's
+      "resnet_v2_50/block3" or "Mixed_6a") from which on, in forward order, ReLUs follow `relu`; the ones
+      before it stay exact. None: every ReLU.
+    max_pool: "exact" (the gradient goes to the window's maximum) or "softmax" (spread over the window
+      with weights softmax(window / max_pool_temperature): BPA).
+    max_pool_temperature: the softmax's temperature.
+    """
+
+    residual_gradient: float = 1.0
+    relu: str = "exact"
+    relu_temperature: float = 1.0
+    linear_from: Optional[str] = None
+    max_pool: str = "exact"
+    max_pool_temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.relu not in RELU_MODES:
+            raise ValueError(f"backward policy: relu must be one of {', '.join(RELU_MODES)}, got {self.relu!r}")
+        if self.max_pool not in MAX_POOL_MODES:
+            raise ValueError(f"backward policy: max_pool must be one of {', '.join(MAX_POOL_MODES)}, "
+                             f"got {self.max_pool!r}")
+        if not self.residual_gradient >= 0:
+            raise ValueError(f"backward policy: residual_gradient must be >= 0, got {self.residual_gradient}")
+        for name in ("relu_temperature", "max_pool_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"backward policy: {name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def is_exact(self) -> bool:
+        return self == Policy()
+
+
+EXACT = Policy()
+
+
+class _TraceState(threading.local):
+    def __init__(self):
+        self.policy = EXACT
+        self.relu_active = True   # False until `linear_from` has been passed in this forward
+        self.marked = []          # end points seen in this forward (for the error when linear_from never shows)
+
+
+_STATE = _TraceState()
+
+
+@contextlib.contextmanager
+def policy(chosen: Optional[Policy]) -> Iterator[Policy]:
+    """Networks traced inside this block back-propagate by `chosen` (None: the exact policy)."""
+    chosen = chosen or EXACT
+    saved = (_STATE.policy, _STATE.relu_active, _STATE.marked)
+    _STATE.policy, _STATE.relu_active, _STATE.marked = chosen, chosen.linear_from is None, []
+    try:
+        yield chosen
+    finally:
+        _STATE.policy, _STATE.relu_active, _STATE.marked = saved
+
+
+def current() -> Policy:
+    return _STATE.policy
+
+
+def mark(name: str) -> None:
+    """Called by a network as its forward pass reaches the end point `name`: LinBP starts after it."""
+    _STATE.marked.append(name)
+    if _STATE.policy.linear_from is not None and name == _STATE.policy.linear_from:
+        _STATE.relu_active = True
+
+
+class EndPoints(dict):
+    """A network's end-point dict: storing an end point marks it (`mark`), in forward order, under the name
+    the network finally reports it by (`prefix` + key, e.g. slim ResNet's "resnet_v2_50/" + "block3")."""
+
+    def __init__(self, prefix: str = ""):
+        super().__init__()
+        self.prefix = prefix
+
+    def __setitem__(self, name, value):
+        mark(self.prefix + name)
+        super().__setitem__(name, value)
+
+
+def marked() -> list:
+    """The end points the last forward under the current policy marked, in order."""
+    return list(_STATE.marked)
+
+
+# --- ReLU -------------------------------------------------------------------------------------------
+
+
+def _relu_mode() -> str:
+    chosen = _STATE.policy
+    return chosen.relu if chosen.relu != "exact" and _STATE.relu_active else "exact"
+
+
+def _relu_derivative(x, mode: str, temperature: float, upper=None):
+    """d relu / dx under `mode`, in x's dtype; `upper` caps it (ReLU6: derivative 0 above 6, as the op's)."""
+    if mode == "linear":
+        slope = tf.ones_like(x)
+    else:  # smooth: d/dx t*log(1 + exp(x/t)) = sigmoid(x / t)
+        slope = tf.sigmoid(x / tf.cast(temperature, x.dtype))
+    if upper is not None:
+        slope = slope * tf.cast(x < upper, x.dtype)
+    return slope
+
+
+def _custom_relu(op, x, mode: str, temperature: float, upper=None):
+    @tf.custom_gradient
+    def wrapped(inputs):
+        def backward(dy):
+            return dy * _relu_derivative(inputs, mode, temperature, upper)
+        return op(inputs), backward
+    return wrapped(x)
+
+
+def relu(x, name: Optional[str] = None):
+    """`tf.nn.relu(x)`, back-propagating by the current policy."""
+    mode = _relu_mode()
+    if mode == "exact":
+        return tf.nn.relu(x, name=name)
+    return _custom_relu(tf.nn.relu, x, mode, _STATE.policy.relu_temperature)
+
+
+def relu6(x, name: Optional[str] = None):
+    """`tf.nn.relu6(x)`; the policy replaces the derivative at 0, and keeps it 0 above 6 where the op is flat."""
+    mode = _relu_mode()
+    if mode == "exact":
+        return tf.nn.relu6(x, name=name)
+    return _custom_relu(tf.nn.relu6, x, mode, _STATE.policy.relu_temperature, upper=6.0)
+
+
+# --- residual additions -----------------------------------------------------------------------------
+
+
+def residual_add(shortcut, residual):
+    """`shortcut + residual` of a residual block; the policy's `residual_gradient` scales the residual
+    branch's gradient (SGM), the skip connection's is untouched."""
+    gamma = _STATE.policy.residual_gradient
+    if gamma == 1.0:
+        return shortcut + residual
+
+    @tf.custom_gradient
+    def wrapped(skip, branch):
+        def backward(dy):
+            return dy, dy * tf.cast(gamma, dy.dtype)
+        return skip + branch, backward
+
+    return wrapped(shortcut, residual)
+
+
+# --- max pooling ------------------------------------------------------------------------------------
+
+
+def _pair(value):
+    return (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+
+
+def max_pool(x, kernel, stride, padding: str = "VALID"):
+    """`tf.nn.max_pool2d` (kernel and stride an int or a pair); with max_pool="softmax" the gradient of each
+    window is spread over its inputs with weights softmax(window / t) instead of going to the maximum
+    alone (BPA)."""
+    chosen = _STATE.policy
+    if chosen.max_pool == "exact":
+        return tf.nn.max_pool2d(x, kernel, stride, padding)
+    kernel, stride, temperature = _pair(kernel), _pair(stride), chosen.max_pool_temperature
+
+    @tf.custom_gradient
+    def wrapped(inputs):
+        def backward(dy):
+            # Each window sends dy * softmax(window / t) to its inputs (overlapping windows add up):
+            # the gradient of sum_window stop(softmax(w / t)) * w, taken through extract_patches, whose
+            # gradient is that scatter-add back onto the input grid.
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                windows = _windows(inputs, kernel, stride, padding)           # [N, H', W', kh*kw, C]
+                weights = tf.stop_gradient(tf.nn.softmax(windows / tf.cast(temperature, inputs.dtype), axis=3))
+                pooled = tf.reduce_sum(weights * windows, axis=3)
+            return tape.gradient(pooled, inputs, output_gradients=dy)
+        return tf.nn.max_pool2d(inputs, kernel, stride, padding), backward
+
+    return wrapped(x)
+
+
+def _windows(x, kernel, stride, padding: str):
+    """[N, H', W', kh*kw, C] pooling windows of x (SAME pads with the dtype's lowest value, never a maximum)."""
+    channels = x.shape[-1]
+    if padding == "SAME":
+        x = _pad_same(x, kernel, stride)
+    patches = tf.image.extract_patches(x, [1, kernel[0], kernel[1], 1], [1, stride[0], stride[1], 1], [1, 1, 1, 1],
+                                       "VALID")
+    shape = tf.shape(patches)
+    return tf.reshape(patches, [shape[0], shape[1], shape[2], kernel[0] * kernel[1], channels])
+
+
+def _pad_same(x, kernel, stride):
+    pads = []
+    for size, k, s in zip((x.shape[1], x.shape[2]), kernel, stride):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        pads.append([total // 2, total - total // 2])
+    return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]], constant_values=x.dtype.min)
