@@ -8,8 +8,8 @@ import tfattack
 from tfattack.models import backward
 from tfattack.models.backward import Policy
 
-POLICIES = [Policy(residual_gradient=0.2), Policy(relu="linear"), Policy(relu="smooth", relu_temperature=0.5),
-            Policy(max_pool="softmax", max_pool_temperature=0.3),
+POLICIES = [Policy(residual_gradient=0.2), Policy(relu="linear"), Policy(relu="silu", relu_temperature=0.5),
+            Policy(max_pool="softmax", max_pool_temperature=10.0),
             Policy(relu="linear", residual_gradient=0.5, max_pool="softmax")]
 
 
@@ -40,17 +40,19 @@ def test_relu_derivatives(rng):
 
     exact_value, exact = gradient(f, x, None)
     np.testing.assert_array_equal(exact, w * (x > 0))
+    silu_slope = sigmoid(x) + x * sigmoid(x) * (1 - sigmoid(x))
     for chosen, slope in ((Policy(relu="linear"), np.ones_like(x)),
-                          (Policy(relu="smooth", relu_temperature=0.5), sigmoid(x / 0.5))):
+                          (Policy(relu="silu", relu_temperature=0.5), 0.5 * silu_slope)):
         value, grad = gradient(f, x, chosen)
         assert value == exact_value
-        np.testing.assert_allclose(grad, w * slope, rtol=1e-6)
+        np.testing.assert_allclose(grad, w * slope, rtol=1e-5, atol=1e-7)
 
 
 def test_relu6_keeps_its_flat_top(rng):
     x = (rng.normal(size=(50,)) * 5).astype(np.float32)
-    _, grad = gradient(lambda v: tf.reduce_sum(backward.relu6(v)), x, Policy(relu="smooth", relu_temperature=2.0))
-    np.testing.assert_allclose(grad, sigmoid(x / 2.0) * (x < 6), rtol=1e-6)
+    _, grad = gradient(lambda v: tf.reduce_sum(backward.relu6(v)), x, Policy(relu="silu", relu_temperature=2.0))
+    silu_slope = sigmoid(x) + x * sigmoid(x) * (1 - sigmoid(x))
+    np.testing.assert_allclose(grad, 2.0 * silu_slope * (x < 6), rtol=1e-5, atol=1e-7)
     _, grad = gradient(lambda v: tf.reduce_sum(backward.relu6(v)), x, Policy(relu="linear"))
     np.testing.assert_array_equal(grad, (x < 6).astype(np.float32))
 
@@ -65,6 +67,10 @@ def test_residual_gradient_scales_only_the_residual_branch(rng):
     value, grad = gradient(f, x, Policy(residual_gradient=0.25))
     assert value == gradient(f, x, None)[0]
     np.testing.assert_allclose(grad, w * (1 + 0.25 * 3 * x ** 2), rtol=1e-5)
+    # a block whose shortcut is a projection keeps its gradient, as in SGM's code
+    _, grad = gradient(lambda v: tf.reduce_sum(w * backward.residual_add(v, v ** 3, projected=True)), x,
+                       Policy(residual_gradient=0.25))
+    np.testing.assert_allclose(grad, w * (1 + 3 * x ** 2), rtol=1e-5)
 
 
 def test_linear_from_starts_after_the_marked_end_point(rng):
@@ -84,16 +90,17 @@ def test_linear_from_starts_after_the_marked_end_point(rng):
     np.testing.assert_array_equal(grad, ((x > 0) & (x > 0.5)).astype(np.float32))
 
 
-def numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, temperature):
-    """Each window sends dy * softmax(window / t) to its cells; `pad` = ((top, bottom), (left, right))."""
+def numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, t, pad_value=0.0):
+    """Each window sends dy * softmax(t * window) to its cells (BPA); `pad` = ((top, bottom), (left, right))
+    cells hold `pad_value` (BPA's unfold: 0)."""
     n, h, w, c = x.shape
-    padded = np.pad(x, ((0, 0), pad[0], pad[1], (0, 0)), constant_values=-np.inf)
+    padded = np.pad(x, ((0, 0), pad[0], pad[1], (0, 0)), constant_values=pad_value)
     grad = np.zeros_like(padded)
     for i in range(dy.shape[1]):
         for j in range(dy.shape[2]):
             rows, cols = slice(i * stride, i * stride + kernel), slice(j * stride, j * stride + kernel)
             window = padded[:, rows, cols, :]
-            e = np.exp((window - window.max(axis=(1, 2), keepdims=True)) / temperature)
+            e = np.exp((window - window.max(axis=(1, 2), keepdims=True)) * t)
             grad[:, rows, cols, :] += e / e.sum(axis=(1, 2), keepdims=True) * dy[:, i:i + 1, j:j + 1, :]
     return grad[:, pad[0][0]:pad[0][0] + h, pad[1][0]:pad[1][0] + w, :]
 
@@ -109,11 +116,12 @@ def test_softmax_max_pool_gradient(rng, kernel, stride, padding, pad):
     def f(v):
         return tf.reduce_sum(dy * backward.max_pool(v, kernel, stride, padding))
 
-    _, grad = gradient(f, x, Policy(max_pool="softmax", max_pool_temperature=0.3))
-    np.testing.assert_allclose(grad, numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, 0.3), rtol=1e-4,
+    _, grad = gradient(f, x, Policy(max_pool="softmax", max_pool_temperature=3.0))
+    np.testing.assert_allclose(grad, numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, 3.0), rtol=1e-4,
                                atol=1e-6)
-    _, exact = gradient(f, x, None)  # the window's maximum takes it all: the softmax's zero-temperature limit
-    np.testing.assert_allclose(exact, numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, 1e-6), atol=1e-6)
+    _, exact = gradient(f, x, None)  # the window's maximum takes it all: the softmax's t -> infinity limit
+    np.testing.assert_allclose(exact, numpy_softmax_pool_gradient(x, dy, kernel, stride, pad, 1e6, -np.inf),
+                               atol=1e-6)
     with backward.policy(Policy(max_pool="softmax")):
         np.testing.assert_array_equal(backward.max_pool(tf.constant(x), kernel, stride, padding).numpy(), exact_out)
 
@@ -151,9 +159,9 @@ def test_sgm_changes_the_gradient_of_a_residual_network_and_not_of_a_plain_one()
 
 
 def test_bad_policies_are_one_line():
-    with pytest.raises(ValueError, match="relu must be one of exact, linear, smooth"):
+    with pytest.raises(ValueError, match="relu must be one of exact, linear, silu"):
         Policy(relu="leaky")
     with pytest.raises(ValueError, match="residual_gradient must be >= 0"):
         Policy(residual_gradient=-1)
     with pytest.raises(ValueError, match="relu_temperature must be > 0"):
-        Policy(relu="smooth", relu_temperature=0)
+        Policy(relu="silu", relu_temperature=0)

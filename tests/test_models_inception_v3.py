@@ -163,3 +163,20 @@ def test_registry_records():
 def test_other_input_sizes_are_refused(model):
     with pytest.raises(ValueError, match="inception_v3 takes 299x299"):
         model.network(tf.zeros([1, 224, 224, 3]))
+
+
+def test_feature_taps_equal_the_oracle_end_points(model, oracle):
+    taps = ["Conv2d_4a_3x3", "Mixed_5b", "mid", "late", "Mixed_7c"]
+    out = model.outputs(oracle["images01"], features=taps)
+    assert model.feature_tap("mid") == "Mixed_6b" and model.feature_tap("late") == "Mixed_6e"
+    for tap in taps:
+        assert_close_to(out.features[tap].numpy(), oracle["end_points"][model.feature_tap(tap)])
+    # the same forward pass gives the logits
+    assert_close_to(out.logits.numpy(), model(oracle["images01"]).numpy())
+
+
+def test_an_unknown_tap_is_one_line_naming_the_model_and_its_taps(model):
+    from tfattack.models.features import FeatureError
+    with pytest.raises(FeatureError, match=r"model 'inception_v3' has no feature tap 'Mixed_5z'; did you mean "
+                                           r"'Mixed_5[bcd]'\?; its taps: early, mid, late, Conv2d_1a_3x3"):
+        model.outputs(np.zeros((1, 299, 299, 3), np.float32), features=["Mixed_5z"])

@@ -150,3 +150,12 @@ def test_registry_records(name, top1):
     assert spec.url == f"http://download.tensorflow.org/models/{name}_2017_04_14.tar.gz"
     assert spec.archive_files == (f"{name}.ckpt",) and spec.default_location == name
     assert spec.reference_top1 == top1 and spec.licence == "Apache-2.0" and spec.sha256 == ""
+
+
+def test_resnet_v2_50_feature_taps_equal_the_oracle(model_50, oracle_50):
+    taps = ["early", "mid", "resnet_v2_50/block3/unit_2/bottleneck_v2"]
+    out = model_50.outputs(oracle_50["images01"], features=taps)
+    assert model_50.feature_tap("early") == "resnet_v2_50/block1"
+    for tap in taps:
+        assert_close_to(out.features[tap].numpy(), oracle_50["end_points"][model_50.feature_tap(tap)])
+    assert model_50.backward_primitives()["residual_add"] == 16  # 3 + 4 + 6 + 3 bottleneck units

@@ -6,9 +6,9 @@ Model-related transfer attacks keep the surrogate's forward pass and change its 
                                     gamma < 1 (the skip connection's is not), favouring low-level features.
   LinBP (Guo et al. NeurIPS 2020)   from a chosen layer on, every ReLU back-propagates as the identity
                                     (derivative 1), i.e. the backward pass of a linearised network.
-  BPA (Wang et al. NeurIPS 2023)    the ReLU's step derivative is replaced by a smooth one (the derivative
-                                    of a softplus of temperature t), and max pooling's one-hot derivative
-                                    by a softmax over the pooling window (temperature t).
+  BPA (Wang et al. NeurIPS 2023)    the ReLU's step derivative is replaced by t times SiLU's derivative,
+                                    sigma(x) + x sigma(x) (1 - sigma(x)), and max pooling's one-hot
+                                    derivative by softmax(t * window) over each pooling window.
 
 Every native network (the slim ports, EfficientNet-Lite, the TF.js and TFLite rebuilds) calls the
 primitives here instead of `tf.nn.relu`, `+` on a residual and `tf.nn.max_pool2d`. Under the default
@@ -21,6 +21,7 @@ The policy is read when a network is traced, so an attack sets it inside its own
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import threading
@@ -28,7 +29,7 @@ from typing import Iterator, Optional
 
 import tensorflow as tf
 
-RELU_MODES = ("exact", "linear", "smooth")
+RELU_MODES = ("exact", "linear", "silu")
 MAX_POOL_MODES = ("exact", "softmax")
 
 
@@ -36,16 +37,18 @@ MAX_POOL_MODES = ("exact", "softmax")
 class Policy:
     """How the primitives back-propagate (the defaults are plain autodiff).
 
-    residual_gradient: factor on the gradient into a residual branch (SGM's gamma); the skip path keeps 1.
-    relu: "exact" (step derivative), "linear" (derivative 1: LinBP) or "smooth" (sigmoid(x / relu_temperature),
-      the derivative of a softplus of that temperature: BPA).
-    relu_temperature: the smooth derivative's temperature.
-    linear_from: with relu="linear" or "smooth", the end point (a name the network marks, e.g. slim's
-      "resnet_v2_50/block3" or "Mixed_6a") from which on, in forward order, ReLUs follow `relu`; the ones
-      before it stay exact. None: every ReLU.
+    residual_gradient: factor on the gradient into the residual branch of blocks whose shortcut is the
+      identity (SGM's gamma; the official code leaves the blocks with a projection shortcut alone); the
+      skip path keeps 1.
+    relu: "exact" (step derivative), "linear" (derivative 1: LinBP) or "silu" (relu_temperature times the
+      derivative of SiLU, sigma(x) + x sigma(x) (1 - sigma(x)): BPA).
+    relu_temperature: BPA's factor t on that derivative (its code's "temperature", default 1).
+    linear_from: with relu="linear" or "silu", the end point (a name the network marks, e.g. slim's
+      "resnet_v2_50/block3/unit_1/bottleneck_v2") after which, in forward order, ReLUs follow `relu`; the
+      ones before it stay exact. None: every ReLU.
     max_pool: "exact" (the gradient goes to the window's maximum) or "softmax" (spread over the window
-      with weights softmax(window / max_pool_temperature): BPA).
-    max_pool_temperature: the softmax's temperature.
+      with weights softmax(max_pool_temperature * window): BPA; padding cells enter as 0, as in its code).
+    max_pool_temperature: BPA's t in that softmax (10 for ResNet-50's stem pool in its code).
     """
 
     residual_gradient: float = 1.0
@@ -80,6 +83,7 @@ class _TraceState(threading.local):
         self.policy = EXACT
         self.relu_active = True   # False until `linear_from` has been passed in this forward
         self.marked = []          # end points seen in this forward (for the error when linear_from never shows)
+        self.counts = None        # primitive -> calls, while `counting()`
 
 
 _STATE = _TraceState()
@@ -95,6 +99,27 @@ def policy(chosen: Optional[Policy]) -> Iterator[Policy]:
         yield chosen
     finally:
         _STATE.policy, _STATE.relu_active, _STATE.marked = saved
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[collections.Counter]:
+    """Counts the primitives ("relu", "residual_add", "max_pool") a forward pass inside the block calls:
+    what a policy can act on in that network."""
+    saved, _STATE.counts = _STATE.counts, collections.Counter()
+    try:
+        yield _STATE.counts
+    finally:
+        _STATE.counts = saved
+
+
+def _count(kind: str) -> None:
+    if _STATE.counts is not None:
+        _STATE.counts[kind] += 1
+
+
+def begin_forward() -> None:
+    """Called as a network's forward starts: each member of an ensemble reaches its own `linear_from`."""
+    _STATE.relu_active = _STATE.policy.linear_from is None
 
 
 def current() -> Policy:
@@ -138,8 +163,9 @@ def _relu_derivative(x, mode: str, temperature: float, upper=None):
     """d relu / dx under `mode`, in x's dtype; `upper` caps it (ReLU6: derivative 0 above 6, as the op's)."""
     if mode == "linear":
         slope = tf.ones_like(x)
-    else:  # smooth: d/dx t*log(1 + exp(x/t)) = sigmoid(x / t)
-        slope = tf.sigmoid(x / tf.cast(temperature, x.dtype))
+    else:  # silu: t * d/dx (x sigmoid(x))
+        sigma = tf.sigmoid(x)
+        slope = tf.cast(temperature, x.dtype) * (sigma + x * sigma * (1 - sigma))
     if upper is not None:
         slope = slope * tf.cast(x < upper, x.dtype)
     return slope
@@ -156,6 +182,7 @@ def _custom_relu(op, x, mode: str, temperature: float, upper=None):
 
 def relu(x, name: Optional[str] = None):
     """`tf.nn.relu(x)`, back-propagating by the current policy."""
+    _count("relu")
     mode = _relu_mode()
     if mode == "exact":
         return tf.nn.relu(x, name=name)
@@ -164,6 +191,7 @@ def relu(x, name: Optional[str] = None):
 
 def relu6(x, name: Optional[str] = None):
     """`tf.nn.relu6(x)`; the policy replaces the derivative at 0, and keeps it 0 above 6 where the op is flat."""
+    _count("relu")
     mode = _relu_mode()
     if mode == "exact":
         return tf.nn.relu6(x, name=name)
@@ -173,11 +201,13 @@ def relu6(x, name: Optional[str] = None):
 # --- residual additions -----------------------------------------------------------------------------
 
 
-def residual_add(shortcut, residual):
+def residual_add(shortcut, residual, projected: bool = False):
     """`shortcut + residual` of a residual block; the policy's `residual_gradient` scales the residual
-    branch's gradient (SGM), the skip connection's is untouched."""
+    branch's gradient (SGM), the skip connection's is untouched. `projected`: the shortcut is a convolution
+    (not the identity), and SGM leaves the block alone, as its official code does."""
+    _count("residual_add")
     gamma = _STATE.policy.residual_gradient
-    if gamma == 1.0:
+    if gamma == 1.0 or projected:
         return shortcut + residual
 
     @tf.custom_gradient
@@ -198,8 +228,9 @@ def _pair(value):
 
 def max_pool(x, kernel, stride, padding: str = "VALID"):
     """`tf.nn.max_pool2d` (kernel and stride an int or a pair); with max_pool="softmax" the gradient of each
-    window is spread over its inputs with weights softmax(window / t) instead of going to the maximum
+    window is spread over its inputs with weights softmax(t * window) instead of going to the maximum
     alone (BPA)."""
+    _count("max_pool")
     chosen = _STATE.policy
     if chosen.max_pool == "exact":
         return tf.nn.max_pool2d(x, kernel, stride, padding)
@@ -208,13 +239,13 @@ def max_pool(x, kernel, stride, padding: str = "VALID"):
     @tf.custom_gradient
     def wrapped(inputs):
         def backward(dy):
-            # Each window sends dy * softmax(window / t) to its inputs (overlapping windows add up):
-            # the gradient of sum_window stop(softmax(w / t)) * w, taken through extract_patches, whose
+            # Each window sends dy * softmax(t * window) to its inputs (overlapping windows add up):
+            # the gradient of sum_window stop(softmax(t * w)) * w, taken through extract_patches, whose
             # gradient is that scatter-add back onto the input grid.
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
                 windows = _windows(inputs, kernel, stride, padding)           # [N, H', W', kh*kw, C]
-                weights = tf.stop_gradient(tf.nn.softmax(windows / tf.cast(temperature, inputs.dtype), axis=3))
+                weights = tf.stop_gradient(tf.nn.softmax(windows * tf.cast(temperature, inputs.dtype), axis=3))
                 pooled = tf.reduce_sum(weights * windows, axis=3)
             return tape.gradient(pooled, inputs, output_gradients=dy)
         return tf.nn.max_pool2d(inputs, kernel, stride, padding), backward
@@ -223,7 +254,8 @@ def max_pool(x, kernel, stride, padding: str = "VALID"):
 
 
 def _windows(x, kernel, stride, padding: str):
-    """[N, H', W', kh*kw, C] pooling windows of x (SAME pads with the dtype's lowest value, never a maximum)."""
+    """[N, H', W', kh*kw, C] pooling windows of x (SAME pads with zeros, which take their share of the softmax
+    as BPA's unfold does; their gradient is dropped)."""
     channels = x.shape[-1]
     if padding == "SAME":
         x = _pad_same(x, kernel, stride)
@@ -239,4 +271,4 @@ def _pad_same(x, kernel, stride):
         out = -(-size // s)
         total = max((out - 1) * s + k - size, 0)
         pads.append([total // 2, total - total // 2])
-    return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]], constant_values=x.dtype.min)
+    return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]])

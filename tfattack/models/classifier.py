@@ -7,12 +7,13 @@ image and by a label, and one batch can feed a mixed ensemble.
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import preprocessing
+from tfattack.models import backward, features, preprocessing
 from tfattack.models.registry import ModelSpec
 
 NUM_CLASSES = 1000
@@ -29,6 +30,15 @@ def standard_output_index(spec: ModelSpec, network) -> Optional[np.ndarray]:
     if spec.num_classes == 1001:
         return np.arange(1, 1001, dtype=np.int32)  # drop slim's background class 0
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """One forward pass: standard logits, the aux head's (or None), and the requested feature taps by name."""
+
+    logits: tf.Tensor
+    aux: Optional[tf.Tensor]
+    features: Dict[str, tf.Tensor]
 
 
 def _to_float32(tensor):
@@ -101,16 +111,52 @@ class Classifier(tf.Module):
             raw_logits = tf.gather(raw_logits, self._output_index, axis=-1)
         return raw_logits
 
-    def logits_and_aux(self, images):
-        """Returns (logits [N, 1000], aux_logits [N, 1000] or None)."""
+    def _forward(self, images):
         images = self._check_images(images)
         x = preprocessing.resize_to(images, self.image_size)
         x = self._preprocess(x)
         if self.compute_dtype != "float32":
             x = tf.cast(x, self.compute_dtype)
+        backward.begin_forward()
         logits, end_points = self.network(x)
-        aux = end_points.get("AuxLogits") if end_points else None
-        return self._to_standard(_to_float32(logits)), self._to_standard(_to_float32(aux))
+        return self._to_standard(_to_float32(logits)), end_points or {}
+
+    def logits_and_aux(self, images):
+        """Returns (logits [N, 1000], aux_logits [N, 1000] or None)."""
+        logits, end_points = self._forward(images)
+        return logits, self._to_standard(_to_float32(end_points.get("AuxLogits")))
+
+    def outputs(self, images, features: Sequence[str] = ()) -> Outputs:
+        """Logits, aux logits and the feature taps `features` (end-point names or early/mid/late), all from
+        one forward pass. A tap the model lacks is a `features.FeatureError` before any computation."""
+        taps = {tap: self.feature_tap(tap) for tap in features}
+        logits, end_points = self._forward(images)
+        return Outputs(logits, self._to_standard(_to_float32(end_points.get("AuxLogits"))),
+                       {tap: end_points[name] for tap, name in taps.items()})
 
     def __call__(self, images):
         return self.logits_and_aux(images)[0]
+
+    # --- introspection --------------------------------------------------------------------------------
+
+    def _probe(self) -> Tuple[Tuple[str, ...], dict]:
+        """End-point names (forward order) and the backward primitives the network calls, from one eager
+        forward pass on a blank image (cached)."""
+        if getattr(self, "_probed", None) is None:
+            blank = tf.zeros([1, self.image_size, self.image_size, 3])
+            with backward.policy(None), backward.counting() as counts:
+                _, end_points = self.network(self._preprocess(blank))
+            self._probed = (tuple(end_points or ()), dict(counts))
+        return self._probed
+
+    def end_point_names(self) -> Tuple[str, ...]:
+        return self._probe()[0]
+
+    def feature_tap(self, tap: str) -> str:
+        """The end-point name `tap` means here (see `tfattack.models.features`)."""
+        return features.resolve(self.spec.name, self.spec.architecture, self.end_point_names(), tap)
+
+    def backward_primitives(self) -> Dict[str, int]:
+        """How many ReLUs, residual additions and max pools the network routes through the backward policies
+        (`tfattack.models.backward`); empty for networks that cannot honour a policy (Keras applications)."""
+        return self._probe()[1]

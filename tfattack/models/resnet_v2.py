@@ -85,7 +85,8 @@ def conv_with_biases(store, x, name: str, filters: int, kernel: int, stride: int
 def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: int, end_points: dict):
     """slim's bottleneck_v2 unit; variables in its creation order: preact, shortcut, conv1..conv3."""
     preact = batch_norm_relu(store, x, f"{scope}/preact")
-    if depth == x.shape[-1]:
+    projected = depth != x.shape[-1]
+    if not projected:
         # slim subsamples with a 1x1 max pool of stride `stride`, i.e. it keeps every stride-th pixel.
         shortcut = x if stride == 1 else x[:, ::stride, ::stride, :]
     else:
@@ -97,7 +98,7 @@ def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: 
     end_points[f"{scope}/conv2"] = residual
     residual = conv_with_biases(store, residual, f"{scope}/conv3", depth, 1)
     end_points[f"{scope}/conv3"] = residual
-    output = backward.residual_add(shortcut, residual)
+    output = backward.residual_add(shortcut, residual, projected=projected)
     end_points[scope] = output
     return output
 
