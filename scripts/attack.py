@@ -94,6 +94,18 @@ def build_attack():
         raise UsageError(str(err)) from None
 
 
+def check_surrogates(attack, ensemble):
+    """What the attack needs from the surrogates' networks (a backward policy's ReLUs or residual blocks),
+    checked before any image is read."""
+    from tfattack.attacks.loop import surrogate_policy
+    from tfattack.runs import UsageError
+
+    try:
+        surrogate_policy(ensemble, attack.config)
+    except ValueError as err:
+        raise UsageError(f"--attack={FLAGS.attack}: {err}") from None
+
+
 def run() -> int:
     from tfattack import data, pipeline, record, runs
 
@@ -119,6 +131,7 @@ def run() -> int:
         print(f"attack.py: mirrored over {strategy.num_replicas_in_sync} device(s)", file=sys.stderr)
     with strategy.scope() if strategy else contextlib.nullcontext():
         ensemble = runs.build_ensemble(entries, checkpoints, FLAGS.model_dir, FLAGS.fuse, FLAGS.random_weights)
+    check_surrogates(attack, ensemble)
     if strategy is not None:
         attack = distributed.MirroredAttack(attack, strategy)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1

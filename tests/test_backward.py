@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 import tfattack
-from tfattack.models import backward
-from tfattack.models.backward import Policy
+from tfattack import backward
+from tfattack.backward import Policy
 
 POLICIES = [Policy(residual_gradient=0.2), Policy(relu="linear"), Policy(relu="silu", relu_temperature=0.5),
             Policy(max_pool="softmax", max_pool_temperature=10.0),

@@ -27,7 +27,7 @@ from typing import ClassVar, Dict, Iterable, Optional, Tuple, Type
 
 from tfattack.errors import UserError
 
-ROLES = ("transform", "estimator", "objective", "filter", "update", "post")
+ROLES = ("transform", "estimator", "objective", "filter", "update", "post", "backward")
 _REGISTRY: Dict[str, Dict[str, Type["Component"]]] = {role: {} for role in ROLES}
 LIST_SEPARATOR = "+"  # inside one field's value, e.g. augment:ops=rotate+noise
 
@@ -102,7 +102,7 @@ def available(role: str) -> Tuple[str, ...]:
 
 def _load_families() -> None:
     # The families register themselves at import; importing them here lets `parse` work from this module alone.
-    from tfattack.attacks import estimators, filters, objectives, transforms, updates  # noqa: F401
+    from tfattack.attacks import estimators, filters, objectives, surrogate, transforms, updates  # noqa: F401
 
 
 # ----------------------------------------------------------------- values
@@ -378,4 +378,21 @@ class PostOp(Component):
     role: ClassVar[str] = "post"
 
     def apply(self, delta):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Backward(Component):
+    """Changes how the surrogate back-propagates (model-related methods: SGM, BPA); the forward pass is untouched.
+
+    `policy_fields(members) -> dict` gives `tfattack.backward.Policy` fields for an attack on these networks
+    (the members of an ensemble, or the one model); the loop merges the fields of every backward component and
+    sets the policy for the trace. `needs` names the primitives it acts on ("relu", "residual_add",
+    "max_pool"): a surrogate with none of them is a one-line error.
+    """
+
+    role: ClassVar[str] = "backward"
+    needs: ClassVar[Tuple[str, ...]] = ()
+
+    def policy_fields(self, members) -> dict:
         raise NotImplementedError

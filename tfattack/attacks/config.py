@@ -20,7 +20,8 @@ import math
 from typing import Tuple
 
 from tfattack.attacks import components
-from tfattack.attacks.components import ComponentError, Estimator, Filter, Objective, PostOp, Transform, Update
+from tfattack.attacks.components import (Backward, ComponentError, Estimator, Filter, Objective, PostOp, Transform,
+                                         Update)
 
 NORMS = ("linf", "l2")
 STARTS = ("zero", "uniform", "gaussian")
@@ -78,6 +79,7 @@ SLOTS = {  # config field -> (role, is a tuple)
     "filters": ("filter", True),
     "update": ("update", False),
     "post": ("post", True),
+    "backward": ("backward", True),
 }
 
 
@@ -112,6 +114,8 @@ class AttackConfig:
     update: Update = dataclasses.field(default_factory=_default_update,
                                        metadata={"doc": "Look-ahead, accumulation and step (sign, mi, ni)."})
     post: Tuple[PostOp, ...] = _field((), "Applied to the perturbation after each step (blur).")
+    backward: Tuple[Backward, ...] = _field((), "How the surrogate back-propagates (sgm, bpa); the forward pass is "
+                                                "unchanged.")
     execution: Execution = dataclasses.field(default_factory=Execution,
                                              metadata={"doc": "jit_compile, compute_dtype, copies_per_pass."})
 

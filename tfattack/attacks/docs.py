@@ -77,7 +77,8 @@ def _default(field: dataclasses.Field):
 def components_section() -> str:
     titles = {"transform": "Input transforms (`transforms`)", "estimator": "Gradient estimators (`estimators`)",
               "objective": "Objectives (`objective`)", "filter": "Gradient filters (`filters`)",
-              "update": "Updates (`update`)", "post": "Perturbation post-ops (`post`)"}
+              "update": "Updates (`update`)", "post": "Perturbation post-ops (`post`)",
+              "backward": "Backward policies (`backward`)"}
     out = ["## Components", ""]
     for role in components.ROLES:
         out += [f"### {titles[role]}", ""]

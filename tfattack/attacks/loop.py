@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tfattack import backward as backward_lib
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.projection import project
 
@@ -73,6 +74,35 @@ def in_compute_dtype(model, dtype: str):
     return model.with_compute_dtype(dtype) if len(left) < len(members) else model
 
 
+_PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools"}
+
+
+def surrogate_policy(model, config: AttackConfig):
+    """The `tfattack.backward.Policy` the config's backward components ask for on `model` (None: plain
+    backprop). A component that finds nothing to act on in any member is a one-line ValueError; members
+    without it are left to plain backprop, with a warning naming them."""
+    active = [c for c in config.backward if not c.is_identity]
+    if not active:
+        return None
+    members = list(getattr(model, "members", [model]))
+    fields = {}
+    for component in active:
+        usable = [m for m in members if hasattr(m, "backward_primitives")
+                  and any(m.backward_primitives().get(p, 0) for p in component.needs)]
+        wanted = " or ".join(_PRIMITIVE_NAMES[p] for p in component.needs)
+        lacking = [model_name(m) for m in members if m not in usable]
+        if not usable:
+            raise ValueError(f"backward {component.name!r}: model {', '.join(map(repr, lacking))} has no {wanted} "
+                             f"it can act on (native networks route them through tfattack.backward)")
+        if lacking:
+            warnings.warn(f"backward {component.name!r}: {', '.join(lacking)} has no {wanted}; plain backprop there")
+        for key, value in component.policy_fields(usable).items():
+            if key in fields and fields[key] != value:
+                raise ValueError(f"backward components disagree on {key} ({fields[key]!r} and {value!r})")
+            fields[key] = value
+    return backward_lib.Policy(**fields)
+
+
 def make_objective(model, config: AttackConfig):
     """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
 
@@ -97,7 +127,13 @@ def make_objective(model, config: AttackConfig):
             return [None if o is None else tf.cast(o, tf.float32) for o in outputs]
         return tf.cast(outputs, tf.float32)
 
+    policy = surrogate_policy(model, config)
+
     def forward(images):
+        with backward_lib.policy(policy):
+            return forward_exact(images)
+
+    def forward_exact(images):
         if compute_dtype[0] != tf.float32:
             try:
                 return to_float32(call(tf.cast(images, compute_dtype[0])))

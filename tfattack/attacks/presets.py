@@ -12,6 +12,7 @@ from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import CE, Logit, PoTrip, Prob
+from tfattack.attacks.surrogate import BPA, SGM
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
@@ -105,6 +106,14 @@ _PRESETS = {
     "rap": (dict(steps=400, step_size=2 / 255, estimators=(RAP(),), **_MI),
             "RAP-LS: from iteration 100 of 400 (steps of 2/255), each gradient is taken at x + n, n an 8-step reverse "
             "perturbation within eps that lowers the objective (Qin et al. NeurIPS 2022, authors' code)."),
+    "sgm": (dict(backward=(SGM(),), **_MI),
+            "SGM: the gradient through each residual branch decays by gamma=0.2 (blocks with a projection shortcut "
+            "keep theirs), MI-FGSM mu=1, 10 steps of eps/10 (Wu et al. ICLR 2020; TransferAttack's settings). "
+            "Needs residual blocks (ResNets, Inception-ResNet, EfficientNet)."),
+    "bpa": (dict(backward=(BPA(),), **_MI),
+            "BPA: ReLUs after block3/unit_1 (ResNets; elsewhere see the component) back-propagate t=1 times SiLU's "
+            "derivative and max pools a softmax(10 * window), MI-FGSM mu=1, 10 steps (Wang et al. NeurIPS 2023, "
+            "authors' code and TransferAttack's settings)."),
     # The NIPS 2017 competition baselines (cleverhans dev_toolkit sample attacks, and the MI-FGSM winner).
     "nips17_fgsm": (dict(steps=1, label_source="predicted"),
                     "NIPS'17 sample attack 'fgsm': one eps step of cleverhans FGSM on the model's own clean "

@@ -13,7 +13,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import backward, features, preprocessing
+from tfattack import backward
+from tfattack.models import features, preprocessing
 from tfattack.models.registry import ModelSpec
 
 NUM_CLASSES = 1000
@@ -158,5 +159,5 @@ class Classifier(tf.Module):
 
     def backward_primitives(self) -> Dict[str, int]:
         """How many ReLUs, residual additions and max pools the network routes through the backward policies
-        (`tfattack.models.backward`); empty for networks that cannot honour a policy (Keras applications)."""
+        (`tfattack.backward`); empty for networks that cannot honour a policy (Keras applications)."""
         return self._probe()[1]

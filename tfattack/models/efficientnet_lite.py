@@ -25,7 +25,8 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import backward, layers, loading, registry, torch_pickle
+from tfattack import backward
+from tfattack.models import layers, loading, registry, torch_pickle
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 

@@ -19,7 +19,8 @@ from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
-from tfattack.models import backward, layers, registry
+from tfattack import backward
+from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import _TRAMER as TRAMER_CITATION  # one copy of the citation
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, check_input, inception_builder,
                                           run_branch, run_table)

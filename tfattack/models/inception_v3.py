@@ -20,7 +20,8 @@ from typing import Optional, Tuple, Union
 
 import tensorflow as tf
 
-from tfattack.models import backward, layers, registry
+from tfattack import backward
+from tfattack.models import layers, registry
 from tfattack.models.registry import ModelSpec
 
 SCOPE = "InceptionV3"

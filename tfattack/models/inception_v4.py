@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfattack.models import backward, layers, registry
+from tfattack import backward
+from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, Split, check_input,
                                           inception_builder, run_branch, run_table)
 from tfattack.models.registry import ModelSpec

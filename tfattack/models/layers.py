@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import backward
+from tfattack import backward
 
 
 class VariableStore(tf.Module):

@@ -21,7 +21,8 @@ import functools
 
 import tensorflow as tf
 
-from tfattack.models import backward, layers, registry
+from tfattack import backward
+from tfattack.models import layers, registry
 from tfattack.models.registry import ModelSpec
 
 BN_EPSILON = 1e-5

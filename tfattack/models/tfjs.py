@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import backward, labels, layers, loading, registry
+from tfattack import backward
+from tfattack.models import labels, layers, loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 

@@ -42,7 +42,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack.models import backward, loading, registry
+from tfattack import backward
+from tfattack.models import loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 from tfattack.models.tflite_reader import Operator, Tensor, TFLiteFormatError, TFLiteModel, read_tflite

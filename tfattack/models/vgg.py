@@ -14,7 +14,8 @@ import functools
 
 import tensorflow as tf
 
-from tfattack.models import backward, layers, registry
+from tfattack import backward
+from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import check_input
 from tfattack.models.registry import ModelSpec
 

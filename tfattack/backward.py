@@ -25,7 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import tensorflow as tf
 
@@ -43,9 +43,9 @@ class Policy:
     relu: "exact" (step derivative), "linear" (derivative 1: LinBP) or "silu" (relu_temperature times the
       derivative of SiLU, sigma(x) + x sigma(x) (1 - sigma(x)): BPA).
     relu_temperature: BPA's factor t on that derivative (its code's "temperature", default 1).
-    linear_from: with relu="linear" or "silu", the end point (a name the network marks, e.g. slim's
-      "resnet_v2_50/block3/unit_1/bottleneck_v2") after which, in forward order, ReLUs follow `relu`; the
-      ones before it stay exact. None: every ReLU.
+    linear_from: with relu="linear" or "silu", end points (names the networks mark, e.g. slim's
+      "resnet_v2_50/block3/unit_1/bottleneck_v2"; one per family of an ensemble) after which, in each
+      network's forward order, ReLUs follow `relu`; the ones before stay exact. Empty: every ReLU.
     max_pool: "exact" (the gradient goes to the window's maximum) or "softmax" (spread over the window
       with weights softmax(max_pool_temperature * window): BPA; padding cells enter as 0, as in its code).
     max_pool_temperature: BPA's t in that softmax (10 for ResNet-50's stem pool in its code).
@@ -54,11 +54,14 @@ class Policy:
     residual_gradient: float = 1.0
     relu: str = "exact"
     relu_temperature: float = 1.0
-    linear_from: Optional[str] = None
+    linear_from: Tuple[str, ...] = ()
     max_pool: str = "exact"
     max_pool_temperature: float = 1.0
 
     def __post_init__(self):
+        if isinstance(self.linear_from, str):
+            object.__setattr__(self, "linear_from", (self.linear_from,))
+        object.__setattr__(self, "linear_from", tuple(self.linear_from or ()))
         if self.relu not in RELU_MODES:
             raise ValueError(f"backward policy: relu must be one of {', '.join(RELU_MODES)}, got {self.relu!r}")
         if self.max_pool not in MAX_POOL_MODES:
@@ -94,7 +97,7 @@ def policy(chosen: Optional[Policy]) -> Iterator[Policy]:
     """Networks traced inside this block back-propagate by `chosen` (None: the exact policy)."""
     chosen = chosen or EXACT
     saved = (_STATE.policy, _STATE.relu_active, _STATE.marked)
-    _STATE.policy, _STATE.relu_active, _STATE.marked = chosen, chosen.linear_from is None, []
+    _STATE.policy, _STATE.relu_active, _STATE.marked = chosen, not chosen.linear_from, []
     try:
         yield chosen
     finally:
@@ -119,7 +122,7 @@ def _count(kind: str) -> None:
 
 def begin_forward() -> None:
     """Called as a network's forward starts: each member of an ensemble reaches its own `linear_from`."""
-    _STATE.relu_active = _STATE.policy.linear_from is None
+    _STATE.relu_active = not _STATE.policy.linear_from
 
 
 def current() -> Policy:
@@ -129,7 +132,7 @@ def current() -> Policy:
 def mark(name: str) -> None:
     """Called by a network as its forward pass reaches the end point `name`: LinBP starts after it."""
     _STATE.marked.append(name)
-    if _STATE.policy.linear_from is not None and name == _STATE.policy.linear_from:
+    if name in _STATE.policy.linear_from:
         _STATE.relu_active = True
 
 
