@@ -90,8 +90,10 @@ def check_contract(attack, adv, clean=CLEAN, eps=EPS):
     assert np.abs(pixels - np.round(clean * 255.0)).max() <= round(eps * 255)
 
 
-# Presets that change the surrogate's backward pass need a native network: tests/test_model_related.py.
-ON_ANY_MODEL = [name for name in attacks.presets() if not attacks.PRESETS[name].backward]
+# Presets that change the surrogate's backward pass or read its features need a native network:
+# tests/test_model_related.py, tests/test_feature_level.py.
+ON_ANY_MODEL = [name for name in attacks.presets() if not attacks.PRESETS[name].backward
+                and not getattr(attacks.PRESETS[name].objective, "feature_level", False)]
 
 
 @pytest.mark.parametrize("name", ON_ANY_MODEL)

@@ -103,6 +103,52 @@ def surrogate_policy(model, config: AttackConfig):
     return backward_lib.Policy(**fields)
 
 
+class FeatureObjectiveFunction:
+    """The objective of a feature-level component on `model` (each member of an ensemble at its own tap, values
+    summed with the ensemble's weights). `prepare(clean, labels, targets, generator)` runs once per attack call,
+    inside the trace, before the first forward pass; the state it leaves is tiled to each stack of copies."""
+
+    def __init__(self, model, config: AttackConfig, policy):
+        self.component, self.policy = config.objective, policy
+        self.per_pass = config.execution.copies_per_pass
+        self.members = list(getattr(model, "members", [model]))
+        self.weights = list(model.weights) if hasattr(model, "members") else [1.0]
+        self.model = model
+        name = self.component.name
+        for member in self.members:
+            if not hasattr(member, "outputs"):
+                raise ValueError(f"objective {name!r}: model {model_name(member)!r} has no named feature taps")
+        self.taps = [self.component.tap(member) for member in self.members]  # an unknown tap fails here
+        self.states = None
+        self.batch = None
+
+    def prepare(self, clean, labels, targets, generator):
+        if targets is not None:
+            raise ValueError(f"objective {self.component.name!r} is an untargeted method; attack without targets")
+        if labels is None:
+            labels = tf.argmax(self.model(clean), axis=-1, output_type=tf.int32)
+        self.batch = clean.shape[0]
+        with backward_lib.policy(self.policy):
+            self.states = [self.component.prepare(member, tap, clean, labels, generator, self.per_pass)
+                           for member, tap in zip(self.members, self.taps)]
+
+    def _tiled(self, state, copies: int):
+        def tile(tensor):
+            if tensor.shape[0] != self.batch or copies == 1:
+                return tensor
+            return tf.tile(tensor, [copies] + [1] * (tensor.shape.rank - 1))
+        return tf.nest.map_structure(tile, state)
+
+    def __call__(self, images, labels, targets):
+        copies = images.shape[0] // self.batch
+        values = []
+        with backward_lib.policy(self.policy):
+            for member, tap, state, weight in zip(self.members, self.taps, self.states, self.weights):
+                features = member.outputs(images, features=[tap]).features[tap]
+                values.append(weight * self.component.feature_value(features, self._tiled(state, copies)))
+        return tf.add_n(values)
+
+
 def make_objective(model, config: AttackConfig):
     """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
 
@@ -113,6 +159,8 @@ def make_objective(model, config: AttackConfig):
     """
     dtype = config.execution.compute_dtype
     component = config.objective
+    if getattr(component, "feature_level", False):
+        return FeatureObjectiveFunction(model, config, surrogate_policy(model, config))
     model = in_compute_dtype(model, dtype)
     fuse_loss = getattr(model, "fuse", None) == "loss"
     # The aux head's loss is added where the model has one (NIPS'17 samples: weight 0.4).
@@ -431,6 +479,8 @@ class Attack:
                 labels = tf.argmax(model(clean), axis=-1, output_type=tf.int32)
             if not targeted:
                 targets = None
+            if hasattr(objective, "prepare"):  # feature-level objectives weigh the features once per call
+                objective.prepare(clean, labels, targets, generator)
             ctx = Context(config, objective, clean, labels, targets, generator)
             if config.restarts == 1:
                 return ctx.project(one_run(ctx))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import CE, Logit, PoTrip, Prob
+from tfattack.attacks.objectives import CE, FIA, NAA, Logit, PoTrip, Prob
 from tfattack.attacks.surrogate import BPA, SGM
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
@@ -114,6 +114,15 @@ _PRESETS = {
             "BPA: ReLUs after block3/unit_1 (ResNets; elsewhere see the component) back-propagate t=1 times SiLU's "
             "derivative and max pools a softmax(10 * window), MI-FGSM mu=1, 10 steps (Wang et al. NeurIPS 2023, "
             "authors' code and TransferAttack's settings)."),
+    "fia": (dict(objective=FIA(), **_MI),
+            "FIA: maximise -sum(Delta * f_l(x)) with Delta the true-class logit's gradient at the paper's layer "
+            "(Inception-v3 Mixed_5b, ResNets block2, VGG-16 conv3_3; see the component) summed over 30 copies with "
+            "30 % of pixels dropped, MI-FGSM mu=1, 10 steps (Wang et al. ICCV 2021, authors' code). 30 extra "
+            "forward+backward passes per attack call; untargeted."),
+    "naa": (dict(objective=NAA(), **_MI),
+            "NAA: neuron attributions (f_l(x) - f_l(0)) weighted by 30-step integrated gradients of the true-class "
+            "probability, gamma=1, MI-FGSM mu=1, 10 steps (Zhang et al. CVPR 2022, authors' code with its path "
+            "noise). 31 extra passes per attack call; untargeted."),
     # The NIPS 2017 competition baselines (cleverhans dev_toolkit sample attacks, and the MI-FGSM winner).
     "nips17_fgsm": (dict(steps=1, label_source="predicted"),
                     "NIPS'17 sample attack 'fgsm': one eps step of cleverhans FGSM on the model's own clean "

@@ -1,0 +1,142 @@
+"""Feature-level objectives (FIA, NAA): NumPy transcriptions of their weights and first step on a tiny network
+with one named feature tap, and the contract on a real native network (ResNet-50, random weights)."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfattack
+from tfattack.attacks import AttackConfig, build
+from tfattack.models.features import FeatureError
+
+H = W = 6
+K = 4
+EPS = 8 / 255
+
+
+class TinyFeatureNet(tf.Module):
+    """f = relu(x @ A) per pixel (the tap "f"), logits = mean over pixels of f^2 @ B."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.a = rng.normal(size=(3, K)).astype(np.float32)
+        self.b = rng.normal(size=(K, 1000)).astype(np.float32)
+        self.spec = types.SimpleNamespace(name="tiny", architecture="tiny")
+
+    def feature_tap(self, tap):
+        if tap not in ("f", "mid"):
+            raise FeatureError(f"model 'tiny' has no feature tap {tap!r}")
+        return "f"
+
+    def outputs(self, images, features=()):
+        f = tf.nn.relu(tf.einsum("nhwc,ck->nhwk", images, self.a))
+        logits = tf.reduce_mean(f * f, axis=[1, 2]) @ self.b
+        return types.SimpleNamespace(logits=logits, aux=None, features={t: f for t in features})
+
+    def __call__(self, images):
+        return self.outputs(images).logits
+
+    # NumPy transcriptions
+    def f(self, x):
+        return np.maximum(x @ self.a, 0)
+
+    def logit_gradient_at_f(self, x, labels):
+        """d z_y / d f = 2 f B[:, y] / (H W)."""
+        return 2 * self.f(x) * self.b[:, labels].T[:, None, None, :] / (H * W)
+
+    def softmax_gradient_at_f(self, x, labels):
+        f = self.f(x)
+        z = (f * f).mean(axis=(1, 2)) @ self.b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        # d p_y / d z = p_y (e_y - p); d z_j / d f = 2 f B[:, j] / (H W)
+        dz = p[np.arange(len(labels)), labels][:, None] * (np.eye(1000)[labels] - p)
+        return 2 * f * (dz @ self.b.T)[:, None, None, :] / (H * W)
+
+    def step_direction(self, x, weights):
+        """d/dx mean(f(x) * weights) for f = relu(x A)."""
+        active = (x @ self.a > 0).astype(np.float32)
+        return ((weights * active) @ self.a.T) / weights[0].size
+
+
+def unit(t):
+    return t / np.sqrt((t ** 2).sum(axis=(1, 2, 3), keepdims=True))
+
+
+@pytest.fixture
+def tiny():
+    rng = np.random.default_rng(5)
+    return TinyFeatureNet(), rng.uniform(0.2, 0.8, (2, H, W, 3)).astype(np.float32), np.array([3, 11])
+
+
+def first_step(model, x, y, objective, seed=0):
+    return build(eps=EPS, steps=1, objective=objective, seed=seed)(model, x, y).numpy()
+
+
+def test_fia_first_step_equals_its_formula(tiny):
+    model, x, y = tiny
+    samples, drop, seed = 5, 0.3, 7
+    keep = (tf.random.Generator.from_seed(seed).uniform([samples, *x.shape]).numpy() >= drop).astype(np.float32)
+    delta = sum(model.logit_gradient_at_f(x * keep[n], y) for n in range(samples))
+    weights = -unit(delta)
+    expected = np.clip(x + EPS * np.sign(model.step_direction(x, weights)), 0, 1)
+    adv = first_step(model, x, y, f"fia:layer=f,samples={samples},drop={drop}", seed)
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+
+
+def test_naa_first_step_equals_its_formula(tiny):
+    model, x, y = tiny
+    samples, gamma = 4, 0.5
+    attribution = sum(model.softmax_gradient_at_f((1 - k / samples) * x, y) for k in range(samples))
+    weights = -unit(attribution)
+    attributed = (model.f(x) - model.f(np.zeros_like(x[:1]))) * weights
+    # d/dx of mean(relu(A) - gamma relu(-A)) with A = (f - f0) w: the slope is 1 where A > 0 and gamma where A < 0
+    slope = np.where(attributed > 0, 1.0, gamma)
+    expected = np.clip(x + EPS * np.sign(model.step_direction(x, weights * slope)), 0, 1)
+    adv = first_step(model, x, y, f"naa:layer=f,samples={samples},gamma={gamma},noise=0")
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+
+
+def test_chunked_passes_give_the_same_weights(tiny):
+    model, x, y = tiny
+    whole = build(eps=EPS, steps=2, objective="fia:layer=f,samples=5")(model, x, y).numpy()
+    chunked = build(eps=EPS, steps=2, objective="fia:layer=f,samples=5", copies_per_pass=2)(model, x, y).numpy()
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
+def test_targeted_unknown_tap_and_no_taps_are_one_line(tiny):
+    model, x, y = tiny
+    with pytest.raises(ValueError, match="objective 'fia' is an untargeted method"):
+        build("fia", steps=1)(model, x, y, target=y)
+    with pytest.raises(FeatureError, match="model 'tiny' has no feature tap 'Mixed_5b'"):
+        build("fia", steps=1, objective="fia:layer=Mixed_5b")(model, x, y)
+
+    class Plain(tf.Module):
+        def __call__(self, images):
+            return tf.reduce_mean(images, axis=[1, 2]) @ tf.ones([3, 1000])
+
+    with pytest.raises(ValueError, match="objective 'naa': model .* has no named feature taps"):
+        build("naa", steps=1)(Plain(), x, y)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return tfattack.models.load("resnet_v2_50", random_weights=True)
+
+
+@pytest.mark.parametrize("preset", ["fia", "naa"])
+def test_presets_keep_the_contract_on_a_real_network(resnet, preset):
+    rng = np.random.default_rng(3)
+    x = (np.round(rng.uniform(25, 230, (2, 299, 299, 3))) / 255).astype(np.float32)
+    y = np.array([3, 7])
+    attack = build(preset, eps=EPS, steps=2, objective=f"{preset}:samples=3")
+    first, second = attack(resnet, x, y).numpy(), attack(resnet, x, y).numpy()
+    np.testing.assert_array_equal(first, second)
+    assert attack.trace_count == 1
+    assert np.abs(first - x).max() <= EPS + 1e-6 and 0 <= first.min() and first.max() <= 1
+    assert AttackConfig.from_dict(json.loads(json.dumps(attack.config.to_dict()))) == attack.config
+    assert attack.config.objective.tap(resnet) == "resnet_v2_50/block2"

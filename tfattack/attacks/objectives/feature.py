@@ -1,0 +1,152 @@
+"""Feature-level objectives: disrupt the features an intermediate layer finds important for the true class.
+
+    FIA  Delta = sum_n d z_y(x * M_n) / d f_l,   M_n ~ Bernoulli(1 - drop) per pixel and channel, n = 1..N
+         w = -Delta / ||Delta||_2,               L(x_t) = sum(w * f_l(x_t)) / size(f_l)
+    NAA  IA = sum_{k=0}^{N-1} d softmax(z(x_k))_y / d f_l,   x_k = (1 - k/N) (x + xi_k),   xi_k ~ N(0, noise^2)
+         w = -IA / ||IA||_2,   A = (f_l(x_t) - f_l(0)) * w,   L(x_t) = (sum A+ + gamma sum A-) / size(f_l)
+
+Both ascend L; the weights w are computed once per attack call from the clean batch (`prepare`) and every
+later forward pass only runs to the logits through the tap. They are untargeted methods. Taps are named as
+`Classifier.feature_tap` reads them; each family's default is its paper's layer where the authors' code
+sets one, else the `mid` tap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import tensorflow as tf
+
+from tfattack.attacks.components import Objective, param, register
+
+# The papers' layers in slim names (FIA: Mixed_5b for Inception-v3, conv3_3 for VGG-16; NAA: Mixed_5e for
+# Inception-v4, Conv2d_4a_3x3 for Inception-ResNet-v2, the end of the second stage for ResNets; slim puts a
+# stage's stride in its last unit, so its block2 end point is torchvision's layer2[-1] one resolution lower).
+DEFAULT_TAPS = {"inception_v3": "Mixed_5b", "inception_v4": "Mixed_5e", "inception_resnet_v2": "Conv2d_4a_3x3",
+                "resnet_v2_50": "resnet_v2_50/block2", "resnet_v2_101": "resnet_v2_101/block2",
+                "resnet_v2_152": "resnet_v2_152/block2", "vgg_16": "vgg_16/conv3/conv3_3",
+                "vgg_19": "vgg_19/conv3/conv3_4"}
+
+
+def _per_image_unit(tensor):
+    """tensor / ||tensor||_2 over everything but the batch axis."""
+    norm = tf.sqrt(tf.reduce_sum(tf.square(tensor), axis=list(range(1, tensor.shape.rank)), keepdims=True))
+    return tf.math.divide_no_nan(tensor, norm)
+
+
+def _mean_over_features(tensor):
+    return tf.reduce_mean(tensor, axis=list(range(1, tensor.shape.rank)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureObjective(Objective):
+    """An objective on one feature tap of each surrogate. `prepare(member, tap, clean, labels, generator,
+    per_pass) -> state` runs once per attack call; `feature_value(features, state) -> [n]` on every forward
+    (state tiled to the stack of copies by the loop)."""
+
+    feature_level: ClassVar[bool] = True
+    layer: str = param("", "Feature tap (end-point name or early/mid/late; empty: the paper's layer for the family, "
+                           "else 'mid').")
+
+    def tap(self, member) -> str:
+        architecture = getattr(getattr(member, "spec", None), "architecture", "")
+        return member.feature_tap(self.layer or DEFAULT_TAPS.get(architecture, "mid"))
+
+    def value(self, logits, labels, targets):
+        raise self.error("is feature-level: it needs a surrogate with named feature taps")
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass):
+        raise NotImplementedError
+
+    def feature_value(self, features, state):
+        raise NotImplementedError
+
+
+def _summed_feature_gradient(member, tap, copies_of, count: int, score, per_pass: int):
+    """sum_k d score_k / d f_tap over the copies k = 0..count-1 of the batch: `copies_of(ks)` gives the copies
+    `ks` as [len(ks), B, H, W, 3], `score(logits, ks) -> [len(ks) * B]` their scores. `per_pass` copies go
+    through the network at once (0: all of them, one batched pass)."""
+    chunk = count if not per_pass else min(per_pass, count)
+
+    def one_chunk(first):
+        ks = first + tf.range(chunk)
+        valid = ks < count  # the last chunk may run past `count`: its extra copies count 0
+        ks = tf.minimum(ks, count - 1)
+        copies = copies_of(ks)
+        images = tf.reshape(copies, [-1] + copies.shape[2:].as_list())
+        with tf.GradientTape() as tape:
+            tape.watch(images)  # the tape records the forward pass (and so the tap) only from a watched input
+            outputs = member.outputs(images, features=[tap])
+            total = tf.reduce_sum(score(outputs.logits, ks) * tf.repeat(tf.cast(valid, tf.float32), copies.shape[1]))
+        grads = tape.gradient(total, outputs.features[tap])
+        return tf.reduce_sum(tf.reshape(grads, [chunk, -1] + grads.shape[1:].as_list()), axis=0)
+
+    total = one_chunk(tf.constant(0))
+    if chunk < count:
+        for first in tf.range(chunk, count, chunk):
+            total += one_chunk(first)
+    return total
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FIA(FeatureObjective):
+    """Feature importance-aware attack: features weighted by the true-class logit's gradient averaged over
+    randomly pixel-dropped copies of the clean image."""
+
+    name = "fia"
+    positional = "layer"
+    paper = "Wang et al., Feature importance-aware transferable adversarial attacks, ICCV 2021"
+    samples: int = param(30, "Random masks N (paper and code: 30).", low=1)
+    drop: float = param(0.3, "Drop probability of each pixel and channel (paper README: 0.3; its flag default 0.1).",
+                        low=0.0, high=0.99)
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass):
+        keep = tf.cast(generator.uniform([self.samples] + clean.shape.as_list()) >= self.drop, clean.dtype)
+
+        def copies_of(ks):
+            return clean[None] * tf.gather(keep, ks)
+
+        def score(logits, ks):  # the official code differentiates the true-class logit
+            return tf.gather(logits, tf.tile(labels, [tf.size(ks)]), batch_dims=1)
+
+        delta = _summed_feature_gradient(member, tap, copies_of, self.samples, score, per_pass)
+        return -_per_image_unit(delta)
+
+    def feature_value(self, features, state):
+        return _mean_over_features(features * state)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class NAA(FeatureObjective):
+    """Neuron attribution-based attack: feature attributions against a black baseline, weighted by integrated
+    gradients of the true-class probability; positive and negative attributions weighted 1 and gamma."""
+
+    name = "naa"
+    positional = "layer"
+    paper = "Zhang et al., Improving adversarial transferability via neuron attribution-based attacks, CVPR 2022"
+    samples: int = param(30, "Integration steps N (paper and code: 30).", low=1)
+    gamma: float = param(1.0, "Weight of the negative attributions (its code: 1.0, the linear transform).", low=0.0)
+    noise: float = param(0.1, "Std of the Gaussian noise added to x on the path, in [0, 1] pixel units (its code: 0.2 "
+                              "in Inception's [-1, 1] units; 0 = TransferAttack's noiseless path).", low=0.0)
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass):
+        shape = [self.samples] + clean.shape.as_list()
+        noise = generator.normal(shape, stddev=self.noise) if self.noise else tf.zeros(shape, clean.dtype)
+
+        def copies_of(ks):  # x_k = (1 - k/N) (x + xi_k): from x to the black image, which is left out
+            scale = 1.0 - tf.cast(ks, clean.dtype) / self.samples
+            return tf.reshape(scale, [-1, 1, 1, 1, 1]) * (clean[None] + tf.gather(noise, ks))
+
+        def score(logits, ks):
+            return tf.gather(tf.nn.softmax(logits), tf.tile(labels, [tf.size(ks)]), batch_dims=1)
+
+        attribution = _summed_feature_gradient(member, tap, copies_of, self.samples, score, per_pass)
+        baseline = member.outputs(tf.zeros_like(clean[:1]), features=[tap]).features[tap]
+        return {"weights": -_per_image_unit(attribution), "baseline": baseline}
+
+    def feature_value(self, features, state):
+        attributed = (features - state["baseline"]) * state["weights"]
+        return _mean_over_features(tf.nn.relu(attributed) - self.gamma * tf.nn.relu(-attributed))
