@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from test_attack_script import ENV, REPO, make_input
+from tfattack.record import file_sha256
 
 
 def test_compare_runs_baselines_and_attack_side_by_side(tmp_path):
@@ -116,26 +117,28 @@ def test_merge_runs_joins_two_shards_into_one_record(sharded, tmp_path):
     # Every image, with the hashes its shard recorded, and the PNG there still matching them.
     assert merged["images"] == {**shards[0]["images"], **shards[1]["images"]}
     assert sorted(merged["images"]) == sorted(r["ImageId"] for r in sharded[1])
-    from tfattack.record import file_sha256
     assert all(file_sha256(str(folder / f"{i}.png")) == e["output"] for i, e in merged["images"].items())
     assert merged["images_written"] == 2 and merged["shard"]["merged_from"] == [
         "run.shard-0-of-2.json", "run.shard-1-of-2.json"]
     assert merged["max_epsilon"] == 8 and merged["attack_config"]["name"] == "fgsm"  # the 0.1 keys, derived
 
 
-def test_merge_runs_refuses_a_missing_or_unfinished_shard(sharded, tmp_path):
+def test_merge_runs_refuses_a_missing_shard(sharded, tmp_path):
     folder = tmp_path / "out"
     shutil.copytree(sharded[0], folder)
-    last = folder / "run.shard-1-of-2.json"
-    text = last.read_text()
-    last.unlink()
+    (folder / "run.shard-1-of-2.json").unlink()
     assert merge_error(merge(folder)) == "merge_runs.py: error: shards missing: [1] of 2 (run them, then merge again)"
     assert not (folder / "run.json").exists()
-    # A shard killed mid-run leaves its record with status "running": its images are not all there.
-    record = json.loads(text)
+
+
+def test_merge_runs_refuses_an_unfinished_shard(sharded, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(sharded[0], folder)
+    # A shard killed mid-run leaves its record with status "running": not all of its images are there.
+    last = folder / "run.shard-1-of-2.json"
+    record = json.loads(last.read_text())
     record["status"] = "running"
     last.write_text(json.dumps(record))
     line = merge_error(merge(folder))
-    assert line.startswith(f"merge_runs.py: error: {last} is not complete (status ")
-    assert line.endswith("; rerun that shard, then merge again")
+    assert line == f"merge_runs.py: error: {last} is not complete (status 'running'); rerun that shard, then merge again"
     assert not (folder / "run.json").exists()

@@ -190,9 +190,9 @@ def test_missing_adversarial_file_stops_before_any_model_loads(tmp_path):
     images, adv = small_input(tmp_path)
     (adv / "b.png").unlink()
     report = tmp_path / "results" / "report.md"
-    # inception_v3 has no weights here: a run that loaded a model would fail on its checkpoint instead.
+    # The checkpoint does not exist: a run that loaded the model first would fail on it instead.
     line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=inception_v3",
-                                   f"--report={report}"))
+                                   f"--checkpoints=inception_v3={tmp_path / 'none.ckpt'}", f"--report={report}"))
     assert line == (f"evaluate.py: error: adv dir {adv}: 1 of the 2 images of {images} have no adversarial file "
                     f"(b.png): finish the attack (rerun attack.py), or pass --allow_partial to rate the others")
     assert not report.parent.exists()

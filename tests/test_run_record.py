@@ -223,7 +223,7 @@ def test_merge_joins_complete_shards_and_refuses_the_rest(setup):
         RunRecord.merge([RunRecord.load(paths[0])], str(out / "run.json"))
     unfinished = RunRecord.load(paths[1])
     unfinished.info["status"] = "running"
-    with pytest.raises(RecordError, match="is not complete"):
+    with pytest.raises(RecordError, match=r"run.shard-1-of-2.json is not complete \(status 'running'\)"):
         RunRecord.merge([RunRecord.load(paths[0]), unfinished], str(out / "run.json"))
     other = RunRecord.load(paths[1])
     other.settings = dict(other.settings, max_epsilon=4.0)

@@ -5,8 +5,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import tensorflow as tf
 from pathlib import Path
+from PIL import Image
 
 from shared_data import requires_shared
 from test_attack_script import ENV, REPO
@@ -66,17 +69,93 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     result = run_transfer(first, "--max_epsilon=4", "--craft_only")
     assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
-    assert line.startswith(f"benchmark.py: error: {first / 'transfer' / 'single' / 'FGSM'} holds images crafted with "
-                           f"other settings (eps: 0.06274509803921569 there, 0.01568627450980392 now; ")
-    assert line.endswith("); use another --output_dir")
+    assert line.startswith(f"benchmark.py: error: output_dir {first / 'transfer' / 'single' / 'FGSM'} was made with "
+                           f"other settings (attack.eps 0.06274509803921569 there, 0.01568627450980392 now; ")
+    assert line.endswith("); use another --output_dir, or delete that set's folder to craft it again")
     # A set record cut short (a full disk, an edit) is one line naming it, not a traceback; nothing is crafted.
     record = first / "transfer" / "single" / "FGSM" / "run.json"
     record.write_text(record.read_text()[:40])
     result = run_transfer(first, "--craft_only")
     assert result.returncode == 2 and digests(first / "transfer") == digests(second / "transfer")
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
-    assert line.startswith(f"benchmark.py: error: {record} is unreadable (") and "Traceback" not in result.stderr
+    assert line.startswith(f"benchmark.py: error: {record}: not a readable run record (") and "Traceback" not in result.stderr
+    assert line.endswith("; use another --output_dir, or delete that set's folder to craft it again")
 
+
+
+def legacy_set(folder: Path, ids, max_epsilon):
+    """A single-source FGSM set as the tfattack 0.1 bench left it: PNGs and its run.json (attack_config,
+    max_epsilon, targeted, surrogates, crafting, environment; no format, settings or per-image entries)."""
+    from shared_data import NIPS17_DEV
+    from tfattack import data
+    from tfattack.bench import transfer
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for image_id in ids:
+        clean = np.asarray(Image.open(NIPS17_DEV / "images" / f"{image_id}.png").convert("RGB"), np.int32)
+        step = rng.choice([-max_epsilon, max_epsilon], clean.shape)
+        data.write_png(np.clip(clean + step, 0, 255).astype(np.float32) / 255, str(folder / f"{image_id}.png"))
+    record = {"attack_config": transfer.build_attack("FGSM", 0, max_epsilon).config.to_dict(),
+              "max_epsilon": max_epsilon, "targeted": False, "surrogates": ["efficientnet_lite0"],
+              "crafting": {"images": len(ids), "seconds": 7.5}, "environment": {"tensorflow": tf.__version__}}
+    (folder / "run.json").write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.glob("*.png"))}
+
+
+def bench_ids(count=2):
+    """The images a bench run with --num_images=count crafts: the first of the DEV set in ImageId order."""
+    from shared_data import NIPS17_DEV
+    from tfattack import data
+
+    return list(data.read_dataset(str(NIPS17_DEV / "images"), csv=str(NIPS17_DEV / "dev_dataset.csv")).ids[:count])
+
+
+def craft_fgsm(tmp_path, monkeypatch, said, max_epsilon=16):
+    from shared_data import NIPS17_DEV, SHARED
+    from tfattack.bench import transfer
+
+    # run() makes TF ops deterministic process-wide; nothing is crafted here, so this process is left as it is.
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: None)
+    return transfer.run(str(NIPS17_DEV), str(SHARED / "real_models"), str(tmp_path / "transfer"), num_images=2,
+                        num_images_expensive=2, attacks=["FGSM"], sources=["single"], max_epsilon=max_epsilon,
+                        craft_only=True, log=said.append)
+
+
+@requires_shared
+def test_a_set_crafted_by_the_0_1_bench_is_reused_with_its_crafting_time(tmp_path, monkeypatch):
+    ids = bench_ids()
+    folder = tmp_path / "transfer" / "single" / "FGSM"
+    before = legacy_set(folder, ids, 16)
+    said = []
+    assert craft_fgsm(tmp_path, monkeypatch, said) is None
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.glob("*.png"))}
+    assert after == before  # not one file written again
+    assert any(l.startswith("transfer: single FGSM: 0 crafted in ") and l.endswith(" s (2 already there)")
+               for l in said), said
+    assert any(l.startswith("transfer: single FGSM: ") and "written by tfattack 0.1" in l for l in said), said
+    record = json.loads((folder / "run.json").read_text())
+    assert record["format"] == 2 and record["crafting"] == {"images": 2, "seconds": 7.5}
+    assert sorted(record["images"]) == ids and all(e["adopted"] == "tfattack 0.1 record" for e in record["images"].values())
+    assert record["settings"]["max_epsilon"] == 16 and record["settings"]["models"][0]["name"] == "efficientnet_lite0"
+
+
+@requires_shared
+def test_a_0_1_set_crafted_at_another_eps_is_refused_in_one_line(tmp_path, monkeypatch):
+    from tfattack.record import RecordError
+
+    folder = tmp_path / "transfer" / "single" / "FGSM"
+    before = legacy_set(folder, bench_ids(), 16)
+    record = (folder / "run.json").read_text()
+    with pytest.raises(RecordError) as err:
+        craft_fgsm(tmp_path, monkeypatch, [], max_epsilon=4)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"output_dir {folder} was made with other settings (")
+    assert "max_epsilon 16.0 there, 4.0 now" in line
+    # benchmark.py has no --overwrite: the advice is the bench's own.
+    assert line.endswith("); use another --output_dir, or delete that set's folder to craft it again")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.glob("*.png"))} == before
+    assert (folder / "run.json").read_text() == record
 
 @requires_shared
 def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_path):

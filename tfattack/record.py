@@ -267,9 +267,9 @@ class RunRecord:
             if differing or record.legacy != records[0].legacy:
                 raise RecordError(f"{record.path} and {records[0].path} are not one run: "
                                   f"{'; '.join(differing[:3]) or 'one is a tfattack 0.1 record'}")
-        unfinished = [r.path for r in records if r.info.get("status") not in (None, "complete")]
+        unfinished = [r for r in records if r.info.get("status") not in (None, "complete")]
         if unfinished:
-            raise RecordError(f"{unfinished[0]} is not complete (status {records[0].info.get('status')!r}); "
+            raise RecordError(f"{unfinished[0].path} is not complete (status {unfinished[0].info.get('status')!r}); "
                               f"rerun that shard, then merge again")
         ids = [i for r in records for i in r.info["shard"]["image_ids"]]
         if len(ids) != len(set(ids)):
@@ -277,7 +277,7 @@ class RunRecord:
         info = dict(records[0].info)
         info["shard"] = {"num_shards": total, "merged_from": [os.path.basename(r.path) for r in records],
                          "image_ids": ids}
-        for key in ("images_written", "images_already_done", "attack_seconds", "wall_seconds"):
+        for key in ("images_written", "images_already_done", "attack_seconds"):
             info[key] = sum(r.info.get(key, 0) for r in records)
         info["failed_images"] = [f for r in records for f in r.info.get("failed_images", [])]
         info["images_per_second"] = info["images_written"] / info["attack_seconds"] if info["attack_seconds"] else 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 import tfattack
 from tfattack import data, evaluate as evaluation_lib, pipeline, runs
+from tfattack.record import RecordError
 
 MAX_EPSILON = 16  # pixels (of 255): the protocol's eps; --max_epsilon runs the table at another one
 COMMON = dict(steps=10, step_size=0.0)  # step_size 0: eps / steps
@@ -88,6 +90,17 @@ def _earlier_crafting(folder: str) -> Dict:
     from tfattack.record import RunRecord
     earlier = RunRecord.load(os.path.join(folder, "run.json"))
     return earlier.info.get("crafting", {}) if earlier is not None else {}
+
+
+# The run record's advice names attack.py's --overwrite, which benchmark.py does not take.
+_OVERWRITE_ADVICE = re.compile(r"[:;] (?:move it away or )?pass --overwrite\b.*$")
+
+
+def _bench_advice(err: Exception) -> str:
+    """A run-record error with the advice that fits the bench: its sets are crafted again in another
+    --output_dir, or after their folder is deleted."""
+    return _OVERWRITE_ADVICE.sub("; use another --output_dir, or delete that set's folder to craft it again",
+                                 str(err))
 
 
 def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
@@ -213,14 +226,20 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
             folder = os.path.join(output_dir, source, name)
             attack = build_attack(name, seed, max_epsilon)
-            earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
             # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
             # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
             size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
-            summary = pipeline.attack_dataset(
-                dataset, folder, surrogate, attack, batch_size=size, targeted=False,
-                info={"surrogates": list(SOURCES[source]), "environment": runs.environment()},
-                progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
+            try:
+                earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
+                # The earlier runs' crafting time goes into the record from its first write: a run killed in
+                # this set leaves it there for the next one to add to.
+                summary = pipeline.attack_dataset(
+                    dataset, folder, surrogate, attack, batch_size=size, targeted=False,
+                    info={"surrogates": list(SOURCES[source]), "environment": runs.environment(),
+                          **({"crafting": earlier} if earlier else {})},
+                    progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
+            except RecordError as err:
+                raise RecordError(_bench_advice(err)) from None
             for note in summary.notes:
                 log(f"transfer: {source} {name}: {note}")
             crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
