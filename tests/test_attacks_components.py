@@ -194,7 +194,7 @@ CHEAP = {
     "estimator": {"vt": "vt:2", "pgn": "pgn:2", "gra": "gra:2", "emi": "emi:3", "mef": "mef:2", "mig": "mig:2",
                   "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2"},
     "objective": {"ce": "ce", "cw": "cw", "logit": "logit", "po_trip": "po_trip", "prob": "prob",
-                  "fia": "fia:samples=2", "naa": "naa:samples=2"},
+                  "fia": "fia:samples=2", "naa": "naa:samples=2", "logit_margin": "logit_margin"},
     "filter": {"ti": "ti:3"},
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},
     "post": {"blur": "blur:3"},

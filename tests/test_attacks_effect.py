@@ -83,7 +83,7 @@ def predict(model, images):
 
 
 # Long schedules are shortened to 10 steps to keep the suite fast; everything else is the preset.
-SHORTEN = {"logit_ti_di_mi_fgsm": dict(steps=10), "po_trip_ti_di_mi_fgsm": dict(steps=10)}
+SHORTEN = {"logit_ti_di_mi_fgsm": dict(steps=10), "po_trip_ti_di_mi_fgsm": dict(steps=10), "logit_margin": dict(steps=10)}
 # Presets that change the backward pass or read features need a native network (tests/test_model_related.py,
 # tests/test_feature_level.py), not this small one.
 UNTARGETED = [name for name in attacks.presets() if "target_class" not in name and not attacks.PRESETS[name].backward
@@ -102,9 +102,10 @@ def test_untargeted_preset_destroys_accuracy(trained, name):
 # Admix is left out: an untargeted method in its paper, here it reaches the target on ~30% (the mixed-in
 # images of other classes carry as much signal as this low-contrast task's own pattern).
 TARGETED = ["i_fgsm", "mi_fgsm", "ni_fgsm", "ti_di_mi_fgsm", "si_ni_ti_dim", "vmi_fgsm",
-            "logit_ti_di_mi_fgsm", "po_trip_ti_di_mi_fgsm", "nips17_iter_target_class"]
+            "logit_ti_di_mi_fgsm", "po_trip_ti_di_mi_fgsm", "logit_margin", "nips17_iter_target_class"]
 # The logit loss needs long schedules (Zhao et al. use 300 steps); 40 suffice here.
-SHORTEN_TARGETED = {"logit_ti_di_mi_fgsm": dict(steps=40), "po_trip_ti_di_mi_fgsm": dict(steps=40)}
+SHORTEN_TARGETED = {"logit_ti_di_mi_fgsm": dict(steps=40), "po_trip_ti_di_mi_fgsm": dict(steps=40),
+                    "logit_margin": dict(steps=40)}
 
 
 @pytest.mark.parametrize("name", TARGETED)

@@ -140,3 +140,28 @@ def test_presets_keep_the_contract_on_a_real_network(resnet, preset):
     assert np.abs(first - x).max() <= EPS + 1e-6 and 0 <= first.min() and first.max() <= 1
     assert AttackConfig.from_dict(json.loads(json.dumps(attack.config.to_dict()))) == attack.config
     assert attack.config.objective.tap(resnet) == "resnet_v2_50/block2"
+
+
+@pytest.mark.parametrize("mode", ["margin", "temperature"])
+def test_logit_margin_first_targeted_step_equals_its_formula(mode):
+    """One targeted step on a linear model: descend CE(z / s, t), s = the stop-gradient top-2 gap or T."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(H * W * 3, 1000)).astype(np.float32) * 0.05
+    x = rng.uniform(0.2, 0.8, (2, H, W, 3)).astype(np.float32)
+    targets = np.array([5, 9])
+
+    class Linear(tf.Module):
+        def __call__(self, images):
+            return tf.reshape(images, [images.shape[0], -1]) @ w
+
+    z = x.reshape(2, -1) @ w
+    top = np.sort(z, axis=1)[:, ::-1]
+    scale = (top[:, 0] - top[:, 1])[:, None] if mode == "margin" else 2.0
+    p = np.exp(z / scale - (z / scale).max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d_loss_d_z = (p - np.eye(1000)[targets]) / scale          # d CE(z / s, t) / d z with s held constant
+    gradient = (d_loss_d_z @ w.T).reshape(x.shape)
+    expected = np.clip(x - EPS * np.sign(gradient), 0, 1)
+    adv = build(eps=EPS, steps=1, objective=f"logit_margin:{mode},temperature=2.0")(Linear(), x, targets,
+                                                                                    target=targets).numpy()
+    np.testing.assert_allclose(adv, expected, atol=1e-6)

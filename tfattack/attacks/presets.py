@@ -11,7 +11,7 @@ from __future__ import annotations
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import CE, FIA, NAA, Logit, PoTrip, Prob
+from tfattack.attacks.objectives import CE, FIA, NAA, Logit, LogitMargin, PoTrip, Prob
 from tfattack.attacks.surrogate import BPA, SGM
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
@@ -53,6 +53,10 @@ _PRESETS = {
     "po_trip_ti_di_mi_fgsm": (dict(objective=PoTrip(), transforms=(DI(0.7),), **_TARGETED_300),
                               "Targeted Poincare + triplet loss (Li et al. CVPR 2020, lambda=0.01, gamma=0.007) in "
                               "the TI-DI-MI setting that Zhao et al. NeurIPS 2021 compare it in."),
+    "logit_margin": (dict(objective=LogitMargin(), transforms=(DI(0.7),), **_TARGETED_300),
+                     "Logit margin: targeted cross-entropy of the logits divided by the (constant) gap between the "
+                     "top two, in the TI-DI-MI setting of Zhao et al. (300 steps of 2/255, DI p=0.7, 5x5 TI) as in "
+                     "Weng et al. TIFS 2023 and TransferAttack."),
     # Modern input transformations (MI-FGSM base, mu = 1.0, eps 16/255, T = 10, as in the papers' tables).
     "bsr": (dict(transforms=(BSR(),), **_MI),
             "BSR: 20 copies of 2x2 blocks shuffled and each rotated within +-24 degrees, MI-FGSM (Wang et al. CVPR "

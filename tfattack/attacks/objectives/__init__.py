@@ -1,7 +1,7 @@
 """Objectives (role `objective`): what the attack ascends; importing this package registers them."""
 
 from tfattack.attacks.objectives import classic, feature  # noqa: F401
-from tfattack.attacks.objectives.classic import CE, CW, Logit, PoTrip, Prob
+from tfattack.attacks.objectives.classic import CE, CW, Logit, LogitMargin, PoTrip, Prob
 from tfattack.attacks.objectives.feature import FIA, NAA
 
-__all__ = ["CE", "CW", "Logit", "PoTrip", "Prob", "FIA", "NAA"]
+__all__ = ["CE", "CW", "Logit", "LogitMargin", "PoTrip", "Prob", "FIA", "NAA"]
