@@ -194,7 +194,8 @@ CHEAP = {
     "estimator": {"vt": "vt:2", "pgn": "pgn:2", "gra": "gra:2", "emi": "emi:3", "mef": "mef:2", "mig": "mig:2",
                   "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2"},
     "objective": {"ce": "ce", "cw": "cw", "logit": "logit", "po_trip": "po_trip", "prob": "prob",
-                  "fia": "fia:samples=2", "naa": "naa:samples=2", "logit_margin": "logit_margin"},
+                  "fia": "fia:samples=2", "naa": "naa:samples=2", "logit_margin": "logit_margin",
+                  "ila": "ila:base_steps=2"},
     "filter": {"ti": "ti:3"},
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},
     "post": {"blur": "blur:3"},
@@ -230,7 +231,7 @@ compositions = st.fixed_dictionaries({
     "transforms": st.lists(st.sampled_from(_available_cheap("transform")), max_size=2, unique=True).map(",".join),
     "estimators": st.lists(st.sampled_from(_available_cheap("estimator")), max_size=1).map(",".join),
     # Feature-level objectives need named taps, which the linear test model has not (tests/test_feature_level.py).
-    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa")]),
+    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa", "ila")]),
     "filters": st.sampled_from(["none"] + _available_cheap("filter")),
     "update": st.sampled_from(_available_cheap("update")),
     "post": st.sampled_from(["none"] + _available_cheap("post")),

@@ -128,12 +128,13 @@ def resnet():
     return tfattack.models.load("resnet_v2_50", random_weights=True)
 
 
-@pytest.mark.parametrize("preset", ["fia", "naa"])
+@pytest.mark.parametrize("preset", ["fia", "naa", "ila"])
 def test_presets_keep_the_contract_on_a_real_network(resnet, preset):
     rng = np.random.default_rng(3)
     x = (np.round(rng.uniform(25, 230, (2, 299, 299, 3))) / 255).astype(np.float32)
     y = np.array([3, 7])
-    attack = build(preset, eps=EPS, steps=2, objective=f"{preset}:samples=3")
+    cheap = "ila:base_steps=2" if preset == "ila" else f"{preset}:samples=3"
+    attack = build(preset, eps=EPS, steps=2, objective=cheap)
     first, second = attack(resnet, x, y).numpy(), attack(resnet, x, y).numpy()
     np.testing.assert_array_equal(first, second)
     assert attack.trace_count == 1
@@ -165,3 +166,30 @@ def test_logit_margin_first_targeted_step_equals_its_formula(mode):
     adv = build(eps=EPS, steps=1, objective=f"logit_margin:{mode},temperature=2.0")(Linear(), x, targets,
                                                                                     target=targets).numpy()
     np.testing.assert_allclose(adv, expected, atol=1e-6)
+
+
+def test_ila_first_step_equals_its_formula(tiny):
+    """Guide: 2 MI-FGSM steps on the cross-entropy; then one step up the projection onto the guide's feature change."""
+    model, x, y = tiny
+
+    def ce_gradient(images):
+        f = model.f(images)
+        z = (f * f).mean(axis=(1, 2)) @ model.b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        dz = p - np.eye(1000)[y]
+        df = 2 * f * (dz @ model.b.T)[:, None, None, :] / (H * W)
+        return ((df * (images @ model.a > 0)) @ model.a.T)
+
+    guide, momentum = x.copy(), np.zeros_like(x)
+    for _ in range(2):
+        g = ce_gradient(guide)
+        momentum = momentum + g / np.abs(g).mean(axis=(1, 2, 3), keepdims=True)
+        guide = np.clip(np.clip(guide + EPS / 2 * np.sign(momentum), x - EPS, x + EPS), 0, 1)
+    change = model.f(guide) - model.f(x)
+    direction = change / (change ** 2).sum(axis=(1, 2, 3), keepdims=True)
+    expected = np.clip(x + EPS * np.sign(model.step_direction(x, direction)), 0, 1)
+    adv = first_step(model, x, y, "ila:layer=f,base_steps=2")
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="objective 'ila' works in the L-inf ball only"):
+        build("ila", steps=1, norm="l2", eps=0.5)(model, x, y)

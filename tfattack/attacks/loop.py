@@ -110,7 +110,9 @@ class FeatureObjectiveFunction:
 
     def __init__(self, model, config: AttackConfig, policy):
         self.component, self.policy = config.objective, policy
-        self.per_pass = config.execution.copies_per_pass
+        self.per_pass, self.eps = config.execution.copies_per_pass, config.eps
+        if config.norm != "linf" and self.component.linf_only:
+            raise ValueError(f"objective {self.component.name!r} works in the L-inf ball only; use norm='linf'")
         self.members = list(getattr(model, "members", [model]))
         self.weights = list(model.weights) if hasattr(model, "members") else [1.0]
         self.model = model
@@ -129,7 +131,8 @@ class FeatureObjectiveFunction:
             labels = tf.argmax(self.model(clean), axis=-1, output_type=tf.int32)
         self.batch = clean.shape[0]
         with backward_lib.policy(self.policy):
-            self.states = [self.component.prepare(member, tap, clean, labels, generator, self.per_pass)
+            shared = self.component.prepare_model(self.model, clean, labels, self.eps)
+            self.states = [self.component.prepare(member, tap, clean, labels, generator, self.per_pass, shared)
                            for member, tap in zip(self.members, self.taps)]
 
     def _tiled(self, state, copies: int):

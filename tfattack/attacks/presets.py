@@ -11,7 +11,7 @@ from __future__ import annotations
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import CE, FIA, NAA, Logit, LogitMargin, PoTrip, Prob
+from tfattack.attacks.objectives import CE, FIA, ILA, NAA, Logit, LogitMargin, PoTrip, Prob
 from tfattack.attacks.surrogate import BPA, SGM
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
@@ -123,6 +123,10 @@ _PRESETS = {
             "(Inception-v3 Mixed_5b, ResNets block2, VGG-16 conv3_3; see the component) summed over 30 copies with "
             "30 % of pixels dropped, MI-FGSM mu=1, 10 steps (Wang et al. ICCV 2021, authors' code). 30 extra "
             "forward+backward passes per attack call; untargeted."),
+    "ila": (dict(objective=ILA()),
+            "ILA: MI-FGSM (10 steps of eps/10, mu=1) makes a guide; then 10 I-FGSM steps from the clean image "
+            "maximise the projection of the feature change at the layer (FIA's per-family defaults) onto the "
+            "guide's (Huang et al. ICCV 2019; TransferAttack's settings). 10 extra passes per attack call."),
     "naa": (dict(objective=NAA(), **_MI),
             "NAA: neuron attributions (f_l(x) - f_l(0)) weighted by 30-step integrated gradients of the true-class "
             "probability, gamma=1, MI-FGSM mu=1, 10 steps (Zhang et al. CVPR 2022, authors' code with its path "

@@ -53,8 +53,8 @@ ATTACKS = {
 MODERN = {"BSR": "bsr", "BSR-TI-DIM": "bsr_ti_dim", "SIA": "sia", "SSA": "ssa", "SSA-TI-DIM": "ssa_ti_dim",
           "MaskBlock": "maskblock", "DeCoWA": "decowa", "PGN": "pgn", "PGN-DI": "pgn_di", "GRA": "gra", "EMI": "emi",
           "GI-MI": "gimi", "MIG": "mig", "MEF": "mef", "RAP": "rap", "L2T": "l2t", "OPS": "ops",
-          # The surrogate-introspection methods: Lite0's MBConv residuals (SGM), ReLU6s (BPA), 'mid' tap (FIA, NAA).
-          "SGM": "sgm", "BPA": "bpa", "FIA": "fia", "NAA": "naa"}
+          # The surrogate-introspection methods: Lite0's MBConv residuals (SGM), ReLU6s (BPA), 'mid' tap (ILA, FIA, NAA).
+          "SGM": "sgm", "BPA": "bpa", "ILA": "ila", "FIA": "fia", "NAA": "naa"}
 ATTACKS.update({name: (preset, {}) for name, preset in MODERN.items()})
 ATTACKS["OPS"] = ("ops", {"copies_per_pass": 30})  # 901 inputs per image per gradient: 30 at a time bound memory
 # Rows whose paper fixes its own schedule (MIG 25 steps, MEF 20 of 1.6/255, RAP 400 of 2/255): the preset's steps

@@ -1,12 +1,14 @@
 """Feature-level objectives: disrupt the features an intermediate layer finds important for the true class.
 
+    ILA  x'' = a base attack's result (MI-FGSM on the cross-entropy),  d'' = f_l(x'') - f_l(x)
+         L(x_t) = (f_l(x_t) - f_l(x)) . d'' / ||d''||^2      (ascended from the clean image again)
     FIA  Delta = sum_n d z_y(x * M_n) / d f_l,   M_n ~ Bernoulli(1 - drop) per pixel and channel, n = 1..N
          w = -Delta / ||Delta||_2,               L(x_t) = sum(w * f_l(x_t)) / size(f_l)
     NAA  IA = sum_{k=0}^{N-1} d softmax(z(x_k))_y / d f_l,   x_k = (1 - k/N) (x + xi_k),   xi_k ~ N(0, noise^2)
          w = -IA / ||IA||_2,   A = (f_l(x_t) - f_l(0)) * w,   L(x_t) = (sum A+ + gamma sum A-) / size(f_l)
 
-Both ascend L; the weights w are computed once per attack call from the clean batch (`prepare`) and every
-later forward pass only runs to the logits through the tap. They are untargeted methods. Taps are named as
+All ascend L; what they weigh features by is computed once per attack call from the clean batch (`prepare`,
+and for ILA the base attack, `prepare_model`). They are untargeted methods. Taps are named as
 `Classifier.feature_tap` reads them; each family's default is its paper's layer where the authors' code
 sets one, else the `mid` tap.
 """
@@ -46,6 +48,7 @@ class FeatureObjective(Objective):
     (state tiled to the stack of copies by the loop)."""
 
     feature_level: ClassVar[bool] = True
+    linf_only: ClassVar[bool] = False
     layer: str = param("", "Feature tap (end-point name or early/mid/late; empty: the paper's layer for the family, "
                            "else 'mid').")
 
@@ -56,7 +59,12 @@ class FeatureObjective(Objective):
     def value(self, logits, labels, targets):
         raise self.error("is feature-level: it needs a surrogate with named feature taps")
 
-    def prepare(self, member, tap, clean, labels, generator, per_pass):
+    def prepare_model(self, model, clean, labels, eps: float):
+        """Work on the whole surrogate before the per-member weights (ILA's base attack); its result is passed
+        to every member's `prepare` as `shared`."""
+        return None
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
         raise NotImplementedError
 
     def feature_value(self, features, state):
@@ -102,7 +110,7 @@ class FIA(FeatureObjective):
     drop: float = param(0.3, "Drop probability of each pixel and channel (paper README: 0.3; its flag default 0.1).",
                         low=0.0, high=0.99)
 
-    def prepare(self, member, tap, clean, labels, generator, per_pass):
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
         keep = tf.cast(generator.uniform([self.samples] + clean.shape.as_list()) >= self.drop, clean.dtype)
 
         def copies_of(ks):
@@ -132,7 +140,7 @@ class NAA(FeatureObjective):
     noise: float = param(0.1, "Std of the Gaussian noise added to x on the path, in [0, 1] pixel units (its code: 0.2 "
                               "in Inception's [-1, 1] units; 0 = TransferAttack's noiseless path).", low=0.0)
 
-    def prepare(self, member, tap, clean, labels, generator, per_pass):
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
         shape = [self.samples] + clean.shape.as_list()
         noise = generator.normal(shape, stddev=self.noise) if self.noise else tf.zeros(shape, clean.dtype)
 
@@ -150,3 +158,43 @@ class NAA(FeatureObjective):
     def feature_value(self, features, state):
         attributed = (features - state["baseline"]) * state["weights"]
         return _mean_over_features(tf.nn.relu(attributed) - self.gamma * tf.nn.relu(-attributed))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ILA(FeatureObjective):
+    """Intermediate level attack: a base attack gives a guide; the attack then starts again from the clean image and
+    maximises the projection of its feature change onto the guide's."""
+
+    name = "ila"
+    positional = "layer"
+    paper = "Huang et al., Enhancing adversarial example transferability with an intermediate level attack, ICCV 2019"
+    linf_only = True  # its base attack steps in the L-inf ball
+    base_steps: int = param(10, "Iterations of the base attack that makes the guide (TransferAttack: MI-FGSM, 10 "
+                                "steps of eps/10).", low=1)
+    base_momentum: float = param(1.0, "Momentum of the base attack (0: I-FGSM, the official code's first base).",
+                                 low=0.0)
+
+    def prepare_model(self, model, clean, labels, eps: float):
+        alpha = eps / self.base_steps
+        guide, momentum = clean, tf.zeros_like(clean)
+        for _ in tf.range(self.base_steps):
+            with tf.GradientTape() as tape:
+                tape.watch(guide)
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, model(guide)))
+            gradient = tape.gradient(loss, guide)
+            scale = tf.reduce_mean(tf.abs(gradient), axis=[1, 2, 3], keepdims=True)
+            momentum = self.base_momentum * momentum + tf.math.divide_no_nan(gradient, scale)
+            guide = tf.clip_by_value(guide + alpha * tf.sign(momentum), clean - eps, clean + eps)
+            guide = tf.clip_by_value(guide, 0.0, 1.0)
+        return tf.stop_gradient(guide)
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
+        pair = member.outputs(tf.concat([clean, shared], axis=0), features=[tap]).features[tap]
+        at_clean, at_guide = tf.split(pair, 2, axis=0)
+        change = at_guide - at_clean
+        length = tf.reduce_sum(tf.square(change), axis=list(range(1, change.shape.rank)), keepdims=True)
+        return {"clean": at_clean, "direction": tf.math.divide_no_nan(change, length)}
+
+    def feature_value(self, features, state):
+        return tf.reduce_sum((features - state["clean"]) * state["direction"], axis=list(range(1, features.shape.rank)))
