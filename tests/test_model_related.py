@@ -107,3 +107,15 @@ def test_the_script_takes_backward_specs_and_refuses_a_surrogate_without_residua
     assert error_line(refused) == ("attack.py: error: --attack=sgm: backward 'sgm': model 'vgg_16' has no residual "
                                    "additions it can act on (native networks route them through tfattack.backward)")
     assert not (tmp_path / "vgg").exists()
+
+
+def test_keras_applications_say_they_cannot_honour_a_policy_or_give_taps():
+    from tfattack.models.features import FeatureError
+
+    keras_model = tfattack.models.load("keras_resnet50", random_weights=True)
+    assert keras_model.introspectable is False
+    with pytest.raises(ValueError, match=r"^backward 'sgm': 'keras_resnet50' is built by Keras, whose layers do not "
+                                         r"route through tfattack.backward"):
+        surrogate_policy(keras_model, build("sgm").config)
+    with pytest.raises(FeatureError, match="model 'keras_resnet50' has no feature taps"):
+        keras_model.feature_tap("mid")

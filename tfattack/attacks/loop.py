@@ -86,6 +86,10 @@ def surrogate_policy(model, config: AttackConfig):
         return None
     members = list(getattr(model, "members", [model]))
     fields = {}
+    opaque = [model_name(m) for m in members if getattr(m, "introspectable", True) is False]
+    if opaque and len(opaque) == len(members):
+        raise ValueError(f"backward {active[0].name!r}: {', '.join(map(repr, opaque))} is built by Keras, whose layers "
+                         f"do not route through tfattack.backward: no backward policy can act on it")
     for component in active:
         usable = [m for m in members if hasattr(m, "backward_primitives")
                   and any(m.backward_primitives().get(p, 0) for p in component.needs)]

@@ -150,6 +150,12 @@ class Classifier(tf.Module):
             self._probed = (tuple(end_points or ()), dict(counts))
         return self._probed
 
+    @property
+    def introspectable(self) -> bool:
+        """False for networks whose layers tfattack does not write (Keras applications): no feature taps, and
+        backward policies cannot act on them."""
+        return getattr(self.network, "introspectable", True)
+
     def end_point_names(self) -> Tuple[str, ...]:
         return self._probe()[0]
 

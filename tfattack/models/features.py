@@ -59,6 +59,9 @@ def aliases(architecture: str, end_points: Sequence[str]) -> Dict[str, str]:
 def resolve(model_name: str, architecture: str, end_points: Sequence[str], tap: str) -> str:
     """The end-point name `tap` means for this model; FeatureError (one line) if it has no such tap."""
     names = list(end_points)
+    if not names:
+        raise FeatureError(f"model {model_name!r} has no feature taps (its network does not report end points; "
+                           f"Keras applications do not)")
     if tap in names:
         return tap
     mapped = aliases(architecture, names)

@@ -106,6 +106,8 @@ class KerasApplicationNetwork(tf.Module):
     """
 
     differentiable = True
+    # Keras builds its own ReLUs and additions: tfattack.backward's policies and feature taps cannot reach them.
+    introspectable = False
 
     def __init__(self, model, image_size: int, name: str):
         super().__init__(name=name)
