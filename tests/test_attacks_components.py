@@ -200,7 +200,7 @@ CHEAP = {
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},
     "post": {"blur": "blur:3"},
     # Backward policies need a native network (tests/test_model_related.py); the linear test model has none.
-    "backward": {"sgm": "sgm:0.5", "bpa": "bpa"},
+    "backward": {"sgm": "sgm:0.5", "bpa": "bpa", "linbp": "linbp"},
 }
 
 

@@ -10,7 +10,8 @@ from tfattack.backward import Policy
 
 POLICIES = [Policy(residual_gradient=0.2), Policy(relu="linear"), Policy(relu="silu", relu_temperature=0.5),
             Policy(max_pool="softmax", max_pool_temperature=10.0),
-            Policy(relu="linear", residual_gradient=0.5, max_pool="softmax")]
+            Policy(relu="linear", residual_gradient=0.5, max_pool="softmax"),
+            Policy(relu="linear", renormalize=True, linear_from="resnet_v2_50/block3/unit_1/bottleneck_v2")]
 
 
 def gradient(fn, x, chosen):
@@ -165,3 +166,24 @@ def test_bad_policies_are_one_line():
         Policy(residual_gradient=-1)
     with pytest.raises(ValueError, match="relu_temperature must be > 0"):
         Policy(relu="silu", relu_temperature=0)
+
+
+def test_linbp_unit_rescales_the_linear_branch_gradient_to_the_exact_norm(rng):
+    """unit(x) = x + relu(x W1) W2: the skip keeps dy; the branch sends lam * (|G_true| / |G_lin|) G_lin."""
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    w1 = rng.normal(size=(5, 7)).astype(np.float32)
+    w2 = rng.normal(size=(7, 5)).astype(np.float32)
+    dy = rng.normal(size=(3, 5)).astype(np.float32)
+
+    def f(v):
+        return tf.reduce_sum(dy * backward.residual_unit(v, lambda u: u, lambda u: backward.relu(u @ w1) @ w2))
+
+    value, grad = gradient(f, x, Policy(relu="linear", renormalize=True, residual_gradient=0.5))
+    assert value == gradient(f, x, None)[0]
+    g_true = ((dy @ w2.T) * (x @ w1 > 0)) @ w1.T
+    g_linear = (dy @ w2.T) @ w1.T
+    ratio = np.linalg.norm(g_true, axis=1, keepdims=True) / np.linalg.norm(g_linear, axis=1, keepdims=True)
+    np.testing.assert_allclose(grad, dy + 0.5 * ratio * g_linear, rtol=1e-4, atol=1e-6)
+    # under any other policy the unit is a plain residual addition
+    _, exact = gradient(f, x, None)
+    np.testing.assert_allclose(exact, dy + g_true, rtol=1e-5, atol=1e-6)

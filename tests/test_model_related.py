@@ -39,6 +39,8 @@ def gradient_under(model, x, y, policy):
     ("sgm:0.3", backward.Policy(residual_gradient=0.3)),
     ("bpa", backward.Policy(relu="silu", max_pool="softmax", max_pool_temperature=10.0,
                             linear_from="resnet_v2_50/block3/unit_1/bottleneck_v2")),
+    ("linbp", backward.Policy(relu="linear", renormalize=True,
+                              linear_from="resnet_v2_50/block3/unit_1/bottleneck_v2")),
 ])
 def test_one_step_follows_the_policy_gradient(resnet, images, spec, policy):
     x, y = images
@@ -71,7 +73,7 @@ def test_a_surrogate_without_what_the_policy_needs_is_one_line():
         build("bpa", steps=1)(Plain(), np.zeros((1, 8, 8, 3), np.float32), [1])
 
 
-@pytest.mark.parametrize("preset", ["sgm", "bpa"])
+@pytest.mark.parametrize("preset", ["sgm", "bpa", "linbp"])
 def test_presets_keep_the_contract(resnet, images, preset):
     x, y = images
     attack = build(preset, eps=EPS, steps=2)

@@ -4,8 +4,9 @@ Model-related transfer attacks keep the surrogate's forward pass and change its 
 
   SGM (Wu et al. ICLR 2020)         the gradient through a residual block's residual branch is scaled by
                                     gamma < 1 (the skip connection's is not), favouring low-level features.
-  LinBP (Guo et al. NeurIPS 2020)   from a chosen layer on, every ReLU back-propagates as the identity
-                                    (derivative 1), i.e. the backward pass of a linearised network.
+  LinBP (Guo et al. NeurIPS 2020)   from a chosen layer on, the ReLUs of residual branches back-propagate as
+                                    the identity (derivative 1), and each such branch's input gradient is
+                                    rescaled to the norm the exact backward would give it.
   BPA (Wang et al. NeurIPS 2023)    the ReLU's step derivative is replaced by t times SiLU's derivative,
                                     sigma(x) + x sigma(x) (1 - sigma(x)), and max pooling's one-hot
                                     derivative by softmax(t * window) over each pooling window.
@@ -25,7 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import threading
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import tensorflow as tf
 
@@ -49,6 +50,9 @@ class Policy:
     max_pool: "exact" (the gradient goes to the window's maximum) or "softmax" (spread over the window
       with weights softmax(max_pool_temperature * window): BPA; padding cells enter as 0, as in its code).
     max_pool_temperature: BPA's t in that softmax (10 for ResNet-50's stem pool in its code).
+    renormalize: LinBP's rescaling, in `residual_unit`s where the policy's ReLU mode is active: the branch's
+      input gradient G_lin (linear ReLUs) becomes (||G_true|| / ||G_lin||) G_lin per image, G_true being the
+      exact backward's; with it, the ReLUs outside residual branches stay exact.
     """
 
     residual_gradient: float = 1.0
@@ -57,6 +61,7 @@ class Policy:
     linear_from: Tuple[str, ...] = ()
     max_pool: str = "exact"
     max_pool_temperature: float = 1.0
+    renormalize: bool = False
 
     def __post_init__(self):
         if isinstance(self.linear_from, str):
@@ -106,7 +111,7 @@ def policy(chosen: Optional[Policy]) -> Iterator[Policy]:
 
 @contextlib.contextmanager
 def counting() -> Iterator[collections.Counter]:
-    """Counts the primitives ("relu", "residual_add", "max_pool") a forward pass inside the block calls:
+    """Counts the primitives ("relu", "residual_add", "residual_unit", "max_pool") a forward pass inside the block calls:
     what a policy can act on in that network."""
     saved, _STATE.counts = _STATE.counts, collections.Counter()
     try:
@@ -159,6 +164,8 @@ def marked() -> list:
 
 def _relu_mode() -> str:
     chosen = _STATE.policy
+    if chosen.renormalize:  # LinBP: residual_unit linearises its branches itself; every other ReLU stays exact
+        return "exact"
     return chosen.relu if chosen.relu != "exact" and _STATE.relu_active else "exact"
 
 
@@ -220,6 +227,48 @@ def residual_add(shortcut, residual, projected: bool = False):
         return skip + branch, backward
 
     return wrapped(shortcut, residual)
+
+
+def residual_unit(x, shortcut_fn: Callable, branch_fn: Callable, projected: bool = False):
+    """`shortcut_fn(x) + branch_fn(x)`, one residual unit whose branch is a function of its input, so that LinBP can
+    take the branch's gradient twice. Under any policy but LinBP's this is `residual_add(shortcut_fn(x),
+    branch_fn(x))`: same ops, same order (the shortcut first, as slim creates its variables)."""
+    _count("residual_unit")
+    chosen = _STATE.policy
+    linbp = chosen.renormalize and chosen.relu != "exact" and _STATE.relu_active
+    if not linbp:
+        return residual_add(shortcut_fn(x), branch_fn(x), projected)
+    _count("residual_add")
+    gamma = chosen.residual_gradient
+    exact_branch = dataclasses.replace(chosen, relu="exact", linear_from=(), residual_gradient=1.0, renormalize=False)
+    linear_branch = dataclasses.replace(chosen, linear_from=(), residual_gradient=1.0, renormalize=False)
+
+    @tf.custom_gradient
+    def unit(inputs):
+        output = shortcut_fn(inputs) + branch_fn(inputs)
+
+        def backward(dy, variables=None):
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(inputs)
+                skip = shortcut_fn(inputs)
+                with policy(exact_branch):
+                    true_branch = branch_fn(inputs)
+                with policy(linear_branch):
+                    linear_branch_out = branch_fn(inputs)
+            through_skip = tape.gradient(skip, inputs, output_gradients=dy)
+            g_true = tape.gradient(true_branch, inputs, output_gradients=dy)
+            g_linear = tape.gradient(linear_branch_out, inputs, output_gradients=dy)
+            axes = list(range(1, g_linear.shape.rank))
+
+            def norm(tensor):  # per image, over all of its axes
+                return tf.sqrt(tf.reduce_sum(tf.square(tensor), axis=axes, keepdims=True))
+
+            ratio = tf.math.divide_no_nan(norm(g_true), norm(g_linear))
+            # Weights get no gradient: attacks only need the input's.
+            return through_skip + tf.cast(gamma, dy.dtype) * ratio * g_linear, [None] * len(variables or [])
+        return output, backward
+
+    return unit(x)
 
 
 # --- max pooling ------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def in_compute_dtype(model, dtype: str):
     return model.with_compute_dtype(dtype) if len(left) < len(members) else model
 
 
-_PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools"}
+_PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools",
+                    "residual_unit": "residual units with a re-runnable branch (slim ResNets)"}
 
 
 def surrogate_policy(model, config: AttackConfig):

@@ -12,7 +12,7 @@ from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import CE, FIA, ILA, NAA, Logit, LogitMargin, PoTrip, Prob
-from tfattack.attacks.surrogate import BPA, SGM
+from tfattack.attacks.surrogate import BPA, SGM, LinBP
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
@@ -114,6 +114,11 @@ _PRESETS = {
             "SGM: the gradient through each residual branch decays by gamma=0.2 (blocks with a projection shortcut "
             "keep theirs), MI-FGSM mu=1, 10 steps of eps/10 (Wu et al. ICLR 2020; TransferAttack's settings). "
             "Needs residual blocks (ResNets, Inception-ResNet, EfficientNet)."),
+    "linbp": (dict(steps=300, step_size=1.6 / 255, backward=(LinBP(),), **_MI),
+              "LinBP: after block3/unit_1 (ResNets) the residual branches back-propagate with linear ReLUs, each "
+              "branch's gradient rescaled to the exact one's norm, MI-FGSM mu=1, 300 steps of 1.6/255 "
+              "(Guo et al. NeurIPS 2020; TransferAttack's settings; the authors' PGD also redraws uniform noise "
+              "every step, not done here). Needs a slim ResNet."),
     "bpa": (dict(backward=(BPA(),), **_MI),
             "BPA: ReLUs after block3/unit_1 (ResNets; elsewhere see the component) back-propagate t=1 times SiLU's "
             "derivative and max pools a softmax(10 * window), MI-FGSM mu=1, 10 steps (Wang et al. NeurIPS 2023, "

@@ -84,22 +84,39 @@ def conv_with_biases(store, x, name: str, filters: int, kernel: int, stride: int
 
 
 def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: int, end_points: dict):
-    """slim's bottleneck_v2 unit; variables in its creation order: preact, shortcut, conv1..conv3."""
-    preact = batch_norm_relu(store, x, f"{scope}/preact")
+    """slim's bottleneck_v2 unit; variables in its creation order: preact, shortcut, conv1..conv3.
+
+    A unit whose depth changes feeds its pre-activation to both a 1x1 shortcut convolution and the branch; the
+    others keep the raw input as the shortcut and their pre-activation is the branch's first step (what LinBP
+    linearises there)."""
     projected = depth != x.shape[-1]
-    if not projected:
-        # slim subsamples with a 1x1 max pool of stride `stride`, i.e. it keeps every stride-th pixel.
-        shortcut = x if stride == 1 else x[:, ::stride, ::stride, :]
+
+    def branch(inputs):
+        residual = conv_bn_relu(store, inputs, f"{scope}/conv1", depth_bottleneck, 1)
+        end_points[f"{scope}/conv1"] = residual
+        residual = conv_bn_relu(store, residual, f"{scope}/conv2", depth_bottleneck, 3, stride)
+        end_points[f"{scope}/conv2"] = residual
+        residual = conv_with_biases(store, residual, f"{scope}/conv3", depth, 1)
+        end_points[f"{scope}/conv3"] = residual
+        return residual
+
+    if projected:
+        preact = batch_norm_relu(store, x, f"{scope}/preact")
+
+        def shortcut(inputs):
+            value = conv_with_biases(store, inputs, f"{scope}/shortcut", depth, 1, stride)
+            end_points[f"{scope}/shortcut"] = value
+            return value
+
+        output = backward.residual_unit(preact, shortcut, branch, projected=True)
     else:
-        shortcut = conv_with_biases(store, preact, f"{scope}/shortcut", depth, 1, stride)
-        end_points[f"{scope}/shortcut"] = shortcut
-    residual = conv_bn_relu(store, preact, f"{scope}/conv1", depth_bottleneck, 1)
-    end_points[f"{scope}/conv1"] = residual
-    residual = conv_bn_relu(store, residual, f"{scope}/conv2", depth_bottleneck, 3, stride)
-    end_points[f"{scope}/conv2"] = residual
-    residual = conv_with_biases(store, residual, f"{scope}/conv3", depth, 1)
-    end_points[f"{scope}/conv3"] = residual
-    output = backward.residual_add(shortcut, residual, projected=projected)
+        def subsample(inputs):  # slim's 1x1 max pool of stride `stride`: every stride-th pixel
+            return inputs if stride == 1 else inputs[:, ::stride, ::stride, :]
+
+        def preact_branch(inputs):
+            return branch(batch_norm_relu(store, inputs, f"{scope}/preact"))
+
+        output = backward.residual_unit(x, subsample, preact_branch)
     end_points[scope] = output
     return output
 

@@ -2,6 +2,6 @@
 package registers them."""
 
 from tfattack.attacks.surrogate import policies  # noqa: F401
-from tfattack.attacks.surrogate.policies import BPA, SGM
+from tfattack.attacks.surrogate.policies import BPA, SGM, LinBP
 
-__all__ = ["BPA", "SGM"]
+__all__ = ["BPA", "SGM", "LinBP"]

@@ -1,6 +1,8 @@
 """SGM and BPA: backward passes that favour what transfers (`tfattack.backward` holds the primitives).
 
     SGM   d z_{i+1} / d z_i = 1 + gamma * d f_i / d z_i      (residual block z_{i+1} = z_i + f_i(z_i))
+    LinBP d z_{i+1} / d z_i = 1 + lam * (||G_true|| / ||G_lin||) G_lin   after a given unit, G_lin the branch's
+          input gradient with its ReLUs linear (derivative 1), G_true the exact one
     BPA   d relu(x) / dx  ->  t_r * (sigma(x) + x sigma(x) (1 - sigma(x)))   after a given layer
           d maxpool / d x_i  ->  softmax(t_p * window)_i
 
@@ -73,4 +75,23 @@ class BPA(Backward):
     def policy_fields(self, members) -> dict:
         return {"relu": "silu", "relu_temperature": self.relu_t, "max_pool": "softmax",
                 "max_pool_temperature": self.pool_t,
+                "linear_from": _member_taps(members, self.layer, _BPA_LAYERS, self.name)}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LinBP(Backward):
+    """Linear backpropagation: after a given unit, residual branches back-propagate with linear ReLUs, each branch's
+    input gradient rescaled to the exact one's norm; the other ReLUs stay exact."""
+
+    name = "linbp"
+    positional = "layer"
+    paper = "Guo et al., Backpropagating linearly improves transferability of adversarial examples, NeurIPS 2020"
+    needs = ("residual_unit",)
+    layer: str = param("", "End point after which the units are linear (empty: ResNets after block3/unit_1, the "
+                           "authors' '3_1' start; other families the 'mid' tap).")
+    lam: float = param(1.0, "Factor on every linearised branch's gradient (its code's sgm_lambda, 1.0).", low=0.0)
+
+    def policy_fields(self, members) -> dict:
+        return {"relu": "linear", "renormalize": True, "residual_gradient": self.lam,
                 "linear_from": _member_taps(members, self.layer, _BPA_LAYERS, self.name)}
