@@ -378,7 +378,8 @@ def _reason(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _examples(items: Sequence[str], limit: int = 3) -> str:
+def examples(items: Sequence[str], limit: int = 3) -> str:
+    """The first `limit` names, and how many there are in all when there are more (for one-line messages)."""
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
@@ -391,7 +392,7 @@ def _format_notes(input_dir, ids, sizes, modes, skipped) -> List[str]:
             by_mode[mode].append(image_id)
     for mode, members in sorted(by_mode.items()):
         what = _CONVERSIONS.get(mode, f"mode {mode}: converted to RGB by PIL")
-        notes.append(f"{len(members)} image(s) {what} ({_examples(members)})")
+        notes.append(f"{len(members)} image(s) {what} ({examples(members)})")
     odd = collections.Counter(s for s in sizes if s != (NIPS17_IMAGE_SIZE, NIPS17_IMAGE_SIZE))
     if odd:
         listed = ", ".join(f"{w}x{h}: {n}" for (h, w), n in sorted(odd.items()))

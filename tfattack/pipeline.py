@@ -93,7 +93,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
         return _Plan(list(dataset.ids), {}, [])
     if earlier is None:
         raise RecordError(f"output_dir {output_dir} already holds {len(present)} of this run's images "
-                          f"({record_lib.listed([i + '.png' for i in present])}) but no run record says how they "
+                          f"({data.examples([i + '.png' for i in present])}) but no run record says how they "
                           f"were made: pass --overwrite to attack them again, or choose another output folder")
     differences = earlier.differences(current)
     if differences:
@@ -103,7 +103,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
     index = {image_id: position for position, image_id in enumerate(dataset.ids)}
     labels, targets = dataset.labels, dataset.targets if targeted else None
     kept, notes, redo = {}, [], []
-    legacy_labels = earlier.info.get("predicted_labels") or {} if earlier.legacy else {}
+    legacy_labels = (earlier.info.get("predicted_labels") or {}) if earlier.legacy else {}
     for image_id in present:
         position = index[image_id]
         source = record_lib.file_sha256(dataset.paths[position])
@@ -128,7 +128,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
     if redo:
         notes.append(f"{len(redo)} image(s) in {output_dir} are not vouched for by its run record (a killed batch, "
                      f"a changed input or label, or a file put there): attacking them again "
-                     f"({record_lib.listed(redo)})")
+                     f"({data.examples(redo)})")
     return _Plan([i for i in dataset.ids if i not in kept], kept, notes)
 
 
@@ -153,7 +153,7 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
         dataset.require_targets()
     label_source = "metadata" if dataset.labels is not None else "clean_prediction"
     current = run_settings(model, attack, targeted=targeted, label_source=label_source, batch_size=batch_size)
-    os.makedirs(output_dir, exist_ok=True)
+    data.make_output_dir(output_dir)  # only now: every earlier error leaves no folder behind
     summary = RunSummary()
     with record_lib.FolderLock(output_dir, record_name):
         files.remove_stale_temp_files(output_dir)

@@ -26,7 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from tfattack import files
 from tfattack.errors import UserError
@@ -322,8 +322,3 @@ class FolderLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
-
-
-def listed(items: Iterable[str], limit: int = 3) -> str:
-    items = list(items)
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
