@@ -95,13 +95,13 @@ def build_attack():
 
 
 def check_surrogates(attack, ensemble):
-    """What the attack needs from the surrogates' networks (a backward policy's ReLUs or residual blocks),
-    checked before any image is read."""
-    from tfattack.attacks.loop import surrogate_policy
+    """What the attack needs from the surrogates' networks (a backward policy's ReLUs or residual blocks, feature
+    taps), checked before any image is read."""
+    from tfattack.attacks.loop import check_surrogate
     from tfattack.runs import UsageError
 
     try:
-        surrogate_policy(ensemble, attack.config)
+        check_surrogate(ensemble, attack.config, FLAGS.targeted)
     except ValueError as err:
         raise UsageError(f"--attack={FLAGS.attack}: {err}") from None
 

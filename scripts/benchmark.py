@@ -261,10 +261,14 @@ def run_transfer():
     if unknown:
         raise UsageError(f"--attack_names: unknown {', '.join(unknown)}; "
                          f"known: {', '.join(transfer.ATTACKS)}")
+    sources = FLAGS.sources or tuple(transfer.SOURCES)
+    stranded = [n for n in FLAGS.attack_names if not transfer.table_sets(sources, [n])]
+    if stranded:
+        raise UsageError(f"--attack_names: {', '.join(stranded)} attack ensembles only; add --sources=ensemble")
     payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                            num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
                            attacks=FLAGS.attack_names or transfer.TABLE, batch_size=10, seed=FLAGS.seed,
-                           max_epsilon=FLAGS.max_epsilon, sources=FLAGS.sources or tuple(transfer.SOURCES),
+                           max_epsilon=FLAGS.max_epsilon, sources=sources,
                            craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
     if payload is None:
         print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",

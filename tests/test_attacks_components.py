@@ -16,10 +16,13 @@ from tfattack.attacks.objectives import CE, CW, PoTrip
 from tfattack.attacks.transforms import DI, SI, Admix, Augment
 from tfattack.attacks.updates import MI, NI, Sign
 
+from tfattack.models.ensemble import Ensemble
+
 from analytic import LinearModel
 
 EPS = 8 / 255
 MODEL = LinearModel((8, 8, 3), seed=3)
+PAIR = Ensemble([MODEL, LinearModel((8, 8, 3), seed=4)])  # for the ensemble strategies
 RNG = np.random.default_rng(5)
 CLEAN = (np.round(RNG.uniform(0.05, 0.95, size=(3, 8, 8, 3)) * 255) / 255).astype(np.float32)  # 8-bit images
 LABELS = np.array([1, 500, 999])
@@ -192,10 +195,11 @@ CHEAP = {
                   "bsr": "bsr:copies=2", "sia": "sia:copies=2", "ssa": "ssa:copies=2", "maskblock": "maskblock:2",
                   "decowa": "decowa:copies=2"},
     "estimator": {"vt": "vt:2", "pgn": "pgn:2", "gra": "gra:2", "emi": "emi:3", "mef": "mef:2", "mig": "mig:2",
-                  "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2"},
+                  "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2",
+                  "svre": "svre:1", "cwa": "cwa:0.1", "adaea": "adaea", "smer": "smer:1"},
     "objective": {"ce": "ce", "cw": "cw", "logit": "logit", "po_trip": "po_trip", "prob": "prob",
                   "fia": "fia:samples=2", "naa": "naa:samples=2", "logit_margin": "logit_margin",
-                  "ila": "ila:base_steps=2"},
+                  "ila": "ila:base_steps=2", "rpa": "rpa:samples=2", "bfa": "bfa:samples=2"},
     "filter": {"ti": "ti:3"},
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},
     "post": {"blur": "blur:3"},
@@ -231,7 +235,7 @@ compositions = st.fixed_dictionaries({
     "transforms": st.lists(st.sampled_from(_available_cheap("transform")), max_size=2, unique=True).map(",".join),
     "estimators": st.lists(st.sampled_from(_available_cheap("estimator")), max_size=1).map(",".join),
     # Feature-level objectives need named taps, which the linear test model has not (tests/test_feature_level.py).
-    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa", "ila")]),
+    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa", "ila", "rpa", "bfa")]),
     "filters": st.sampled_from(["none"] + _available_cheap("filter")),
     "update": st.sampled_from(_available_cheap("update")),
     "post": st.sampled_from(["none"] + _available_cheap("post")),
@@ -248,8 +252,9 @@ def test_random_compositions_keep_the_contract(pieces, targeted):
     eps = EPS if pieces["norm"] == "linf" else 0.4
     attack = build(eps=eps, **pieces)
     target = TARGETS if targeted else None
-    first = attack(MODEL, CLEAN, LABELS, target=target)
-    second = attack(MODEL, CLEAN, LABELS, target=target)
+    model = PAIR if any(getattr(e, "ensemble_strategy", False) for e in attack.config.estimators) else MODEL
+    first = attack(model, CLEAN, LABELS, target=target)
+    second = attack(model, CLEAN, LABELS, target=target)
     _check_contract(first, eps, pieces["norm"])
     np.testing.assert_array_equal(first, second)
     assert attack.trace_count == 1

@@ -1,4 +1,4 @@
-"""Feature-level objectives (FIA, NAA): NumPy transcriptions of their weights and first step on a tiny network
+"""Feature-level objectives (FIA, NAA, ILA, RPA, BFA): NumPy transcriptions of their weights and first step on a tiny network
 with one named feature tap, and the contract on a real native network (ResNet-50, random weights)."""
 
 import json
@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import tfattack
 from tfattack.attacks import AttackConfig, build
+from tfattack.attacks.objectives.feature import patch_mask
 from tfattack.models.features import FeatureError
 
 H = W = 6
@@ -57,6 +58,15 @@ class TinyFeatureNet(tf.Module):
         dz = p[np.arange(len(labels)), labels][:, None] * (np.eye(1000)[labels] - p)
         return 2 * f * (dz @ self.b.T)[:, None, None, :] / (H * W)
 
+    def ce_gradient(self, x, labels):
+        """d CE(z(x), y) / dx."""
+        f = self.f(x)
+        z = (f * f).mean(axis=(1, 2)) @ self.b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        df = 2 * f * ((p - np.eye(1000)[labels]) @ self.b.T)[:, None, None, :] / (H * W)
+        return (df * (x @ self.a > 0)) @ self.a.T
+
     def step_direction(self, x, weights):
         """d/dx mean(f(x) * weights) for f = relu(x A)."""
         active = (x @ self.a > 0).astype(np.float32)
@@ -101,6 +111,50 @@ def test_naa_first_step_equals_its_formula(tiny):
     np.testing.assert_allclose(adv, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("patch", [1, 3, 4])
+def test_rpa_masks_replace_the_share_of_cells_asked_for(patch):
+    shape, share = [2, 14, 15, 3], 0.3
+    mask = patch_mask(shape, patch, share, tf.constant([4, 2])).numpy()
+    changed = mask < 1
+    assert np.all((mask > 0) & (mask <= 1))
+    if patch == 1:  # a Bernoulli draw per pixel and channel
+        assert 0.15 < changed.mean() < 0.45
+        return
+    rows, cols = 14 // patch, 15 // patch
+    assert not changed[:, rows * patch:].any() and not changed[:, :, cols * patch:].any()  # past the last cell: 1
+    cells = changed[:, :rows * patch, :cols * patch].reshape(2, rows, patch, cols, patch, 3)
+    whole = cells.all(axis=(2, 4))
+    assert np.array_equal(whole, cells.any(axis=(2, 4)))  # a cell is replaced as a whole (U(0,1) < 1 almost surely)
+    assert np.all(whole.sum(axis=(1, 2, 3)) == int(rows * cols * 3 * share))  # exactly that share, per image
+    np.testing.assert_array_equal(mask, patch_mask(shape, patch, share, tf.constant([4, 2])).numpy())
+
+
+def test_rpa_first_step_equals_its_formula(tiny):
+    model, x, y = tiny
+    samples, seed, patches = 4, 3, (1, 2)
+    base = tf.random.Generator.from_seed(seed).uniform_full_int([2], dtype=tf.int32)
+    masks = [patch_mask(list(x.shape), patches[n % 2], 0.3, base + tf.constant([0, n])).numpy() for n in range(samples)]
+    weights = -unit(sum(model.softmax_gradient_at_f(x * masks[n], y) for n in range(samples)))
+    expected = np.clip(x + EPS * np.sign(model.step_direction(x, weights)), 0, 1)
+    adv = first_step(model, x, y, f"rpa:layer=f,samples={samples},patches=1+2", seed)
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+    chunked = build(eps=EPS, steps=1, objective=f"rpa:layer=f,samples={samples},patches=1+2", seed=seed,
+                    copies_per_pass=3)(model, x, y).numpy()
+    np.testing.assert_allclose(chunked, adv, atol=1e-6)  # the masks are a function of the seed and copy only
+
+
+def test_bfa_first_step_equals_its_formula(tiny):
+    model, x, y = tiny
+    samples, eta = 3, 0.5
+    fitted, total = x.astype(np.float64), 0.0
+    for _ in range(samples):
+        fitted = x + eta * unit(model.ce_gradient(fitted, y))
+        total = total + model.logit_gradient_at_f(fitted, y)
+    expected = np.clip(x + EPS * np.sign(model.step_direction(x, -unit(total))), 0, 1)
+    adv = first_step(model, x, y, f"bfa:layer=f,samples={samples},eta={eta}")
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+
+
 def test_chunked_passes_give_the_same_weights(tiny):
     model, x, y = tiny
     whole = build(eps=EPS, steps=2, objective="fia:layer=f,samples=5")(model, x, y).numpy()
@@ -128,7 +182,7 @@ def resnet():
     return tfattack.models.load("resnet_v2_50", random_weights=True)
 
 
-@pytest.mark.parametrize("preset", ["fia", "naa", "ila"])
+@pytest.mark.parametrize("preset", ["fia", "naa", "ila", "rpa", "bfa"])
 def test_presets_keep_the_contract_on_a_real_network(resnet, preset):
     rng = np.random.default_rng(3)
     x = (np.round(rng.uniform(25, 230, (2, 299, 299, 3))) / 255).astype(np.float32)
@@ -172,18 +226,9 @@ def test_ila_first_step_equals_its_formula(tiny):
     """Guide: 2 MI-FGSM steps on the cross-entropy; then one step up the projection onto the guide's feature change."""
     model, x, y = tiny
 
-    def ce_gradient(images):
-        f = model.f(images)
-        z = (f * f).mean(axis=(1, 2)) @ model.b
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        dz = p - np.eye(1000)[y]
-        df = 2 * f * (dz @ model.b.T)[:, None, None, :] / (H * W)
-        return ((df * (images @ model.a > 0)) @ model.a.T)
-
     guide, momentum = x.copy(), np.zeros_like(x)
     for _ in range(2):
-        g = ce_gradient(guide)
+        g = model.ce_gradient(guide, y)
         momentum = momentum + g / np.abs(g).mean(axis=(1, 2, 3), keepdims=True)
         guide = np.clip(np.clip(guide + EPS / 2 * np.sign(momentum), x - EPS, x + EPS), 0, 1)
     change = model.f(guide) - model.f(x)
@@ -193,3 +238,21 @@ def test_ila_first_step_equals_its_formula(tiny):
     np.testing.assert_allclose(adv, expected, atol=1e-6)
     with pytest.raises(ValueError, match="objective 'ila' works in the L-inf ball only"):
         build("ila", steps=1, norm="l2", eps=0.5)(model, x, y)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--attack=mi_fgsm", "--objective=fia:layer=Mixed_9z"],
+     "--attack=mi_fgsm: model 'efficientnet_lite0' has no feature tap 'Mixed_9z'"),
+    (["--attack=mi_fgsm", "--objective=ila", "--norm=l2"],
+     "--attack=mi_fgsm: objective 'ila' works in the L-inf ball only"),
+    (["--attack=fia", "--targeted"], "--attack=fia: objective 'fia' is an untargeted method"),
+])
+def test_the_script_checks_feature_objectives_before_any_work(tmp_path, flags, message):
+    from test_attack_script import error_line, make_input, run_attack
+
+    images, _ = make_input(tmp_path, 1)
+    out = tmp_path / "out"
+    result = run_attack(f"--input_dir={images}", f"--output_dir={out}", "--models=efficientnet_lite0",
+                        "--num_iter=1", *flags)
+    assert result.returncode == 2 and message in error_line(result), result.stderr[-2000:]
+    assert not out.exists()

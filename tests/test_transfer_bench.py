@@ -234,6 +234,12 @@ def test_fgsm_stays_one_step_and_iterative_attacks_take_ten():
     assert (mef.steps, round(mef.alpha * 255, 6), round(mef.eps * 255, 6)) == (20, 0.4, 4.0)
     assert transfer.build_attack("BSR", 0, max_epsilon=4).config.steps == 10
     assert "BSR" not in transfer.TABLE and "BSR" in transfer.EXPENSIVE
+    # Ensemble strategies are crafted on the ensemble source only.
+    assert transfer.ENSEMBLE_ONLY == ("SVRE", "CWA", "AdaEA", "SMER")
+    assert transfer.table_sets(("single", "ensemble"), ("FGSM", "SVRE")) == [
+        ("single", "FGSM"), ("ensemble", "FGSM"), ("ensemble", "SVRE")]
+    cwa = transfer.build_attack("CWA", 0, max_epsilon=4).config  # CWA's 3.2/255 at eps 16 is 2 eps / 10
+    assert (cwa.steps, round(cwa.alpha * 255, 6)) == (10, 0.8)
 
 
 def test_default_rows_are_the_issue_protocol_and_the_bf16_variant_is_asked_by_name():
@@ -263,6 +269,8 @@ def test_bad_image_counts_and_missing_data_are_one_line_errors(tmp_path):
         "benchmark.py: error: --sources: unknown both; known: single, ensemble")
     assert transfer_error(tmp_path, "--max_epsilon=0") == (
         "benchmark.py: error: --max_epsilon must be in (0, 255] pixels, got 0")
+    assert transfer_error(tmp_path, "--sources=single", "--attack_names=FGSM,SVRE,CWA") == (
+        "benchmark.py: error: --attack_names: SVRE, CWA attack ensembles only; add --sources=ensemble")
     assert transfer_error(tmp_path, f"--data_dir={tmp_path / 'absent'}") == (
         f"benchmark.py: error: input_dir {tmp_path / 'absent' / 'images'}: no such folder")
 

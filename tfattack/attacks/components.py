@@ -102,7 +102,7 @@ def available(role: str) -> Tuple[str, ...]:
 
 def _load_families() -> None:
     # The families register themselves at import; importing them here lets `parse` work from this module alone.
-    from tfattack.attacks import estimators, filters, objectives, surrogate, transforms, updates  # noqa: F401
+    from tfattack.attacks import ensemble, estimators, filters, objectives, surrogate, transforms, updates  # noqa: F401
 
 
 # ----------------------------------------------------------------- values
@@ -321,6 +321,16 @@ class Estimator(Component):
         """Extra forward+backward passes of the batch through the model alone (no copies) per estimate (RAP's inner
         steps), for the benchmarks' pass counts."""
         return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleStrategy(Estimator):
+    """An estimator that weighs or schedules the members of an `Ensemble` surrogate (SVRE, CWA, AdaEA, SMER). It is
+    the outermost estimator; `ctx.members` is the member count, `ctx.chain(ctx.member_objective(k))` the gradient
+    oracle for member k alone (the rest of the chain, transforms and filters included), `ctx.chain()` the fused
+    ensemble's, and `ctx.weighted_objective(w)` the objective of member logits weighted per image."""
+
+    ensemble_strategy: ClassVar[bool] = True
 
 
 @dataclasses.dataclass(frozen=True)

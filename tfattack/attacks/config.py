@@ -255,6 +255,9 @@ def validate(config: AttackConfig) -> None:
     _require(config.label_source in LABEL_SOURCES,
              f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {config.label_source!r}")
     _require(_is_int(config.seed), f"seed must be an integer, got {config.seed!r}")
+    strategies = [i for i, e in enumerate(config.estimators) if getattr(e, "ensemble_strategy", False)]
+    _require(strategies in ([], [0]), "an ensemble strategy (svre, cwa, adaea, smer) must be the one outermost "
+                                      f"estimator, got estimators {components.format_specs(config.estimators)!r}")
     inner_stateful = [e.name for e in config.estimators[1:] if e.stateful]
     _require(not inner_stateful, f"estimator(s) {', '.join(inner_stateful)} keep state across steps and must come "
                                  "first (outermost) in the estimator chain")

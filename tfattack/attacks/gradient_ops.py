@@ -40,6 +40,19 @@ def normalize_l1(gradient):
     return tf.math.divide_no_nan(gradient, scale)
 
 
+def normalize_l2(gradient):
+    """gradient / ||gradient||_2 per image; a zero gradient stays 0."""
+    length = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
+    return tf.math.divide_no_nan(gradient, length)
+
+
+def ascent(direction, alpha, norm: str):
+    """alpha * sign(d) under L-inf; alpha * d / ||d||_2 (per image) under L2."""
+    if norm == "linf":
+        return alpha * tf.sign(direction)
+    return alpha * normalize_l2(direction)
+
+
 def vt_neighbour(images, generator, radius):
     """One VT neighbour: images + r, r ~ U[-radius, radius]^d (Wang & He CVPR 2021; radius = beta*eps).
 

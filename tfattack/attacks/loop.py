@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tfattack import backward as backward_lib
 from tfattack.attacks.config import AttackConfig
+from tfattack.attacks.gradient_ops import ascent
 from tfattack.attacks.projection import project
 
 
@@ -129,9 +130,12 @@ class FeatureObjectiveFunction:
         self.states = None
         self.batch = None
 
-    def prepare(self, clean, labels, targets, generator):
-        if targets is not None:
+    def check_untargeted(self, targeted: bool) -> None:
+        if targeted:
             raise ValueError(f"objective {self.component.name!r} is an untargeted method; attack without targets")
+
+    def prepare(self, clean, labels, targets, generator):
+        self.check_untargeted(targets is not None)
         if labels is None:
             labels = tf.argmax(self.model(clean), axis=-1, output_type=tf.int32)
         self.batch = clean.shape[0]
@@ -155,6 +159,15 @@ class FeatureObjectiveFunction:
                 features = member.outputs(images, features=[tap]).features[tap]
                 values.append(weight * self.component.feature_value(features, self._tiled(state, copies)))
         return tf.add_n(values)
+
+
+def check_surrogate(model, config: AttackConfig, targeted: bool = False) -> None:
+    """What `config` needs from `model` (backward primitives, feature taps, an untargeted run for feature-level
+    objectives), checked without any image: the one-line ValueError a first attack call would raise."""
+    surrogate_policy(model, config)
+    check_ensemble_strategy(model, config)
+    if getattr(config.objective, "feature_level", False):
+        FeatureObjectiveFunction(model, config, None).check_untargeted(targeted)
 
 
 def make_objective(model, config: AttackConfig):
@@ -220,6 +233,36 @@ def make_objective(model, config: AttackConfig):
     return objective
 
 
+def make_member_logits(model, config: AttackConfig):
+    """One function per ensemble member (the model itself if it is not an ensemble), `images -> float32 logits`,
+    computed in the config's dtype under its backward policy: what ensemble strategies (SVRE, CWA, AdaEA, SMER)
+    weigh and differentiate member by member. Aux heads are not used here."""
+    policy = surrogate_policy(model, config)
+    members = [in_compute_dtype(m, config.execution.compute_dtype) for m in getattr(model, "members", [model])]
+
+    def logits_of(member):
+        def logits(images):
+            with backward_lib.policy(policy):
+                return tf.cast(member(images), tf.float32)
+        return logits
+
+    return [logits_of(member) for member in members]
+
+
+def check_ensemble_strategy(model, config: AttackConfig) -> None:
+    """An ensemble strategy needs an ensemble of two or more members and a logit-level objective."""
+    strategy = next((e for e in config.estimators if getattr(e, "ensemble_strategy", False)), None)
+    if strategy is None:
+        return
+    members = getattr(model, "members", [model])
+    if len(members) < 2:
+        raise ValueError(f"estimator {strategy.name!r} is an ensemble strategy: attack an ensemble of two or more "
+                         f"models, not {model_name(model)!r} alone")
+    if getattr(config.objective, "feature_level", False):
+        raise ValueError(f"estimator {strategy.name!r} weighs the members' logits; objective "
+                         f"{config.objective.name!r} is feature-level: use a logit objective (ce, cw, logit, ...)")
+
+
 def _tile(values, times):
     return None if values is None else tf.tile(values, [times])
 
@@ -255,8 +298,12 @@ class Context:
     current step, and the gradient oracle. Stacks of several points of the batch (`[G * batch, ...]`, group
     major) are accepted wherever images are."""
 
-    def __init__(self, config: AttackConfig, objective, clean, labels, targets, generator):
+    def __init__(self, config: AttackConfig, objective, clean, labels, targets, generator, member_logits=(),
+                 below=None):
         self.config = config
+        self.member_logits = list(member_logits)  # ensemble strategies only: one logits function per member
+        # below(ctx, objective) -> the oracle under the outermost estimator; the loop passes the estimator chain.
+        self._below = below or (lambda ctx, objective: lambda points: ctx.gradient(points, objective))
         self.clean, self.labels, self.targets, self.generator = clean, labels, targets, generator
         self.eps, self.alpha, self.norm = config.eps, config.alpha, config.norm
         self.batch = clean.shape[0]
@@ -278,9 +325,55 @@ class Context:
         """The per-image objective of `images` (no transforms), labels tiled to the stack."""
         return self._objective(images, self.tiled(self.labels, images), self.tiled(self.targets, images))
 
-    def gradient(self, points):
+    # ----- ensemble members (ensemble strategies)
+
+    @property
+    def members(self) -> int:
+        return len(self.member_logits)
+
+    def weighted_objective(self, weights):
+        """`objective(images, labels, targets)` of the logits sum_k weights[:, k] * z_k(images) (`weights` [batch,
+        K], tiled to any stack of copies), with the attack's objective component. A one-hot row is member k."""
+        value = self.config.objective.value
+
+        def objective(images, labels, targets):
+            tiled = tf.tile(weights, [tf.shape(images)[0] // tf.shape(weights)[0], 1])
+            logits = tf.add_n([tiled[:, k:k + 1] * logits(images) for k, logits in enumerate(self.member_logits)])
+            return value(logits, labels, targets)
+
+        return objective
+
+    def member_objective(self, member, scale=None):
+        """The attack's objective on member `member`'s logits alone, times `scale` ([batch], per image) if given
+        (`member`: an int, or a scalar int tensor drawn in the graph: only that member runs)."""
+        value = self.config.objective.value
+
+        def scaled(logits, images):
+            if scale is None:
+                return logits(images)
+            return tf.tile(scale, [tf.shape(images)[0] // tf.shape(scale)[0]])[:, None] * logits(images)
+
+        if isinstance(member, int):
+            logits = self.member_logits[member]
+            return lambda images, labels, targets: value(scaled(logits, images), labels, targets)
+
+        def objective(images, labels, targets):
+            branches = [lambda logits=logits: value(scaled(logits, images), labels, targets)
+                        for logits in self.member_logits]
+            return tf.switch_case(member, branches)
+
+        return objective
+
+    def chain(self, objective=None):
+        """The gradient oracle below the outermost estimator (the rest of the estimator chain, then `gradient`)
+        for `objective` (default: the attack's): how an ensemble strategy asks for one member's gradient."""
+        return self._below(self, objective)
+
+    def gradient(self, points, objective=None):
         """The plain gradient at each point: the mean over the input copies of d objective / d point, then the
-        filters (TI). This is what estimators wrap."""
+        filters (TI). This is what estimators wrap. `objective(images, labels, targets)` replaces the attack's
+        (ensemble strategies pass a member's)."""
+        objective = objective or self._objective
         count_points = self.groups(points)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(points)
@@ -290,21 +383,21 @@ class Context:
             per_pass = self.copies_per_pass
             one_pass = not per_pass or per_pass >= count * count_points
             if one_pass:
-                total = tf.reduce_sum(self._objective(copies, labels, targets))
+                total = tf.reduce_sum(objective(copies, labels, targets))
         if one_pass:
             gradient = tape.gradient(total, points)
         else:
             # Chain rule in two halves: the objective's gradient w.r.t. the copies, a few copies per pass,
             # then back through the copy transforms in one go.
-            copy_gradient = self._copies_gradient(copies, labels, targets, tf.shape(points)[0] // count_points,
-                                                  count * count_points)
+            copy_gradient = self._copies_gradient(objective, copies, labels, targets,
+                                                  tf.shape(points)[0] // count_points, count * count_points)
             gradient = tape.gradient(copies, points, output_gradients=copy_gradient)
         gradient = gradient / float(count)
         for op in self._filters:
             gradient = op.apply(gradient)
         return gradient
 
-    def _copies_gradient(self, copies, labels, targets, batch, count):
+    def _copies_gradient(self, objective, copies, labels, targets, batch, count):
         """d objective / d copies, `copies_per_pass` copies of the batch per forward/backward pass.
         A sequential `tf.while_loop` runs the passes one after another, so one pass's activations are alive.
         The copies are padded to whole passes (the padding's objective is weighted 0) so that every pass
@@ -322,7 +415,6 @@ class Context:
         weights = by_pass(tf.concat([tf.ones([count * batch]), tf.zeros([pad])], 0))
         parts, part_labels = by_pass(whole_passes(copies)), by_pass(whole_passes(labels))
         part_targets = None if targets is None else by_pass(whole_passes(targets))
-        objective = self._objective
 
         def one_pass(index, gradients):
             part = parts[index]
@@ -436,8 +528,11 @@ class Attack:
 
     def _graph_for(self, model):
         config = self.config
+        check_ensemble_strategy(model, config)
         objective = make_objective(model, config)
         estimators = config.estimators
+        strategy = bool(estimators) and getattr(estimators[0], "ensemble_strategy", False)
+        member_logits = make_member_logits(model, config) if strategy else ()
         post_ops = [op for op in config.post if not op.is_identity]
 
         def start(ctx):
@@ -454,11 +549,11 @@ class Attack:
                 delta = tf.zeros_like(clean)
             return ctx.project(clean + delta)
 
-        def chained(ctx, index):
+        def chained(ctx, index, objective=None):
             """The estimator chain from `index` down, as a stateless function of stacked points."""
             if index == len(estimators):
-                return ctx.gradient
-            inner = chained(ctx, index + 1)
+                return lambda points: ctx.gradient(points, objective)
+            inner = chained(ctx, index + 1, objective)
             return lambda points: estimators[index].estimate(ctx, inner, points, points, {})[0]
 
         def one_run(ctx):
@@ -489,7 +584,8 @@ class Attack:
                 targets = None
             if hasattr(objective, "prepare"):  # feature-level objectives weigh the features once per call
                 objective.prepare(clean, labels, targets, generator)
-            ctx = Context(config, objective, clean, labels, targets, generator)
+            ctx = Context(config, objective, clean, labels, targets, generator, member_logits,
+                          below=lambda c, member_objective: chained(c, 1, member_objective))
             if config.restarts == 1:
                 return ctx.project(one_run(ctx))
             best = clean
@@ -503,14 +599,6 @@ class Attack:
             return ctx.project(best)
 
         return run
-
-
-def ascent(direction, alpha: float, norm: str):
-    """alpha * sign(d) under L-inf; alpha * d / ||d||_2 (per image) under L2."""
-    if norm == "linf":
-        return alpha * tf.sign(direction)
-    length = tf.sqrt(tf.reduce_sum(tf.square(direction), axis=[1, 2, 3], keepdims=True))
-    return alpha * tf.math.divide_no_nan(direction, length)
 
 
 def _l2_uniform(generator, clean, eps):

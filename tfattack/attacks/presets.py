@@ -9,9 +9,10 @@ from __future__ import annotations
 
 
 from tfattack.attacks.config import AttackConfig
+from tfattack.attacks.ensemble import CWA, SMER, SVRE, AdaEA
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import CE, FIA, ILA, NAA, Logit, LogitMargin, PoTrip, Prob
+from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, Logit, LogitMargin, PoTrip, Prob
 from tfattack.attacks.surrogate import BPA, SGM, LinBP
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
@@ -136,6 +137,32 @@ _PRESETS = {
             "NAA: neuron attributions (f_l(x) - f_l(0)) weighted by 30-step integrated gradients of the true-class "
             "probability, gamma=1, MI-FGSM mu=1, 10 steps (Zhang et al. CVPR 2022, authors' code with its path "
             "noise). 31 extra passes per attack call; untargeted."),
+    "rpa": (dict(objective=RPA(), **_MI),
+            "RPA: FIA's weighting from 60 copies in which 30 % of the cells (per channel; cell sizes 1, 3, 5, 7 in "
+            "turn) are replaced by uniform noise, on the true-class probability; MI-FGSM mu=1, 10 steps (Zhang et "
+            "al. IJCAI 2022). 60 extra passes per attack call; untargeted."),
+    "bfa": (dict(objective=BFA(), **_MI),
+            "BFA: FIA's weighting from 30 images fitted in turn along the cross-entropy's L2-normalised gradient "
+            "(x + 28 g), on the true-class logit; MI-FGSM mu=1, 10 steps (Wang et al. Neurocomputing 2024, "
+            "TransferAttack's settings). 60 extra passes per attack call; untargeted."),
+    # Ensemble strategies: for an Ensemble surrogate (two or more members), MI-FGSM base, 10 steps.
+    "svre": (dict(estimators=(SVRE(),), **_MI),
+             "SVRE: each step, M = 4K inner steps on one random member's variance-reduced gradient (its gradient "
+             "minus its gradient at x_t plus the ensemble's), inner momentum 1; the last inner momentum feeds MI-FGSM "
+             "mu=1, 10 steps of eps/10 (Xiong et al. CVPR 2022, authors' code)."),
+    "cwa": (dict(step_size=3.2 / 255, estimators=(CWA(),), **_MI),
+            "CWA (MI-CWA): a reverse step of eps/15 down the ensemble's gradient, then one step of 250 along the "
+            "L2-normalised inner momentum per member; MI-FGSM mu=1 on the resulting change, 10 steps of 3.2/255 "
+            "(Chen et al. ICLR 2024, authors' code at eps 16/255)."),
+    "adaea": (dict(estimators=(AdaEA(),), update=MI(0.9)),
+              "AdaEA: members weighted per image by softmax(10 x how well each one's one-step example fools the "
+              "others), pixels where the members' gradients disagree (mean cosine < -0.3) dropped; MI-FGSM mu=0.9, "
+              "10 steps of eps/10 (Chen et al. ICCV 2023, authors' code)."),
+    "smer": (dict(estimators=(SMER(),), **_MI),
+             "SMER: each step, 4 shuffled passes over the members, one inner MI step per member on its logits "
+             "scaled by a weight that SGD (lr 0.02, decay 0.002) tunes to keep the weighted ensemble's loss high; "
+             "the last inner momentum feeds MI-FGSM mu=1, 10 steps of eps/10 (Tang et al. CVPR 2024, "
+             "TransferAttack's code)."),
     # The NIPS 2017 competition baselines (cleverhans dev_toolkit sample attacks, and the MI-FGSM winner).
     "nips17_fgsm": (dict(steps=1, label_source="predicted"),
                     "NIPS'17 sample attack 'fgsm': one eps step of cleverhans FGSM on the model's own clean "

@@ -54,7 +54,9 @@ MODERN = {"BSR": "bsr", "BSR-TI-DIM": "bsr_ti_dim", "SIA": "sia", "SSA": "ssa", 
           "MaskBlock": "maskblock", "DeCoWA": "decowa", "PGN": "pgn", "PGN-DI": "pgn_di", "GRA": "gra", "EMI": "emi",
           "GI-MI": "gimi", "MIG": "mig", "MEF": "mef", "RAP": "rap", "L2T": "l2t", "OPS": "ops",
           # The surrogate-introspection methods: Lite0's MBConv residuals (SGM), ReLU6s (BPA), 'mid' tap (ILA, FIA, NAA).
-          "SGM": "sgm", "BPA": "bpa", "ILA": "ila", "FIA": "fia", "NAA": "naa"}
+          "SGM": "sgm", "BPA": "bpa", "ILA": "ila", "FIA": "fia", "NAA": "naa",
+          # The ensemble strategies: crafted on the ensemble source only.
+          "SVRE": "svre", "CWA": "cwa", "AdaEA": "adaea", "SMER": "smer"}
 ATTACKS.update({name: (preset, {}) for name, preset in MODERN.items()})
 ATTACKS["OPS"] = ("ops", {"copies_per_pass": 30})  # 901 inputs per image per gradient: 30 at a time bound memory
 # Rows whose paper fixes its own schedule (MIG 25 steps, MEF 20 of 1.6/255, RAP 400 of 2/255): the preset's steps
@@ -70,6 +72,14 @@ EXPENSIVE = ("SI-NI-TI-DIM", "VMI-TI-DIM", "Admix-TI-DIM", "TI-DI-MI+Aug") + tup
     or name in PAPER_SCHEDULE)
 BATCH_POOLED = ("Admix-TI-DIM",)  # attacks whose copies draw on the other images of the batch
 SOURCES = {"single": ("efficientnet_lite0",), "ensemble": ("efficientnet_lite0", "mobilenet_v1_075", "tiny_darknet")}
+ENSEMBLE_ONLY = tuple(name for name, preset in MODERN.items()
+                      if any(getattr(e, "ensemble_strategy", False) for e in tfattack.attacks.PRESETS[preset].estimators))
+
+
+def table_sets(sources: Sequence[str], attacks: Sequence[str]) -> List[tuple]:
+    """(source, attack) pairs the table crafts, source-major: the ensemble strategies on ensemble sources only."""
+    return [(source, name) for source in sources for name in attacks
+            if name not in ENSEMBLE_ONLY or len(SOURCES[source]) > 1]
 VICTIMS = ("efficientnet_lite2", "mobilenet_v2_quant_int8", "mobilenet_v1_075_192_quant_int8")
 DEFENDED_VICTIM = "efficientnet_lite2"
 DEFENSES = ("jpeg:75", "bits:4", "rp", "median:3")
@@ -222,41 +232,40 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                                                     for n in SOURCES[source]]) for source in sources}
     victims = None if craft_only else [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
     timings = {}
-    for source in sources:
+    for source, name in table_sets(sources, attacks):
         surrogate = surrogates[source]
-        for name in attacks:
-            dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
-            folder = os.path.join(output_dir, source, name)
-            attack = build_attack(name, seed, max_epsilon)
-            # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
-            # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
-            size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
-            try:
-                earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
-                # The earlier runs' crafting time goes into the record from its first write: a run killed in
-                # this set leaves it there for the next one to add to.
-                summary = pipeline.attack_dataset(
-                    dataset, folder, surrogate, attack, batch_size=size, targeted=False,
-                    info={"surrogates": list(SOURCES[source]), "environment": runs.environment(),
-                          **({"crafting": earlier} if earlier else {})},
-                    progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
-            except RecordError as err:
-                raise RecordError(_bench_advice(err)) from None
-            for note in summary.notes:
-                log(f"transfer: {source} {name}: {note}")
-            crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
-            summary.record.info["crafting"] = crafting
-            summary.record.save()
-            if crafting["images"]:
-                timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
-            log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
-                f"({len(summary.already_done)} already there)")
+        dataset = subsets[num_images_expensive if name in EXPENSIVE else num_images]
+        folder = os.path.join(output_dir, source, name)
+        attack = build_attack(name, seed, max_epsilon)
+        # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
+        # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
+        size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
+        try:
+            earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
+            # The earlier runs' crafting time goes into the record from its first write: a run killed in
+            # this set leaves it there for the next one to add to.
+            summary = pipeline.attack_dataset(
+                dataset, folder, surrogate, attack, batch_size=size, targeted=False,
+                info={"surrogates": list(SOURCES[source]), "environment": runs.environment(),
+                      **({"crafting": earlier} if earlier else {})},
+                progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
+        except RecordError as err:
+            raise RecordError(_bench_advice(err)) from None
+        for note in summary.notes:
+            log(f"transfer: {source} {name}: {note}")
+        crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
+        summary.record.info["crafting"] = crafting
+        summary.record.save()
+        if crafting["images"]:
+            timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
+        log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
+            f"({len(summary.already_done)} already there)")
     if craft_only:
         return None
     # One evaluation per image subset scores all its sets together: each clean image goes through each
     # victim and defense once, not once per set. (rp's random draws follow that order, so the table is
     # reproduced exactly by the same command; scoring a different selection of sets redraws them.)
-    order = [(source, name) for source in sources for name in attacks]
+    order = table_sets(sources, attacks)
     groups: Dict[int, list] = {}
     for source, name in order:
         groups.setdefault(num_images_expensive if name in EXPENSIVE else num_images, []).append((source, name))

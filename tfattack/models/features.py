@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
+from tfattack.errors import UserError
 from tfattack.names import did_you_mean
 
 ALIASES = ("early", "mid", "late")
@@ -36,7 +37,7 @@ _NOT_FEATURES = {"Logits", "Predictions", "predictions", "AuxLogits", "PreLogits
                  "global_pool"}
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError):
     """A tap a model does not have; one line naming the model and its taps."""
 
 

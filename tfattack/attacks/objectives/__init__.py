@@ -2,6 +2,6 @@
 
 from tfattack.attacks.objectives import classic, feature  # noqa: F401
 from tfattack.attacks.objectives.classic import CE, CW, Logit, LogitMargin, PoTrip, Prob
-from tfattack.attacks.objectives.feature import FIA, ILA, NAA
+from tfattack.attacks.objectives.feature import BFA, FIA, ILA, NAA, RPA
 
-__all__ = ["CE", "CW", "Logit", "LogitMargin", "PoTrip", "Prob", "FIA", "ILA", "NAA"]
+__all__ = ["CE", "CW", "Logit", "LogitMargin", "PoTrip", "Prob", "FIA", "ILA", "NAA", "RPA", "BFA"]

@@ -6,6 +6,10 @@
          w = -Delta / ||Delta||_2,               L(x_t) = sum(w * f_l(x_t)) / size(f_l)
     NAA  IA = sum_{k=0}^{N-1} d softmax(z(x_k))_y / d f_l,   x_k = (1 - k/N) (x + xi_k),   xi_k ~ N(0, noise^2)
          w = -IA / ||IA||_2,   A = (f_l(x_t) - f_l(0)) * w,   L(x_t) = (sum A+ + gamma sum A-) / size(f_l)
+    RPA  FIA with random patches (sizes 1, 3, 5, 7 in turn, per channel) replaced by U(0, 1) noise instead of
+         dropped pixels, and the true-class probability instead of its logit
+    BFA  Delta = sum_n d z_y(x_n) / d f_l,   x_n = x + eta grad CE(x_{n-1}) / ||grad CE(x_{n-1})||_2,  x_0 = x
+         (then FIA's L)
 
 All ascend L; what they weigh features by is computed once per attack call from the clean batch (`prepare`,
 and for ILA the base attack, `prepare_model`). They are untargeted methods. Taps are named as
@@ -16,7 +20,7 @@ sets one, else the `mid` tap.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Tuple
 
 import tensorflow as tf
 
@@ -110,20 +114,80 @@ class FIA(FeatureObjective):
     drop: float = param(0.3, "Drop probability of each pixel and channel (paper README: 0.3; its flag default 0.1).",
                         low=0.0, high=0.99)
 
-    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
+    def masked_copies(self, clean, generator):
+        """`copies_of(ks) -> [len(ks), B, H, W, 3]`: the clean batch under random masks number ks."""
         keep = tf.cast(generator.uniform([self.samples] + clean.shape.as_list()) >= self.drop, clean.dtype)
+        return lambda ks: clean[None] * tf.gather(keep, ks)
 
-        def copies_of(ks):
-            return clean[None] * tf.gather(keep, ks)
+    def score(self, logits, labels):
+        """What the masked copies' feature gradient is of: the true-class logit (FIA's official code)."""
+        return tf.gather(logits, labels, batch_dims=1)
 
-        def score(logits, ks):  # the official code differentiates the true-class logit
-            return tf.gather(logits, tf.tile(labels, [tf.size(ks)]), batch_dims=1)
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
+        def score(logits, ks):
+            return self.score(logits, tf.tile(labels, [tf.size(ks)]))
 
-        delta = _summed_feature_gradient(member, tap, copies_of, self.samples, score, per_pass)
+        delta = _summed_feature_gradient(member, tap, self.masked_copies(clean, generator), self.samples, score,
+                                         per_pass)
         return -_per_image_unit(delta)
 
     def feature_value(self, features, state):
         return _mean_over_features(features * state)
+
+
+def patch_mask(shape, patch: int, share: float, seed):
+    """RPA's mask of one copy: on a grid of `patch` x `patch` cells per channel, `share` of the cells of each image
+    (an exact count; per pixel and channel when patch is 1, a Bernoulli draw) take U(0, 1) values, the rest 1;
+    rows and columns past the last whole cell stay 1. `seed` [2] makes it a pure function of (seed, copy)."""
+    batch, height, width, channels = shape
+    values = tf.random.stateless_uniform(shape, seed)
+    if patch == 1:
+        chosen = tf.random.stateless_uniform(shape, seed + [0, 1]) < share
+        return tf.where(chosen, values, tf.ones_like(values))
+    rows, cols = height // patch, width // patch
+    draws = tf.random.stateless_uniform([batch, rows * cols * channels], seed + [0, 1])
+    count = int(rows * cols * channels * share)
+    if count == 0:
+        return tf.ones(shape)
+    threshold = tf.sort(draws, axis=1)[:, count - 1:count]
+    cells = tf.reshape(tf.cast(draws <= threshold, tf.float32), [batch, rows, cols, channels])
+    chosen = tf.repeat(tf.repeat(cells, patch, axis=1), patch, axis=2)
+    chosen = tf.pad(chosen, [[0, 0], [0, height - rows * patch], [0, width - cols * patch], [0, 0]]) > 0
+    return tf.where(chosen, values, tf.ones_like(values))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class RPA(FIA):
+    """Random patch attack: FIA whose copies replace random patches (per channel, of sizes cycling over `patches`)
+    with uniform noise instead of dropping pixels, weighted by the true-class probability."""
+
+    name = "rpa"
+    paper = "Zhang et al., Enhancing the transferability of adversarial examples with random patch, IJCAI 2022"
+    samples: int = param(60, "Masked copies N (paper: 60; TransferAttack: 30).", low=1)
+    drop: float = param(0.3, "Share of the cells of each copy replaced by U(0, 1) noise (paper: modification "
+                             "probability 0.3, i.e. keep 0.7).", low=0.0, high=0.99)
+    patches: Tuple[int, ...] = param((1, 3, 5, 7), "Patch sizes the copies cycle through (paper: 1, 3, 5, 7; "
+                                                   "TransferAttack's loop reaches 1, 3, 5).")
+
+    def validate(self):
+        if not self.patches or any(p < 1 for p in self.patches):
+            raise self.error(f"patches must be sizes >= 1, got {self.patches}")
+
+    def masked_copies(self, clean, generator):
+        seed = generator.uniform_full_int([2], dtype=tf.int32)
+        shape = clean.shape.as_list()
+        sizes = self.patches
+
+        def one(k):
+            branches = [lambda p=p: patch_mask(shape, p, self.drop, seed + tf.stack([0, k]))
+                        for p in sizes]
+            return clean * tf.switch_case(k % len(sizes), branches)
+
+        return lambda ks: tf.map_fn(one, ks, fn_output_signature=tf.TensorSpec(shape, clean.dtype))
+
+    def score(self, logits, labels):
+        return tf.gather(tf.nn.softmax(logits), labels, batch_dims=1)
 
 
 @register
@@ -198,3 +262,36 @@ class ILA(FeatureObjective):
 
     def feature_value(self, features, state):
         return tf.reduce_sum((features - state["clean"]) * state["direction"], axis=list(range(1, features.shape.rank)))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class BFA(FeatureObjective):
+    """Black-box feature attack: FIA's weights from a chain of images fitted along the cross-entropy's gradient
+    instead of randomly masked ones."""
+
+    name = "bfa"
+    positional = "layer"
+    paper = ("Wang et al., Improving the transferability of adversarial examples through black-box feature attacks, "
+             "Neurocomputing 2024")
+    samples: int = param(30, "Fitted images N (TransferAttack: 30).", low=1)
+    eta: float = param(28.0, "L2 length of the move from the clean image, in [0, 1] pixel units (TransferAttack: "
+                             "28).", low=0.0)
+
+    def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
+        fitted = clean
+        total = tf.zeros_like(member.outputs(clean, features=[tap]).features[tap])
+        for _ in tf.range(self.samples):
+            with tf.GradientTape() as tape:
+                tape.watch(fitted)
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, member(fitted)))
+            fitted = clean + self.eta * _per_image_unit(tape.gradient(loss, fitted))
+            with tf.GradientTape() as tape:
+                tape.watch(fitted)
+                outputs = member.outputs(fitted, features=[tap])
+                score = tf.reduce_sum(tf.gather(outputs.logits, labels, batch_dims=1))
+            total += tape.gradient(score, outputs.features[tap])
+        return -_per_image_unit(total)
+
+    def feature_value(self, features, state):
+        return _mean_over_features(features * state)
