@@ -193,13 +193,13 @@ def test_l2_quantize_stays_in_the_ball():
 CHEAP = {
     "transform": {"di": "di:0.5", "si": "si:2", "admix": "admix:0.2,copies=2", "augment": "augment:ops=flip+noise",
                   "bsr": "bsr:copies=2", "sia": "sia:copies=2", "ssa": "ssa:copies=2", "maskblock": "maskblock:2",
-                  "decowa": "decowa:copies=2"},
+                  "decowa": "decowa:copies=2", "local_crop": "local_crop"},
     "estimator": {"vt": "vt:2", "pgn": "pgn:2", "gra": "gra:2", "emi": "emi:3", "mef": "mef:2", "mig": "mig:2",
                   "rap": "rap:0,inner_steps=2", "l2t": "l2t:samples=1,copies=2", "ops": "ops:1,operators=2",
                   "svre": "svre:1", "cwa": "cwa:0.1", "adaea": "adaea", "smer": "smer:1"},
     "objective": {"ce": "ce", "cw": "cw", "logit": "logit", "po_trip": "po_trip", "prob": "prob",
                   "fia": "fia:samples=2", "naa": "naa:samples=2", "logit_margin": "logit_margin",
-                  "ila": "ila:base_steps=2", "rpa": "rpa:samples=2", "bfa": "bfa:samples=2"},
+                  "ila": "ila:base_steps=2", "rpa": "rpa:samples=2", "bfa": "bfa:samples=2", "su": "su"},
     "filter": {"ti": "ti:3"},
     "update": {"sign": "sign", "mi": "mi:1.0", "ni": "ni:1.0", "gra": "gra", "gimi": "gimi:2"},
     "post": {"blur": "blur:3"},
@@ -232,10 +232,12 @@ def _check_contract(adv, eps, norm):
 
 
 compositions = st.fixed_dictionaries({
-    "transforms": st.lists(st.sampled_from(_available_cheap("transform")), max_size=2, unique=True).map(",".join),
+    # local_crop pairs with the su objective only (tests/test_su.py).
+    "transforms": st.lists(st.sampled_from([s for s in _available_cheap("transform") if s != "local_crop"]),
+                           max_size=2, unique=True).map(",".join),
     "estimators": st.lists(st.sampled_from(_available_cheap("estimator")), max_size=1).map(",".join),
     # Feature-level objectives need named taps, which the linear test model has not (tests/test_feature_level.py).
-    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa", "ila", "rpa", "bfa")]),
+    "objective": st.sampled_from([s for s in _available_cheap("objective") if s.split(":")[0] not in ("fia", "naa", "ila", "rpa", "bfa", "su")]),
     "filters": st.sampled_from(["none"] + _available_cheap("filter")),
     "update": st.sampled_from(_available_cheap("update")),
     "post": st.sampled_from(["none"] + _available_cheap("post")),

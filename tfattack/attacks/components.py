@@ -60,6 +60,9 @@ class Component:
     def validate(self) -> None:
         """Cross-field checks; raise `self.error(...)`."""
 
+    def check_config(self, config) -> None:
+        """Checks against the rest of the attack (`AttackConfig`), run when a config is built; raise `self.error`."""
+
     def error(self, message: str) -> ComponentError:
         return ComponentError(f"{self.role} {self.name!r}: {message}")
 
@@ -271,6 +274,9 @@ class Transform(Component):
     # Transforms that adapt to the model (DeCoWA's warp search) set this and take `apply(..., objective=f)`,
     # `f(stack) -> [n]` the attack objective of any stack of copies of the batch.
     needs_objective: ClassVar[bool] = False
+    # Transforms built from the perturbation itself (SU's local crop) set this and take `apply(..., clean=x)`,
+    # `x` the clean batch.
+    needs_clean: ClassVar[bool] = False
 
     @property
     def count(self) -> int:

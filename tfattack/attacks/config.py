@@ -261,6 +261,10 @@ def validate(config: AttackConfig) -> None:
     inner_stateful = [e.name for e in config.estimators[1:] if e.stateful]
     _require(not inner_stateful, f"estimator(s) {', '.join(inner_stateful)} keep state across steps and must come "
                                  "first (outermost) in the estimator chain")
+    for name, (_, many) in SLOTS.items():
+        value = getattr(config, name)
+        for component in value if many else (value,):
+            component.check_config(config)
     not_compilable = [name for t in config.active_transforms for name in t.xla_blockers()]
     _require(not (config.execution.jit_compile and not_compilable),
              f"jit_compile cannot compile {', '.join(not_compilable)} (their TF ops have no XLA kernel)")

@@ -131,7 +131,7 @@ class FeatureObjectiveFunction:
         self.batch = None
 
     def check_untargeted(self, targeted: bool) -> None:
-        if targeted:
+        if targeted and self.component.untargeted_only:
             raise ValueError(f"objective {self.component.name!r} is an untargeted method; attack without targets")
 
     def prepare(self, clean, labels, targets, generator):
@@ -146,7 +146,7 @@ class FeatureObjectiveFunction:
 
     def _tiled(self, state, copies: int):
         def tile(tensor):
-            if tensor.shape[0] != self.batch or copies == 1:
+            if tensor is None or tensor.shape[0] != self.batch or copies == 1:
                 return tensor
             return tf.tile(tensor, [copies] + [1] * (tensor.shape.rank - 1))
         return tf.nest.map_structure(tile, state)
@@ -156,8 +156,9 @@ class FeatureObjectiveFunction:
         values = []
         with backward_lib.policy(self.policy):
             for member, tap, state, weight in zip(self.members, self.taps, self.states, self.weights):
-                features = member.outputs(images, features=[tap]).features[tap]
-                values.append(weight * self.component.feature_value(features, self._tiled(state, copies)))
+                outputs = member.outputs(images, features=[tap])
+                values.append(weight * self.component.evaluate(outputs, tap, self._tiled(state, copies), labels,
+                                                               targets))
         return tf.add_n(values)
 
 
@@ -267,14 +268,19 @@ def _tile(values, times):
     return None if values is None else tf.tile(values, [times])
 
 
-def expand_copies(points, generator, config: AttackConfig, batch, objective=None):
+def expand_copies(points, generator, config: AttackConfig, batch, objective=None, clean=None):
     """All model inputs for one gradient evaluation of `points` (`G * batch` images), `[C * G * batch, ...]`,
     and C: the copy makers once, then `config.views` independent draws of the view transforms. Transforms that
-    adapt to the model (`needs_objective`, e.g. DeCoWA's warp search) get `objective(stack) -> [n]`."""
+    adapt to the model (`needs_objective`, e.g. DeCoWA's warp search) get `objective(stack) -> [n]`; those built
+    from the perturbation (`needs_clean`, SU's local crop) get the clean batch."""
 
     def apply(transform, images, size):
         if getattr(transform, "needs_objective", False):
             return transform.apply(images, generator, size, objective=objective)
+        if getattr(transform, "needs_clean", False):
+            if clean is None:
+                raise ValueError(f"transform {transform.name!r} needs the clean images")
+            return transform.apply(images, generator, size, clean=clean)
         return transform.apply(images, generator, size)
 
     makers, viewers = config.split_transforms()
@@ -377,7 +383,8 @@ class Context:
         count_points = self.groups(points)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(points)
-            copies, count = expand_copies(points, self.generator, self.config, self.batch, self.objective)
+            copies, count = expand_copies(points, self.generator, self.config, self.batch, self.objective,
+                                          self.clean)
             labels = _tile(self.labels, count * count_points)
             targets = _tile(self.targets, count * count_points)
             per_pass = self.copies_per_pass

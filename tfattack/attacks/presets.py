@@ -12,9 +12,9 @@ from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.ensemble import CWA, SMER, SVRE, AdaEA
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
-from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, Logit, LogitMargin, PoTrip, Prob
+from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, SU, Logit, LogitMargin, PoTrip, Prob
 from tfattack.attacks.surrogate import BPA, SGM, LinBP
-from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, MaskBlock
+from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, LocalCrop, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
 _MI = dict(update=MI(1.0))
@@ -58,6 +58,11 @@ _PRESETS = {
                      "Logit margin: targeted cross-entropy of the logits divided by the (constant) gap between the "
                      "top two, in the TI-DI-MI setting of Zhao et al. (300 steps of 2/255, DI p=0.7, 5x5 TI) as in "
                      "Weng et al. TIFS 2023 and TransferAttack."),
+    "su": (dict(objective=SU(), transforms=(LocalCrop(), DI(0.7)), **_TARGETED_300),
+           "SU (self-universality): each step the adversarial image and a random crop (10 % of the area) of the clean "
+           "image carrying the same perturbation go through one DI (p=0.7); the target's logit on both plus 0.001 x "
+           "the cosine of their features at the paper's layer (Inception-v3 Mixed_6e, ResNets block3); 300 steps of "
+           "2/255, 5x5 TI, mu=1 (Wei et al. CVPR 2023, TransferAttack's settings). Needs named feature taps."),
     # Modern input transformations (MI-FGSM base, mu = 1.0, eps 16/255, T = 10, as in the papers' tables).
     "bsr": (dict(transforms=(BSR(),), **_MI),
             "BSR: 20 copies of 2x2 blocks shuffled and each rotated within +-24 degrees, MI-FGSM (Wang et al. CVPR "

@@ -601,7 +601,7 @@ class L2T(Estimator):
                 images = apply_stage(images, table, ops[:, stage], slot_sub[:, stage], ctx.generator, self.ssm_sigma,
                                      tables, functions)
             copies, count = expand_copies(tf.reshape(images, [slots * batch] + shape.as_list()), ctx.generator,
-                                          ctx.config, batch, ctx.objective)
+                                          ctx.config, batch, ctx.objective, ctx.clean)
             # d/dx of 1/S sum_i sum_k w_ik mean_c J(copy c of slot ik): each model input's weight.
             image_weights = tf.tile(tf.repeat(tf.reshape(weights, [-1]), batch), [count]) / float(count * samples)
             one_pass = not ctx.copies_per_pass or ctx.copies_per_pass >= count * slots

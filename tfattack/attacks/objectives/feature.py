@@ -53,6 +53,7 @@ class FeatureObjective(Objective):
 
     feature_level: ClassVar[bool] = True
     linf_only: ClassVar[bool] = False
+    untargeted_only: ClassVar[bool] = True
     layer: str = param("", "Feature tap (end-point name or early/mid/late; empty: the paper's layer for the family, "
                            "else 'mid').")
 
@@ -73,6 +74,11 @@ class FeatureObjective(Objective):
 
     def feature_value(self, features, state):
         raise NotImplementedError
+
+    def evaluate(self, outputs, tap, state, labels, targets):
+        """The per-image value of one forward pass (`outputs`: logits, aux, features): by default
+        `feature_value` of the tap alone."""
+        return self.feature_value(outputs.features[tap], state)
 
 
 def _summed_feature_gradient(member, tap, copies_of, count: int, score, per_pass: int):
