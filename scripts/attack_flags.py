@@ -2,7 +2,7 @@
 
 Component slots take one spec string each (the text `run.json` records):
     --transforms=di:0.5,si:5,bsr:blocks=3  --estimator=vt:20  --objective=logit  --filters=ti:7  --update=mi:1.0
-    --post=blur:3  --backward=sgm:0.2  --views=2  --norm=l2
+    --post=blur:3  --backward=sgm:0.2  --forward=cfm  --views=2  --norm=l2
 The 0.1 piece flags (--momentum, --diversity_prob, --ti_kernel, ...) still override the --attack preset's
 components as before. A slot set by both its spec flag and a piece flag is an error. Every flag defaults to
 "from the preset": only flags given on the command line override it. `eps` and `steps` are set by the NIPS'17-style
@@ -24,7 +24,8 @@ CHOICES = {"loss": tuple(legacy.OBJECTIVES), "start": attack_config.STARTS,
 # flag name -> (config slot, role)
 SLOT_FLAGS = {"transforms": ("transforms", "transform"), "estimator": ("estimators", "estimator"),
               "objective": ("objective", "objective"), "filters": ("filters", "filter"),
-              "update": ("update", "update"), "post": ("post", "post"), "backward": ("backward", "backward")}
+              "update": ("update", "update"), "post": ("post", "post"), "backward": ("backward", "backward"),
+              "forward": ("forward", "forward")}
 # The 0.1 piece flags that edit each slot.
 PIECES_OF_SLOT = {
     "transforms": {k for _, keys, *_ in legacy.TRANSFORMS for k in keys},
@@ -34,6 +35,7 @@ PIECES_OF_SLOT = {
     "update": set(legacy.UPDATE),
     "post": {"delta_blur_kernel", "delta_blur_nsig"},
     "backward": set(),
+    "forward": set(),
     "views": {"num_copies"},
 }
 

@@ -205,6 +205,8 @@ CHEAP = {
     "post": {"blur": "blur:3"},
     # Backward policies need a native network (tests/test_model_related.py); the linear test model has none.
     "backward": {"sgm": "sgm:0.5", "bpa": "bpa", "linbp": "linbp"},
+    # Forward edits need layer outputs routed through tfattack.edits (tests/test_cfm.py).
+    "forward": {"cfm": "cfm"},
 }
 
 

@@ -85,9 +85,10 @@ def predict(model, images):
 
 # Long schedules are shortened to 10 steps to keep the suite fast; everything else is the preset.
 SHORTEN = {"logit_ti_di_mi_fgsm": dict(steps=10), "po_trip_ti_di_mi_fgsm": dict(steps=10), "logit_margin": dict(steps=10)}
-# Presets that change the backward pass or read features need a native network (tests/test_model_related.py,
+# Presets that change the backward or forward pass or read features need a native network (tests/test_model_related.py,
 # tests/test_feature_level.py), not this small one.
 UNTARGETED = [name for name in attacks.presets() if "target_class" not in name and not attacks.PRESETS[name].backward
+              and not attacks.PRESETS[name].forward
               and not getattr(attacks.PRESETS[name].objective, "feature_level", False)]
 
 

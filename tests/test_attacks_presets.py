@@ -96,6 +96,7 @@ def check_contract(attack, adv, clean=CLEAN, eps=EPS):
 # Presets that change the surrogate's backward pass or read its features need a native network:
 # tests/test_model_related.py, tests/test_feature_level.py.
 ON_ANY_MODEL = [name for name in attacks.presets() if not attacks.PRESETS[name].backward
+                and not attacks.PRESETS[name].forward
                 and not getattr(attacks.PRESETS[name].objective, "feature_level", False)]
 
 

@@ -120,7 +120,8 @@ def counting() -> Iterator[collections.Counter]:
         _STATE.counts = saved
 
 
-def _count(kind: str) -> None:
+def count(kind: str) -> None:
+    """Counts one call of a primitive `kind` while `counting()` (also `tfattack.edits`' layer outputs)."""
     if _STATE.counts is not None:
         _STATE.counts[kind] += 1
 
@@ -192,7 +193,7 @@ def _custom_relu(op, x, mode: str, temperature: float, upper=None):
 
 def relu(x, name: Optional[str] = None):
     """`tf.nn.relu(x)`, back-propagating by the current policy."""
-    _count("relu")
+    count("relu")
     mode = _relu_mode()
     if mode == "exact":
         return tf.nn.relu(x, name=name)
@@ -201,7 +202,7 @@ def relu(x, name: Optional[str] = None):
 
 def relu6(x, name: Optional[str] = None):
     """`tf.nn.relu6(x)`; the policy replaces the derivative at 0, and keeps it 0 above 6 where the op is flat."""
-    _count("relu")
+    count("relu")
     mode = _relu_mode()
     if mode == "exact":
         return tf.nn.relu6(x, name=name)
@@ -215,7 +216,7 @@ def residual_add(shortcut, residual, projected: bool = False):
     """`shortcut + residual` of a residual block; the policy's `residual_gradient` scales the residual
     branch's gradient (SGM), the skip connection's is untouched. `projected`: the shortcut is a convolution
     (not the identity), and SGM leaves the block alone, as its official code does."""
-    _count("residual_add")
+    count("residual_add")
     gamma = _STATE.policy.residual_gradient
     if gamma == 1.0 or projected:
         return shortcut + residual
@@ -233,12 +234,12 @@ def residual_unit(x, shortcut_fn: Callable, branch_fn: Callable, projected: bool
     """`shortcut_fn(x) + branch_fn(x)`, one residual unit whose branch is a function of its input, so that LinBP can
     take the branch's gradient twice. Under any policy but LinBP's this is `residual_add(shortcut_fn(x),
     branch_fn(x))`: same ops, same order (the shortcut first, as slim creates its variables)."""
-    _count("residual_unit")
+    count("residual_unit")
     chosen = _STATE.policy
     linbp = chosen.renormalize and chosen.relu != "exact" and _STATE.relu_active
     if not linbp:
         return residual_add(shortcut_fn(x), branch_fn(x), projected)
-    _count("residual_add")
+    count("residual_add")
     gamma = chosen.residual_gradient
     exact_branch = dataclasses.replace(chosen, relu="exact", linear_from=(), residual_gradient=1.0, renormalize=False)
     linear_branch = dataclasses.replace(chosen, linear_from=(), residual_gradient=1.0, renormalize=False)
@@ -282,7 +283,7 @@ def max_pool(x, kernel, stride, padding: str = "VALID"):
     """`tf.nn.max_pool2d` (kernel and stride an int or a pair); with max_pool="softmax" the gradient of each
     window is spread over its inputs with weights softmax(t * window) instead of going to the maximum
     alone (BPA)."""
-    _count("max_pool")
+    count("max_pool")
     chosen = _STATE.policy
     if chosen.max_pool == "exact":
         return tf.nn.max_pool2d(x, kernel, stride, padding)

@@ -9,6 +9,8 @@ A component fills one slot of an attack (`AttackConfig`):
     filter      filters (a list)       ti                           (applied to every gradient evaluation)
     update      update                 sign, mi, ni, ...
     post        post (a list)          blur                         (applied to the perturbation after each step)
+    backward    backward (a list)      sgm, linbp, bpa              (how the surrogate back-propagates)
+    forward     forward (a list)       cfm                          (how the surrogate's forward pass is edited)
 
 Spec strings, shared by the command line and `run.json`:
 
@@ -27,7 +29,7 @@ from typing import ClassVar, Dict, Iterable, Optional, Tuple, Type
 
 from tfattack.errors import UserError
 
-ROLES = ("transform", "estimator", "objective", "filter", "update", "post", "backward")
+ROLES = ("transform", "estimator", "objective", "filter", "update", "post", "backward", "forward")
 _REGISTRY: Dict[str, Dict[str, Type["Component"]]] = {role: {} for role in ROLES}
 LIST_SEPARATOR = "+"  # inside one field's value, e.g. augment:ops=rotate+noise
 
@@ -411,4 +413,17 @@ class Backward(Component):
     needs: ClassVar[Tuple[str, ...]] = ()
 
     def policy_fields(self, members) -> dict:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward(Component):
+    """Edits the surrogate's forward pass while the attack runs (CFM's clean feature mixup), through
+    `tfattack.edits`. `make_edit(recorded, generator) -> tfattack.edits.Edit` for one attack call, `recorded` the
+    clean batch's layer outputs; `needs` names the primitives it acts on ("layer_output")."""
+
+    role: ClassVar[str] = "forward"
+    needs: ClassVar[Tuple[str, ...]] = ("layer_output",)
+
+    def make_edit(self, recorded: dict, generator):
         raise NotImplementedError

@@ -20,8 +20,8 @@ import math
 from typing import Tuple
 
 from tfattack.attacks import components
-from tfattack.attacks.components import (Backward, ComponentError, Estimator, Filter, Objective, PostOp, Transform,
-                                         Update)
+from tfattack.attacks.components import (Backward, ComponentError, Estimator, Filter, Forward, Objective, PostOp,
+                                         Transform, Update)
 
 NORMS = ("linf", "l2")
 STARTS = ("zero", "uniform", "gaussian")
@@ -80,6 +80,7 @@ SLOTS = {  # config field -> (role, is a tuple)
     "update": ("update", False),
     "post": ("post", True),
     "backward": ("backward", True),
+    "forward": ("forward", True),
 }
 
 
@@ -116,6 +117,7 @@ class AttackConfig:
     post: Tuple[PostOp, ...] = _field((), "Applied to the perturbation after each step (blur).")
     backward: Tuple[Backward, ...] = _field((), "How the surrogate back-propagates (sgm, bpa); the forward pass is "
                                                 "unchanged.")
+    forward: Tuple[Forward, ...] = _field((), "Edits of the surrogate's forward pass while attacking (cfm).")
     execution: Execution = dataclasses.field(default_factory=Execution,
                                              metadata={"doc": "jit_compile, compute_dtype, copies_per_pass."})
 
@@ -192,7 +194,7 @@ class AttackConfig:
         return None
 
     def spec(self) -> dict:
-        """{slot: spec string} for the six component slots."""
+        """{slot: spec string} for every component slot."""
         out = {}
         for name, (_, many) in SLOTS.items():
             value = getattr(self, name)

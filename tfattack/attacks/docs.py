@@ -78,7 +78,7 @@ def components_section() -> str:
     titles = {"transform": "Input transforms (`transforms`)", "estimator": "Gradient estimators (`estimators`)",
               "objective": "Objectives (`objective`)", "filter": "Gradient filters (`filters`)",
               "update": "Updates (`update`)", "post": "Perturbation post-ops (`post`)",
-              "backward": "Backward policies (`backward`)"}
+              "backward": "Backward policies (`backward`)", "forward": "Forward edits (`forward`)"}
     out = ["## Components", ""]
     for role in components.ROLES:
         out += [f"### {titles[role]}", ""]

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfattack import backward as backward_lib
+from tfattack import edits
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.gradient_ops import ascent
 from tfattack.attacks.projection import project
@@ -76,7 +77,41 @@ def in_compute_dtype(model, dtype: str):
 
 
 _PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools",
-                    "residual_unit": "residual units with a re-runnable branch (slim ResNets)"}
+                    "residual_unit": "residual units with a re-runnable branch (slim ResNets)",
+                    "layer_output": "convolution or linear layers routed through tfattack.edits"}
+
+
+class ForwardEdits:
+    """The config's forward components (CFM) on `model` for one trace. `prepare(clean, generator)`, inside the
+    trace, records the clean batch's layer outputs; `edit` is then what the attack's forward passes run under
+    (None before, and without forward components). A model with no layer outputs to edit is a one-line
+    ValueError, as a Keras application is."""
+
+    def __init__(self, model, config: AttackConfig):
+        self.model = model
+        active = [c for c in config.forward if not c.is_identity]
+        if len(active) > 1:
+            raise ValueError(f"forward: one edit at a time, got {', '.join(c.name for c in active)}")
+        self.component = active[0] if active else None
+        self.edit = None
+        if self.component is None:
+            return
+        members = list(getattr(model, "members", [model]))
+        name = self.component.name
+        lacking = [model_name(m) for m in members
+                   if getattr(m, "introspectable", True) is False or not hasattr(m, "backward_primitives")
+                   or not m.backward_primitives().get("layer_output", 0)]
+        if lacking:
+            raise ValueError(f"forward {name!r}: model {', '.join(map(repr, lacking))} has no "
+                             f"{_PRIMITIVE_NAMES['layer_output']} (native networks do; Keras applications do not)")
+
+    def prepare(self, clean, generator) -> None:
+        if self.component is None:
+            return
+        recorder = edits.Recorder()
+        with edits.editing(recorder):
+            self.model(clean)
+        self.edit = self.component.make_edit(recorder.outputs, generator)
 
 
 def surrogate_policy(model, config: AttackConfig):
@@ -166,12 +201,13 @@ def check_surrogate(model, config: AttackConfig, targeted: bool = False) -> None
     """What `config` needs from `model` (backward primitives, feature taps, an untargeted run for feature-level
     objectives), checked without any image: the one-line ValueError a first attack call would raise."""
     surrogate_policy(model, config)
+    ForwardEdits(model, config)
     check_ensemble_strategy(model, config)
     if getattr(config.objective, "feature_level", False):
         FeatureObjectiveFunction(model, config, None).check_untargeted(targeted)
 
 
-def make_objective(model, config: AttackConfig):
+def make_objective(model, config: AttackConfig, forward_edits: Optional[ForwardEdits] = None):
     """`objective(images, labels, targets) -> [N]`, the per-image value the attack ascends.
 
     For `fuse == 'loss'` ensembles it is the weighted sum of the members' objectives. The forward pass
@@ -200,7 +236,7 @@ def make_objective(model, config: AttackConfig):
     policy = surrogate_policy(model, config)
 
     def forward(images):
-        with backward_lib.policy(policy):
+        with backward_lib.policy(policy), edits.editing(forward_edits.edit if forward_edits else None):
             return forward_exact(images)
 
     def forward_exact(images):
@@ -536,7 +572,8 @@ class Attack:
     def _graph_for(self, model):
         config = self.config
         check_ensemble_strategy(model, config)
-        objective = make_objective(model, config)
+        forward_edits = ForwardEdits(model, config)
+        objective = make_objective(model, config, forward_edits)
         estimators = config.estimators
         strategy = bool(estimators) and getattr(estimators[0], "ensemble_strategy", False)
         member_logits = make_member_logits(model, config) if strategy else ()
@@ -591,6 +628,7 @@ class Attack:
                 targets = None
             if hasattr(objective, "prepare"):  # feature-level objectives weigh the features once per call
                 objective.prepare(clean, labels, targets, generator)
+            forward_edits.prepare(clean, generator)  # CFM records the clean features once per call
             ctx = Context(config, objective, clean, labels, targets, generator, member_logits,
                           below=lambda c, member_objective: chained(c, 1, member_objective))
             if config.restarts == 1:

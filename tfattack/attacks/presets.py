@@ -13,7 +13,7 @@ from tfattack.attacks.ensemble import CWA, SMER, SVRE, AdaEA
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, SU, Logit, LogitMargin, PoTrip, Prob
-from tfattack.attacks.surrogate import BPA, SGM, LinBP
+from tfattack.attacks.surrogate import BPA, CFM, SGM, LinBP
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, LocalCrop, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
@@ -58,6 +58,11 @@ _PRESETS = {
                      "Logit margin: targeted cross-entropy of the logits divided by the (constant) gap between the "
                      "top two, in the TI-DI-MI setting of Zhao et al. (300 steps of 2/255, DI p=0.7, 5x5 TI) as in "
                      "Weng et al. TIFS 2023 and TransferAttack."),
+    "cfm": (dict(objective=Logit(), transforms=(DI(1.0, resize_ratio=340 / 299),), forward=(CFM(),), **_TARGETED_300),
+            "CFM: each forward pass mixes, at each convolution at most a quarter of the input wide and each linear "
+            "layer with probability 0.1, U[0, 0.75] per channel of a shuffled clean image's output into every "
+            "image's; targeted logit loss, DI p=1 on a 340/299 canvas, 5x5 TI, mu=1, 300 steps of 2/255 (Byun et al. "
+            "CVPR 2023, authors' settings; their random erasing is left out, as in TransferAttack)."),
     "su": (dict(objective=SU(), transforms=(LocalCrop(), DI(0.7)), **_TARGETED_300),
            "SU (self-universality): each step the adversarial image and a random crop (10 % of the area) of the clean "
            "image carrying the same perturbation go through one DI (p=0.7); the target's logit on both plus 0.001 x "

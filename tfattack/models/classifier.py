@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import features, preprocessing
 from tfattack.models.registry import ModelSpec
 
@@ -119,6 +119,7 @@ class Classifier(tf.Module):
         if self.compute_dtype != "float32":
             x = tf.cast(x, self.compute_dtype)
         backward.begin_forward()
+        edits.begin_forward(self.image_size)
         logits, end_points = self.network(x)
         return self._to_standard(_to_float32(logits)), end_points or {}
 

@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, loading, registry, torch_pickle
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
@@ -124,14 +124,14 @@ def _batch_norm(store: layers.VariableStore, x, name: str):
 
 def _conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int = 1, stride: int = 1, relu6: bool = True):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], filters], "he")
-    y = _batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn)
+    y = edits.layer_output(_batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn))
     return backward.relu6(y) if relu6 else y
 
 
 def _depthwise_bn(store, x, conv: str, bn: str, kernel: int, stride: int):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], 1], "he")
     y = tf.nn.depthwise_conv2d(x, kernel_var, [1, stride, stride, 1], "SAME")
-    return backward.relu6(_batch_norm(store, y, bn))
+    return backward.relu6(edits.layer_output(_batch_norm(store, y, bn)))
 
 
 def mbconv(store, x, block: Block):
@@ -156,7 +156,7 @@ def efficientnet_lite(store, x, block_list: Tuple[Block, ...], num_classes: int 
     net = layers.global_avg_pool(net, keepdims=False)
     end_points["global_pool"] = net
     weights = store.get("_fc.weight", [HEAD_FILTERS, num_classes], "he")
-    logits = tf.matmul(net, weights) + store.get("_fc.bias", [num_classes], "zeros")
+    logits = edits.layer_output(tf.matmul(net, weights) + store.get("_fc.bias", [num_classes], "zeros"))
     end_points["Logits"] = logits
     end_points["Predictions"] = tf.nn.softmax(logits)
     return logits, end_points

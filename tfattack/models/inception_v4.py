@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, Split, check_input,
                                           inception_builder, run_branch, run_table)
@@ -106,7 +106,7 @@ def fully_connected(store, x, name: str, units: int):
     x = tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]]) if x.shape.rank == 4 else x
     weights = store.get(f"{name}/weights", [x.shape[-1], units], "he")
     biases = store.get(f"{name}/biases", [units], "zeros")
-    return tf.nn.bias_add(tf.matmul(x, weights), biases)
+    return edits.layer_output(tf.nn.bias_add(tf.matmul(x, weights), biases))
 
 
 def inception_v4(store, x, num_classes: int = 1001, aux_logits: bool = True):

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 
 
 class VariableStore(tf.Module):
@@ -110,7 +110,7 @@ def conv2d(store: VariableStore, x, name: str, filters: int, kernel, stride: int
     else:
         offset = store.get(f"{name}/biases", [filters], "zeros")
     y = tf.nn.conv2d(x, weights, strides=stride, padding=padding, dilations=rate)
-    y = tf.nn.bias_add(y, offset)
+    y = edits.layer_output(tf.nn.bias_add(y, offset))
     return activation(y) if activation is not None else y
 
 

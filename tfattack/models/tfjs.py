@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import labels, layers, loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
@@ -204,7 +204,7 @@ def _convolution(kernel_key: str, convolve: Callable):
         def apply(inputs):
             x = _single(inputs, ctx)
             y = convolve(x, _like(x, kernel), strides, padding, dilations)
-            return activation(y if bias is None else tf.nn.bias_add(y, _like(x, bias)))
+            return activation(edits.layer_output(y if bias is None else tf.nn.bias_add(y, _like(x, bias))))
         return apply
     return build
 
@@ -225,7 +225,7 @@ def _dense(ctx):
     def apply(inputs):
         x = _single(inputs, ctx)
         y = tf.tensordot(x, _like(x, kernel), axes=1)
-        return activation(y if bias is None else y + _like(x, bias))
+        return activation(edits.layer_output(y if bias is None else y + _like(x, bias)))
     return apply
 
 

@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
@@ -191,7 +191,8 @@ def _conv_2d(ctx):
     strides = [ctx.options["stride_h"], ctx.options["stride_w"]]
     dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
     padding = ctx.padding()
-    return lambda x: activation(tf.nn.bias_add(tf.nn.conv2d(x[0], kernel, strides, padding, dilations=dilations), bias))
+    return lambda x: activation(edits.layer_output(
+        tf.nn.bias_add(tf.nn.conv2d(x[0], kernel, strides, padding, dilations=dilations), bias)))
 
 
 def _depthwise_conv_2d(ctx):
@@ -203,8 +204,8 @@ def _depthwise_conv_2d(ctx):
     strides = [1, ctx.options["stride_h"], ctx.options["stride_w"], 1]
     dilations = [ctx.options["dilation_h_factor"], ctx.options["dilation_w_factor"]]
     padding = ctx.padding()
-    return lambda x: activation(tf.nn.bias_add(
-        tf.nn.depthwise_conv2d(x[0], kernel, strides, padding, dilations=dilations), bias))
+    return lambda x: activation(edits.layer_output(tf.nn.bias_add(
+        tf.nn.depthwise_conv2d(x[0], kernel, strides, padding, dilations=dilations), bias)))
 
 
 def _fully_connected(ctx):
@@ -216,7 +217,7 @@ def _fully_connected(ctx):
 
     def apply(x):
         inputs = x[0] if keep_dims else tf.reshape(x[0], [-1, weights.shape[0]])
-        return activation(tf.tensordot(inputs, weights, axes=1) + bias)
+        return activation(edits.layer_output(tf.tensordot(inputs, weights, axes=1) + bias))
     return apply
 
 

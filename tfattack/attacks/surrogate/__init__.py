@@ -1,7 +1,8 @@
-"""Model-related methods (role `backward`): how gradients flow back through the surrogate; importing this
-package registers them."""
+"""The surrogate's own computation: model-related methods (role `backward`: how gradients flow back through it) and
+forward edits (role `forward`: CFM); importing this package registers them."""
 
-from tfattack.attacks.surrogate import policies  # noqa: F401
+from tfattack.attacks.surrogate import cfm, policies  # noqa: F401
+from tfattack.attacks.surrogate.cfm import CFM
 from tfattack.attacks.surrogate.policies import BPA, SGM, LinBP
 
-__all__ = ["BPA", "SGM", "LinBP"]
+__all__ = ["BPA", "SGM", "LinBP", "CFM"]
