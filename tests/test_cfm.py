@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import real_contract
 import tfattack
 from tfattack import backward, edits
 from tfattack.attacks import build
@@ -77,23 +78,17 @@ def test_first_targeted_step_equals_the_mixing_transcription():
 def test_without_an_edit_layer_outputs_pass_through_and_every_native_family_has_them():
     y = tf.constant(np.arange(6.0).reshape(2, 3))
     assert edits.layer_output(y) is y
-    resnet = tfattack.models.load("resnet_v2_50", random_weights=True)
+    resnet = real_contract.resnet()
     assert resnet.backward_primitives()["layer_output"] == 54  # 53 convolutions and the logits
     lite = tfattack.models.load("efficientnet_lite0")
     assert lite.backward_primitives()["layer_output"] == 50  # stem, 16 blocks' 48 minus 1 expand, head, fc
 
 
 def test_cfm_preset_keeps_the_contract_on_a_real_network():
-    resnet = tfattack.models.load("resnet_v2_50", random_weights=True)
-    rng = np.random.default_rng(3)
-    x = (np.round(rng.uniform(25, 230, (2, 299, 299, 3))) / 255).astype(np.float32)
-    attack = build("cfm", eps=EPS, steps=2)
-    first = attack(resnet, x, np.array([3, 7]), target=np.array([10, 20])).numpy()
-    np.testing.assert_array_equal(first, attack(resnet, x, np.array([3, 7]), target=np.array([10, 20])).numpy())
-    assert attack.trace_count == 1
-    assert np.abs(first - x).max() <= EPS + 1e-6 and 0 <= first.min() and first.max() <= 1
+    resnet, x, labels, targets = real_contract.resnet(), real_contract.images(), np.array([3, 7]), np.array([10, 20])
+    first = real_contract.check_contract(build("cfm", eps=EPS, steps=2), resnet, x, labels, targets)
     plain = build("logit_ti_di_mi_fgsm", eps=EPS, steps=2, transforms="di:1.0,resize_ratio=1.1371237458193979")
-    assert not np.array_equal(first, plain(resnet, x, np.array([3, 7]), target=np.array([10, 20])).numpy())
+    assert not np.array_equal(first, plain(resnet, x, labels, target=targets).numpy())  # the mixing acts
 
 
 def test_error_paths_are_one_line():
