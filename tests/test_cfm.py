@@ -51,7 +51,6 @@ def test_first_targeted_step_equals_the_mixing_transcription():
         return y0, y0[:, ::4, ::4] @ net.a1
 
     _, clean1 = layers(x.astype(np.float64))
-    clean2 = np.maximum(clean1, 0).mean(axis=(1, 2)) @ net.w
     draws = tf.random.Generator.from_seed(seed)  # per mixed layer: the shuffle, the shares, the coin
 
     def mixing(shape):
