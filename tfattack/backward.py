@@ -30,6 +30,8 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import tensorflow as tf
 
+from tfattack import edits
+
 RELU_MODES = ("exact", "linear", "silu")
 MAX_POOL_MODES = ("exact", "softmax")
 
@@ -217,6 +219,7 @@ def residual_add(shortcut, residual, projected: bool = False):
     branch's gradient (SGM), the skip connection's is untouched. `projected`: the shortcut is a convolution
     (not the identity), and SGM leaves the block alone, as its official code does."""
     count("residual_add")
+    shortcut = edits.residual_skip(shortcut)  # ghost networks erode it; unchanged without an edit
     gamma = _STATE.policy.residual_gradient
     if gamma == 1.0 or projected:
         return shortcut + residual

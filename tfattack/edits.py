@@ -7,10 +7,14 @@ Some targeted methods change what the surrogate computes while the attack runs, 
                                 (1 - a) out + a clean, `clean` the same layer's output for a shuffled clean image
                                 of the batch (recorded once per attack call), a ~ U[lower, upper] per image and
                                 channel: the adversarial features must win against mixed-in clean ones.
+  Ghost networks (Li et al.     every residual addition's skip connection is scaled per channel by a fresh
+  AAAI 2020)                    U[1 - r, 1 + r] draw in each forward pass ("skip connection erosion"): each step
+                                attacks another ghost of the surrogate, a longitudinal ensemble for free.
 
 Native networks (slim ports, EfficientNet-Lite, the TF.js and TFLite rebuilds) pass each convolution and linear
-output (after its bias and folded batch norm, before the activation) through `layer_output`. With no edit set it
-returns its input: graphs and numbers are unchanged. An attack runs each forward pass of its surrogate inside
+output (after its bias and folded batch norm, before the activation) through `layer_output`, and
+`tfattack.backward.residual_add` passes each skip connection through `residual_skip`. With no edit set both return
+their input: graphs and numbers are unchanged. An attack runs each forward pass of its surrogate inside
 `editing(edit)`; `Classifier` calls `begin_forward(width)` as each network's forward starts, so the layers of an
 ensemble's members are told apart by the members' order in the pass (the same in the recording pass and the
 attack's passes, whatever objects the networks are).
@@ -28,11 +32,15 @@ from tfattack import backward
 
 
 class Edit:
-    """What an edit does to one layer output. `layer_output(y, key, width)`: `key` = (the network's place in the
-    forward pass, the layer's place in the network), `width` the network's input width."""
+    """What an edit does to one layer output, `layer_output(y, key, width)` (`key` = (the network's place in the
+    forward pass, the layer's place in the network), `width` the network's input width), and to one residual skip
+    connection, `residual_skip(skip, architecture)`. Both leave their input alone unless overridden."""
 
     def layer_output(self, y, key, width: int):
-        raise NotImplementedError
+        return y
+
+    def residual_skip(self, skip, architecture: str):
+        return skip
 
 
 class _State(threading.local):
@@ -41,6 +49,7 @@ class _State(threading.local):
         self.network = -1
         self.index = 0
         self.width = 0
+        self.architecture = ""
 
 
 _STATE = _State()
@@ -49,17 +58,19 @@ _STATE = _State()
 @contextlib.contextmanager
 def editing(edit: Optional[Edit]) -> Iterator[Optional[Edit]]:
     """Networks traced inside this block have their layer outputs edited by `edit` (None: no edit)."""
-    saved = (_STATE.edit, _STATE.network, _STATE.index, _STATE.width)
+    saved = (_STATE.edit, _STATE.network, _STATE.index, _STATE.width, _STATE.architecture)
     _STATE.edit, _STATE.network, _STATE.index = edit, -1, 0
     try:
         yield edit
     finally:
-        _STATE.edit, _STATE.network, _STATE.index, _STATE.width = saved
+        _STATE.edit, _STATE.network, _STATE.index, _STATE.width, _STATE.architecture = saved
 
 
-def begin_forward(width: int) -> None:
-    """Called as a network's forward pass starts (`width`: its input width): its layers are numbered from 0."""
+def begin_forward(width: int, architecture: str = "") -> None:
+    """Called as a network's forward pass starts (`width`: its input width; `architecture`: its family, e.g.
+    "resnet_v2_50"): its layers are numbered from 0."""
     _STATE.network, _STATE.index, _STATE.width = _STATE.network + 1, 0, int(width)
+    _STATE.architecture = architecture
 
 
 def layer_output(y):
@@ -70,6 +81,13 @@ def layer_output(y):
     key = (_STATE.network, _STATE.index)
     _STATE.index += 1
     return _STATE.edit.layer_output(y, key, _STATE.width)
+
+
+def residual_skip(skip):
+    """A residual block's skip connection, edited by the current edit (unchanged without one)."""
+    if _STATE.edit is None:
+        return skip
+    return _STATE.edit.residual_skip(skip, _STATE.architecture)
 
 
 class Recorder(Edit):
@@ -105,3 +123,17 @@ class CleanFeatureMixup(Edit):
         share = tf.cast(self.generator.uniform(shape, self.lower, self.upper), y.dtype)
         mixed = (1 - share) * y + share * shuffled
         return tf.where(self.generator.uniform([]) < self.prob, mixed, y)
+
+
+class SkipErosion(Edit):
+    """Ghost networks' skip connection erosion: skip * U[1 - r, 1 + r] per channel (shared by the images of the
+    pass, as in the authors' code), a fresh draw at every residual addition of every forward pass. `ranges` maps a
+    family to its r; `default` is the r of the others."""
+
+    def __init__(self, generator, ranges: dict, default: float):
+        self.generator, self.ranges, self.default = generator, ranges, default
+
+    def residual_skip(self, skip, architecture: str):
+        r = self.ranges.get(architecture, self.default)
+        shape = [1] * (skip.shape.rank - 1) + [skip.shape[-1]]
+        return skip * tf.cast(self.generator.uniform(shape, 1.0 - r, 1.0 + r), skip.dtype)

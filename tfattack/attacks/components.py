@@ -418,12 +418,24 @@ class Backward(Component):
 
 @dataclasses.dataclass(frozen=True)
 class Forward(Component):
-    """Edits the surrogate's forward pass while the attack runs (CFM's clean feature mixup), through
+    """Edits the surrogate's forward pass while the attack runs (CFM's clean feature mixup, ghost networks), through
     `tfattack.edits`. `make_edit(recorded, generator) -> tfattack.edits.Edit` for one attack call, `recorded` the
-    clean batch's layer outputs; `needs` names the primitives it acts on ("layer_output")."""
+    clean batch's layer outputs when `records`; `needs` names the primitives it acts on ("layer_output",
+    "residual_add"). Edits draw per forward pass and act on the passes of the attack's objective."""
 
     role: ClassVar[str] = "forward"
     needs: ClassVar[Tuple[str, ...]] = ("layer_output",)
+    records: ClassVar[bool] = False
 
     def make_edit(self, recorded: dict, generator):
         raise NotImplementedError
+
+    def check_config(self, config) -> None:
+        if config.execution.copies_per_pass:
+            raise self.error("draws per forward pass: use copies_per_pass=0 (splitting the copies into passes would "
+                             "change the draws)")
+        if getattr(config.objective, "feature_level", False):
+            raise self.error(f"edits the logits' forward pass; objective {config.objective.name!r} is feature-level")
+        if any(getattr(e, "ensemble_strategy", False) for e in config.estimators):
+            raise self.error("edits the whole surrogate's forward pass; ensemble strategies forward members one at "
+                             "a time")

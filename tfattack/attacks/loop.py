@@ -97,20 +97,21 @@ class ForwardEdits:
         if self.component is None:
             return
         members = list(getattr(model, "members", [model]))
-        name = self.component.name
+        needs = self.component.needs
         lacking = [model_name(m) for m in members
                    if getattr(m, "introspectable", True) is False or not hasattr(m, "backward_primitives")
-                   or not m.backward_primitives().get("layer_output", 0)]
+                   or not any(m.backward_primitives().get(p, 0) for p in needs)]
         if lacking:
-            raise ValueError(f"forward {name!r}: model {', '.join(map(repr, lacking))} has no "
-                             f"{_PRIMITIVE_NAMES['layer_output']} (native networks do; Keras applications do not)")
+            raise ValueError(f"forward {self.component.name!r}: model {', '.join(map(repr, lacking))} has no "
+                             f"{' or '.join(_PRIMITIVE_NAMES[p] for p in needs)} it can edit")
 
     def prepare(self, clean, generator) -> None:
         if self.component is None:
             return
         recorder = edits.Recorder()
-        with edits.editing(recorder):
-            self.model(clean)
+        if self.component.records:
+            with edits.editing(recorder):
+                self.model(clean)
         self.edit = self.component.make_edit(recorder.outputs, generator)
 
 

@@ -13,7 +13,7 @@ from tfattack.attacks.ensemble import CWA, SMER, SVRE, AdaEA
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, SU, Logit, LogitMargin, PoTrip, Prob
-from tfattack.attacks.surrogate import BPA, CFM, SGM, LinBP
+from tfattack.attacks.surrogate import BPA, CFM, SGM, Ghost, LinBP
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, LocalCrop, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
@@ -134,6 +134,11 @@ _PRESETS = {
             "BPA: ReLUs after block3/unit_1 (ResNets; elsewhere see the component) back-propagate t=1 times SiLU's "
             "derivative and max pools a softmax(10 * window), MI-FGSM mu=1, 10 steps (Wang et al. NeurIPS 2023, "
             "authors' code and TransferAttack's settings)."),
+    "ghost": (dict(forward=(Ghost(),), **_MI),
+              "Ghost networks: every forward pass scales each residual skip connection per channel by U[1-r, 1+r] "
+              "(r 0.22 ResNet-50, 0.16 -101, 0.12 -152, 0.08 Inception-ResNet-v2), MI-FGSM mu=1, 10 steps (Li et al. "
+              "AAAI 2020; TransferAttack's MI-FGSM setting). Needs residual blocks; the paper's dropout erosion of "
+              "non-residual networks is not built."),
     "fia": (dict(objective=FIA(), **_MI),
             "FIA: maximise -sum(Delta * f_l(x)) with Delta the true-class logit's gradient at the paper's layer "
             "(Inception-v3 Mixed_5b, ResNets block2, VGG-16 conv3_3; see the component) summed over 30 copies with "

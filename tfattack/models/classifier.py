@@ -119,7 +119,7 @@ class Classifier(tf.Module):
         if self.compute_dtype != "float32":
             x = tf.cast(x, self.compute_dtype)
         backward.begin_forward()
-        edits.begin_forward(self.image_size)
+        edits.begin_forward(self.image_size, self.spec.architecture)
         logits, end_points = self.network(x)
         return self._to_standard(_to_float32(logits)), end_points or {}
 

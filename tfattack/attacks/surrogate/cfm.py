@@ -18,6 +18,7 @@ class CFM(Forward):
 
     name = "cfm"
     positional = "prob"
+    records = True
     paper = ("Byun et al., Introducing competition to boost the transferability of targeted adversarial examples "
              "through clean feature mixup, CVPR 2023")
     prob: float = param(0.1, "Probability of mixing at each eligible layer per forward pass (authors: 0.1).",
@@ -34,16 +35,6 @@ class CFM(Forward):
     def validate(self):
         if self.lower > self.upper:
             raise self.error(f"lower ({self.lower}) must be <= upper ({self.upper})")
-
-    def check_config(self, config) -> None:
-        if config.execution.copies_per_pass:
-            raise self.error("draws its mixing per forward pass: use copies_per_pass=0 (splitting the copies into "
-                             "passes would change the draws)")
-        if getattr(config.objective, "feature_level", False):
-            raise self.error(f"edits the logits' forward pass; objective {config.objective.name!r} is feature-level")
-        if any(getattr(e, "ensemble_strategy", False) for e in config.estimators):
-            raise self.error("mixes features recorded from the whole ensemble; ensemble strategies forward members "
-                             "one at a time")
 
     def make_edit(self, recorded: dict, generator):
         return edits.CleanFeatureMixup(recorded, generator, self.prob, self.lower, self.upper, self.divisor)
