@@ -40,10 +40,10 @@ def normalize_l1(gradient):
     return tf.math.divide_no_nan(gradient, scale)
 
 
-def normalize_l2(gradient):
-    """gradient / ||gradient||_2 per image; a zero gradient stays 0."""
-    length = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
-    return tf.math.divide_no_nan(gradient, length)
+def normalize_l2(tensor):
+    """tensor / ||tensor||_2 per image (over every axis but the batch: images or feature maps); zero stays 0."""
+    length = tf.sqrt(tf.reduce_sum(tf.square(tensor), axis=list(range(1, tensor.shape.rank)), keepdims=True))
+    return tf.math.divide_no_nan(tensor, length)
 
 
 def ascent(direction, alpha, norm: str):

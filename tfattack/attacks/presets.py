@@ -159,7 +159,7 @@ _PRESETS = {
     "bfa": (dict(objective=BFA(), **_MI),
             "BFA: FIA's weighting from 30 images fitted in turn along the cross-entropy's L2-normalised gradient "
             "(x + 28 g), on the true-class logit; MI-FGSM mu=1, 10 steps (Wang et al. Neurocomputing 2024, "
-            "TransferAttack's settings). 60 extra passes per attack call; untargeted."),
+            "TransferAttack's settings). 31 extra passes per attack call; untargeted."),
     # Ensemble strategies: for an Ensemble surrogate (two or more members), MI-FGSM base, 10 steps.
     "svre": (dict(estimators=(SVRE(),), **_MI),
              "SVRE: each step, M = 4K inner steps on one random member's variance-reduced gradient (its gradient "

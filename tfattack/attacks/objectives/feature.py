@@ -25,6 +25,7 @@ from typing import ClassVar, Tuple
 import tensorflow as tf
 
 from tfattack.attacks.components import Objective, param, register
+from tfattack.attacks.gradient_ops import normalize_l2
 
 # The papers' layers in slim names (FIA: Mixed_5b for Inception-v3, conv3_3 for VGG-16; NAA: Mixed_5e for
 # Inception-v4, Conv2d_4a_3x3 for Inception-ResNet-v2, the end of the second stage for ResNets; slim puts a
@@ -33,12 +34,6 @@ DEFAULT_TAPS = {"inception_v3": "Mixed_5b", "inception_v4": "Mixed_5e", "incepti
                 "resnet_v2_50": "resnet_v2_50/block2", "resnet_v2_101": "resnet_v2_101/block2",
                 "resnet_v2_152": "resnet_v2_152/block2", "vgg_16": "vgg_16/conv3/conv3_3",
                 "vgg_19": "vgg_19/conv3/conv3_4"}
-
-
-def _per_image_unit(tensor):
-    """tensor / ||tensor||_2 over everything but the batch axis."""
-    norm = tf.sqrt(tf.reduce_sum(tf.square(tensor), axis=list(range(1, tensor.shape.rank)), keepdims=True))
-    return tf.math.divide_no_nan(tensor, norm)
 
 
 def _mean_over_features(tensor):
@@ -135,7 +130,7 @@ class FIA(FeatureObjective):
 
         delta = _summed_feature_gradient(member, tap, self.masked_copies(clean, generator), self.samples, score,
                                          per_pass)
-        return -_per_image_unit(delta)
+        return -normalize_l2(delta)
 
     def feature_value(self, features, state):
         return _mean_over_features(features * state)
@@ -223,7 +218,7 @@ class NAA(FeatureObjective):
 
         attribution = _summed_feature_gradient(member, tap, copies_of, self.samples, score, per_pass)
         baseline = member.outputs(tf.zeros_like(clean[:1]), features=[tap]).features[tap]
-        return {"weights": -_per_image_unit(attribution), "baseline": baseline}
+        return {"weights": -normalize_l2(attribution), "baseline": baseline}
 
     def feature_value(self, features, state):
         attributed = (features - state["baseline"]) * state["weights"]
@@ -285,19 +280,22 @@ class BFA(FeatureObjective):
                              "28).", low=0.0)
 
     def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
-        fitted = clean
-        total = tf.zeros_like(member.outputs(clean, features=[tap]).features[tap])
-        for _ in tf.range(self.samples):
-            with tf.GradientTape() as tape:
-                tape.watch(fitted)
-                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, member(fitted)))
-            fitted = clean + self.eta * _per_image_unit(tape.gradient(loss, fitted))
-            with tf.GradientTape() as tape:
-                tape.watch(fitted)
-                outputs = member.outputs(fitted, features=[tap])
+        def one_pass(images):
+            """(d CE / d images, d z_y / d f_tap) from one forward pass: x_n's logit gradient and the direction
+            to x_{n+1} share it."""
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(images)
+                outputs = member.outputs(images, features=[tap])
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, outputs.logits))
                 score = tf.reduce_sum(tf.gather(outputs.logits, labels, batch_dims=1))
-            total += tape.gradient(score, outputs.features[tap])
-        return -_per_image_unit(total)
+            return tape.gradient(loss, images), tape.gradient(score, outputs.features[tap])
+
+        direction, at_clean = one_pass(clean)
+        total = tf.zeros_like(at_clean)  # x_0 = x only starts the chain
+        for _ in tf.range(self.samples):
+            direction, feature_gradient = one_pass(clean + self.eta * normalize_l2(direction))
+            total += feature_gradient
+        return -normalize_l2(total)
 
     def feature_value(self, features, state):
         return _mean_over_features(features * state)
