@@ -206,7 +206,7 @@ CHEAP = {
     # Backward policies need a native network (tests/test_model_related.py); the linear test model has none.
     "backward": {"sgm": "sgm:0.5", "bpa": "bpa", "linbp": "linbp"},
     # Forward edits need layer outputs routed through tfattack.edits (tests/test_cfm.py).
-    "forward": {"cfm": "cfm", "ghost": "ghost"},
+    "forward": {"cfm": "cfm", "ghost": "ghost", "ilpd": "ilpd:gamma=0.5"},
 }
 
 

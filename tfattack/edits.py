@@ -10,10 +10,15 @@ Some targeted methods change what the surrogate computes while the attack runs, 
   Ghost networks (Li et al.     every residual addition's skip connection is scaled per channel by a fresh
   AAAI 2020)                    U[1 - r, 1 + r] draw in each forward pass ("skip connection erosion"): each step
                                 attacks another ghost of the surrogate, a longitudinal ensemble for free.
+  ILPD (Li et al. NeurIPS      at one named end point, the output becomes gamma out + (1 - gamma) ref, `ref` the
+  2023)                         same end point's output for the clean image plus Gaussian noise (recorded at each
+                                step): the perturbation's effect at that layer is decayed, and the attack has to
+                                make up for it with a larger change.
 
 Native networks (slim ports, EfficientNet-Lite, the TF.js and TFLite rebuilds) pass each convolution and linear
-output (after its bias and folded batch norm, before the activation) through `layer_output`, and
-`tfattack.backward.residual_add` passes each skip connection through `residual_skip`. With no edit set both return
+output (after its bias and folded batch norm, before the activation) through `layer_output`, each end point
+through `end_point` (which also stores it), and `tfattack.backward.residual_add` passes each skip connection through
+`residual_skip`. With no edit set both return
 their input: graphs and numbers are unchanged. An attack runs each forward pass of its surrogate inside
 `editing(edit)`; `Classifier` calls `begin_forward(width)` as each network's forward starts, so the layers of an
 ensemble's members are told apart by the members' order in the pass (the same in the recording pass and the
@@ -33,10 +38,14 @@ from tfattack import backward
 
 class Edit:
     """What an edit does to one layer output, `layer_output(y, key, width)` (`key` = (the network's place in the
-    forward pass, the layer's place in the network), `width` the network's input width), and to one residual skip
-    connection, `residual_skip(skip, architecture)`. Both leave their input alone unless overridden."""
+    forward pass, the layer's place in the network), `width` the network's input width), to one end point,
+    `end_point(y, key)` (`key` = (the network's place, the end point's name)), and to one residual skip
+    connection, `residual_skip(skip, architecture)`. All leave their input alone unless overridden."""
 
     def layer_output(self, y, key, width: int):
+        return y
+
+    def end_point(self, y, key):
         return y
 
     def residual_skip(self, skip, architecture: str):
@@ -83,6 +92,24 @@ def layer_output(y):
     return _STATE.edit.layer_output(y, key, _STATE.width)
 
 
+def end_point(end_points, name: str, value):
+    """Stores `value` as the network's end point `name` and returns what the forward pass goes on with: `value`
+    edited by the current edit (unchanged without one). The stored value is the edited one, so a feature tap reads
+    what the next layer reads. The key carries the name the network reports (`end_points.prefix` + `name`)."""
+    backward.count("end_point")
+    if _STATE.edit is not None:
+        value = _STATE.edit.end_point(value, (_STATE.network, getattr(end_points, "prefix", "") + name))
+    end_points[name] = value
+    return value
+
+
+def tile_rows(reference, rows):
+    """`reference` [n, ...] repeated to `rows` rows (a stack of rows // n copies of the batch, as the attack loop
+    stacks input copies)."""
+    multiples = tf.concat([[rows // tf.shape(reference)[0]], tf.ones([reference.shape.rank - 1], tf.int32)], 0)
+    return tf.tile(reference, multiples)
+
+
 def residual_skip(skip):
     """A residual block's skip connection, edited by the current edit (unchanged without one)."""
     if _STATE.edit is None:
@@ -115,9 +142,8 @@ class CleanFeatureMixup(Edit):
     def layer_output(self, y, key, width: int):
         if key not in self.recorded or not self.eligible(y, width):
             return y
-        clean = tf.cast(self.recorded[key], y.dtype)
         rows = tf.shape(y)[0]
-        clean = tf.tile(clean, tf.concat([[rows // tf.shape(clean)[0]], tf.ones([y.shape.rank - 1], tf.int32)], 0))
+        clean = tile_rows(tf.cast(self.recorded[key], y.dtype), rows)
         shuffled = tf.gather(clean, tf.argsort(self.generator.uniform(tf.reshape(rows, [1]))))
         shape = tf.stack([rows, y.shape[-1]]) if y.shape.rank == 2 else tf.stack([rows, 1, 1, y.shape[-1]])
         share = tf.cast(self.generator.uniform(shape, self.lower, self.upper), y.dtype)
@@ -137,3 +163,29 @@ class SkipErosion(Edit):
         r = self.ranges.get(architecture, self.default)
         shape = [1] * (skip.shape.rank - 1) + [skip.shape[-1]]
         return skip * tf.cast(self.generator.uniform(shape, 1.0 - r, 1.0 + r), skip.dtype)
+
+
+class EndPointRecorder(Edit):
+    """Keeps the end points named in `wanted` ((network, name) keys) of a forward pass (no gradient), unchanged."""
+
+    def __init__(self, wanted):
+        self.wanted, self.outputs = set(wanted), {}
+
+    def end_point(self, y, key):
+        if key in self.wanted:
+            self.outputs[key] = tf.stop_gradient(y)
+        return y
+
+
+class PerturbationDecay(Edit):
+    """ILPD's decay at the end points of `reference` ((network, name) -> the end point's output for the reference
+    image): y -> gamma y + (1 - gamma) reference, the reference tiled to the stack of input copies."""
+
+    def __init__(self, reference: dict, gamma: float):
+        self.reference, self.gamma = reference, gamma
+
+    def end_point(self, y, key):
+        if key not in self.reference:
+            return y
+        reference = tile_rows(tf.cast(self.reference[key], y.dtype), tf.shape(y)[0])
+        return self.gamma * y + (1 - self.gamma) * reference

@@ -353,6 +353,11 @@ class Objective(Component):
     def value(self, logits, labels, targets):
         raise NotImplementedError
 
+    def setup_passes(self) -> Tuple[int, int]:
+        """(forward+gradient, forward-only) batch-sized passes through the model once per attack call before the
+        steps (the feature-level objectives' weighting), for the benchmarks' pass counts."""
+        return 0, 0
+
 
 @dataclasses.dataclass(frozen=True)
 class Filter(Component):
@@ -418,17 +423,42 @@ class Backward(Component):
 
 @dataclasses.dataclass(frozen=True)
 class Forward(Component):
-    """Edits the surrogate's forward pass while the attack runs (CFM's clean feature mixup, ghost networks), through
-    `tfattack.edits`. `make_edit(recorded, generator) -> tfattack.edits.Edit` for one attack call, `recorded` the
-    clean batch's layer outputs when `records`; `needs` names the primitives it acts on ("layer_output",
-    "residual_add"). Edits draw per forward pass and act on the passes of the attack's objective."""
+    """Edits the surrogate's forward pass while the attack runs (CFM's clean feature mixup, ghost networks, ILPD's
+    perturbation decay), through `tfattack.edits`. Override points:
+
+      prepare_edit(model, clean, generator) -> Edit   the edit for the attack's passes, made inside the trace once
+                                                      per attack call, or at every step when `each_step`; by default
+                                                      `make_edit` of the clean batch's layer outputs (recorded when
+                                                      `records`)
+      check_members(members)                          one-line error for a member the edit cannot act on
+
+    `needs` names the primitives it acts on ("layer_output", "residual_add", "end_point"). Edits draw per forward
+    pass and act on the passes of the attack's objective."""
 
     role: ClassVar[str] = "forward"
     needs: ClassVar[Tuple[str, ...]] = ("layer_output",)
     records: ClassVar[bool] = False
+    each_step: ClassVar[bool] = False
 
     def make_edit(self, recorded: dict, generator):
         raise NotImplementedError
+
+    def prepare_edit(self, model, clean, generator):
+        from tfattack import edits  # imported here: the component registry imports no TensorFlow
+
+        recorder = edits.Recorder()
+        if self.records:
+            with edits.editing(recorder):
+                model(clean)
+        return self.make_edit(recorder.outputs, generator)
+
+    def check_members(self, members) -> None:
+        pass
+
+    def forward_only_passes(self, steps: int) -> int:
+        """Batch-sized forward passes (no gradient) its edits take per attack call of `steps` iterations: one
+        recording pass when `records`, one per step when `each_step`, for the benchmarks' pass counts."""
+        return steps if self.each_step else int(self.records)
 
     def check_config(self, config) -> None:
         if config.execution.copies_per_pass:

@@ -78,14 +78,15 @@ def in_compute_dtype(model, dtype: str):
 
 _PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools",
                     "residual_unit": "residual units with a re-runnable branch (slim ResNets)",
-                    "layer_output": "convolution or linear layers routed through tfattack.edits"}
+                    "layer_output": "convolution or linear layers routed through tfattack.edits",
+                    "end_point": "named end points routed through tfattack.edits"}
 
 
 class ForwardEdits:
-    """The config's forward components (CFM) on `model` for one trace. `prepare(clean, generator)`, inside the
-    trace, records the clean batch's layer outputs; `edit` is then what the attack's forward passes run under
-    (None before, and without forward components). A model with no layer outputs to edit is a one-line
-    ValueError, as a Keras application is."""
+    """The config's forward component (CFM, ghost, ILPD) on `model` for one trace. `prepare(clean, generator)`,
+    inside the trace, makes its edit (CFM records the clean batch's layer outputs there); `edit` is then what the
+    attack's forward passes run under (None before, and without forward components). A model with nothing the
+    component can edit is a one-line ValueError, as a Keras application is."""
 
     def __init__(self, model, config: AttackConfig):
         self.model = model
@@ -104,15 +105,17 @@ class ForwardEdits:
         if lacking:
             raise ValueError(f"forward {self.component.name!r}: model {', '.join(map(repr, lacking))} has no "
                              f"{' or '.join(_PRIMITIVE_NAMES[p] for p in needs)} it can edit")
+        self.component.check_members(members)
+
+    @property
+    def each_step(self) -> bool:
+        return self.component is not None and self.component.each_step
 
     def prepare(self, clean, generator) -> None:
-        if self.component is None:
-            return
-        recorder = edits.Recorder()
-        if self.component.records:
-            with edits.editing(recorder):
-                self.model(clean)
-        self.edit = self.component.make_edit(recorder.outputs, generator)
+        """Makes the edit (inside the trace): once per attack call, and again at each step for `each_step` edits
+        (ILPD's reference features are of a fresh noisy clean image at every step)."""
+        if self.component is not None:
+            self.edit = self.component.prepare_edit(self.model, clean, generator)
 
 
 def surrogate_policy(model, config: AttackConfig):
@@ -607,6 +610,8 @@ class Attack:
             estimator_state = estimators[0].init(ctx) if estimators else {}
             for step in tf.range(config.steps):
                 ctx.step = step
+                if forward_edits.each_step:
+                    forward_edits.prepare(ctx.clean, ctx.generator)
                 point = config.update.lookahead(ctx, adv, update_state)
                 if estimators:
                     gradient, estimator_state = estimators[0].estimate(ctx, chained(ctx, 1), point, adv,
@@ -629,7 +634,8 @@ class Attack:
                 targets = None
             if hasattr(objective, "prepare"):  # feature-level objectives weigh the features once per call
                 objective.prepare(clean, labels, targets, generator)
-            forward_edits.prepare(clean, generator)  # CFM records the clean features once per call
+            if not forward_edits.each_step:
+                forward_edits.prepare(clean, generator)  # CFM records the clean features once per call
             ctx = Context(config, objective, clean, labels, targets, generator, member_logits,
                           below=lambda c, member_objective: chained(c, 1, member_objective))
             if config.restarts == 1:
@@ -638,6 +644,8 @@ class Attack:
             best_score = tf.fill(tf.shape(labels), -np.inf)
             for _ in tf.range(config.restarts):
                 adv = one_run(ctx)
+                if forward_edits.each_step:  # the step loop's edit lives in that loop's graph
+                    forward_edits.prepare(clean, generator)
                 score = objective(adv, labels, targets)
                 better = score > best_score
                 best = tf.where(better[:, None, None, None], adv, best)

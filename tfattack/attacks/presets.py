@@ -13,7 +13,7 @@ from tfattack.attacks.ensemble import CWA, SMER, SVRE, AdaEA
 from tfattack.attacks.estimators import EMI, GRA, L2T, MEF, MIG, OPS, PGN, RAP, VT
 from tfattack.attacks.filters import TI
 from tfattack.attacks.objectives import BFA, CE, FIA, ILA, NAA, RPA, SU, Logit, LogitMargin, PoTrip, Prob
-from tfattack.attacks.surrogate import BPA, CFM, SGM, Ghost, LinBP
+from tfattack.attacks.surrogate import BPA, CFM, ILPD, SGM, Ghost, LinBP
 from tfattack.attacks.transforms import BSR, DI, SI, SIA, SSA, Admix, DeCoWA, LocalCrop, MaskBlock
 from tfattack.attacks.updates import GIMI, MI, NI, GRAUpdate
 
@@ -156,6 +156,11 @@ _PRESETS = {
             "RPA: FIA's weighting from 60 copies in which 30 % of the cells (per channel; cell sizes 1, 3, 5, 7 in "
             "turn) are replaced by uniform noise, on the true-class probability; MI-FGSM mu=1, 10 steps (Zhang et "
             "al. IJCAI 2022). 60 extra passes per attack call; untargeted."),
+    "ilpd": (dict(steps=100, step_size=1 / 255, forward=(ILPD(),), **_MI),
+             "ILPD: at the layer (FIA's per-family defaults: ResNets block2, Inception-v3 Mixed_5b, ...) the forward "
+             "pass keeps gamma=0.1 of the change from the clean image plus N(0, 0.05^2) noise, drawn each step; "
+             "cross-entropy, MI-FGSM mu=1, 100 steps of 1/255 (Li et al. NeurIPS 2023; TransferAttack's official "
+             "arguments). One extra forward pass per step."),
     "bfa": (dict(objective=BFA(), **_MI),
             "BFA: FIA's weighting from 30 images fitted in turn along the cross-entropy's L2-normalised gradient "
             "(x + 28 g), on the true-class logit; MI-FGSM mu=1, 10 steps (Wang et al. Neurocomputing 2024, "

@@ -147,14 +147,14 @@ def efficientnet_lite(store, x, block_list: Tuple[Block, ...], num_classes: int 
     """The forward pass; end points: stem, block_<i>, head, global_pool, Logits, Predictions."""
     end_points = backward.EndPoints()
     net = _conv_bn(store, x, "_conv_stem", "_bn0", STEM_FILTERS, kernel=3, stride=2)
-    end_points["stem"] = net
+    net = edits.end_point(end_points, "stem", net)
     for block in block_list:
         net = mbconv(store, net, block)
-        end_points[f"block_{block.index}"] = net
+        net = edits.end_point(end_points, f"block_{block.index}", net)
     net = _conv_bn(store, net, "_conv_head", "_bn1", HEAD_FILTERS)
-    end_points["head"] = net
+    net = edits.end_point(end_points, "head", net)
     net = layers.global_avg_pool(net, keepdims=False)
-    end_points["global_pool"] = net
+    net = edits.end_point(end_points, "global_pool", net)
     weights = store.get("_fc.weight", [HEAD_FILTERS, num_classes], "he")
     logits = edits.layer_output(tf.matmul(net, weights) + store.get("_fc.bias", [num_classes], "zeros"))
     end_points["Logits"] = logits

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import _TRAMER as TRAMER_CITATION  # one copy of the citation
 from tfattack.models.inception_v3 import (IMAGE_SIZE, Conv, Mixed, Pool, check_input, inception_builder,
@@ -130,7 +130,7 @@ def run_trunk(store, x, trunk, end_points: dict):
             for scope in entry.block_scopes():
                 x = residual_block(store, x, scope, entry.branches, entry.scale, activation)
             if entry.scope == AUX_INPUT_STAGE:
-                end_points["PreAuxLogits"] = x
+                x = edits.end_point(end_points, "PreAuxLogits", x)
         else:
             x = run_table(store, x, (entry,), end_points, padding="SAME")
     return x

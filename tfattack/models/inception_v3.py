@@ -20,7 +20,7 @@ from typing import Optional, Tuple, Union
 
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, registry
 from tfattack.models.registry import ModelSpec
 
@@ -101,7 +101,7 @@ def run_table(store, x, table, end_points: dict, padding: str):
                            for i, branch in enumerate(entry.branches)], axis=3)
         else:
             x = _run_layer(store, x, entry, "", padding)
-        end_points[entry.name] = x
+        x = edits.end_point(end_points, entry.name, x)
     return x
 
 

@@ -21,7 +21,7 @@ import functools
 
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, registry
 from tfattack.models.registry import ModelSpec
 
@@ -93,11 +93,11 @@ def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: 
 
     def branch(inputs):
         residual = conv_bn_relu(store, inputs, f"{scope}/conv1", depth_bottleneck, 1)
-        end_points[f"{scope}/conv1"] = residual
+        residual = edits.end_point(end_points, f"{scope}/conv1", residual)
         residual = conv_bn_relu(store, residual, f"{scope}/conv2", depth_bottleneck, 3, stride)
-        end_points[f"{scope}/conv2"] = residual
+        residual = edits.end_point(end_points, f"{scope}/conv2", residual)
         residual = conv_with_biases(store, residual, f"{scope}/conv3", depth, 1)
-        end_points[f"{scope}/conv3"] = residual
+        residual = edits.end_point(end_points, f"{scope}/conv3", residual)
         return residual
 
     if projected:
@@ -105,8 +105,7 @@ def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: 
 
         def shortcut(inputs):
             value = conv_with_biases(store, inputs, f"{scope}/shortcut", depth, 1, stride)
-            end_points[f"{scope}/shortcut"] = value
-            return value
+            return edits.end_point(end_points, f"{scope}/shortcut", value)
 
         output = backward.residual_unit(preact, shortcut, branch, projected=True)
     else:
@@ -117,8 +116,7 @@ def bottleneck(store, x, scope: str, depth: int, depth_bottleneck: int, stride: 
             return branch(batch_norm_relu(store, inputs, f"{scope}/preact"))
 
         output = backward.residual_unit(x, subsample, preact_branch)
-    end_points[scope] = output
-    return output
+    return edits.end_point(end_points, scope, output)
 
 
 def resnet_v2(store, x, blocks, scope: str, num_classes: int = 1001):
@@ -132,14 +130,14 @@ def resnet_v2(store, x, blocks, scope: str, num_classes: int = 1001):
         raise ValueError(f"{scope} takes [N, H, W, 3] images, got shape {x.shape}")
     points = backward.EndPoints(prefix=f"{scope}/")  # slim's end points relative to the network scope (marked as reached)
     net = conv_with_biases(store, x, "conv1", ROOT_DEPTH, 7, 2)
-    points["conv1"] = net
+    net = edits.end_point(points, "conv1", net)
     net = layers.max_pool(net, 3, 2, "SAME")  # pool1: the resnet arg scope makes max pools SAME
     for block in blocks:
         depth = 4 * block.base_depth
         for index, stride in enumerate(block.unit_strides()):
             net = bottleneck(store, net, f"{block.scope}/unit_{index + 1}/bottleneck_v2", depth,
                              block.base_depth, stride, points)
-        points[block.scope] = net
+        net = edits.end_point(points, block.scope, net)
     net = batch_norm_relu(store, net, "postnorm")
     net = layers.global_avg_pool(net)  # pool5
     logits = conv_with_biases(store, net, "logits", num_classes, 1)

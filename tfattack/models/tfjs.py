@@ -538,8 +538,7 @@ class TfjsLayersNetwork(tf.Module):
                 outputs[key] = x
                 continue
             y = self._apply[key]([outputs[ref[:2]] for ref in self._inputs_of[key]])
-            outputs[key] = y
-            end_points[key[0] if key[1] == 0 else f"{key[0]}:{key[1]}"] = y
+            outputs[key] = edits.end_point(end_points, key[0] if key[1] == 0 else f"{key[0]}:{key[1]}", y)
         logits = outputs[self._output[:2]]
         end_points["Logits"] = logits
         return logits, end_points

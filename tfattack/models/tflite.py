@@ -781,8 +781,7 @@ class TFLiteFloatNetwork(tf.Module):
                     y = tf.clip_by_value(y, *bounds)
                 if rounded and step is not None:
                     y = y + tf.stop_gradient(tf.round(y / step) * step - y)
-            values[output.index] = y
-            end_points[output.name] = y
+            values[output.index] = edits.end_point(end_points, output.name, y)
         logits = values[self._logits_index] * self._beta
         end_points["Logits"] = logits
         return logits, end_points

@@ -14,7 +14,7 @@ import functools
 
 import tensorflow as tf
 
-from tfattack import backward
+from tfattack import backward, edits
 from tfattack.models import layers, registry
 from tfattack.models.inception_v3 import check_input
 from tfattack.models.registry import ModelSpec
@@ -49,13 +49,13 @@ def vgg(store, x, convs_per_stage, scope: str, num_classes: int = 1000):
         for index in range(1, count + 1):
             name = f"conv{stage}/conv{stage}_{index}"
             net = conv_relu(store, net, name, filters, 3)
-            end_points[f"{scope}/{name}"] = net
+            net = edits.end_point(end_points, f"{scope}/{name}", net)
         net = layers.max_pool(net, 2, 2, "VALID")
-        end_points[f"{scope}/pool{stage}"] = net
+        net = edits.end_point(end_points, f"{scope}/pool{stage}", net)
     net = conv_relu(store, net, "fc6", FC_UNITS, 7, padding="VALID")
-    end_points[f"{scope}/fc6"] = net
+    net = edits.end_point(end_points, f"{scope}/fc6", net)
     net = conv_relu(store, net, "fc7", FC_UNITS, 1)
-    end_points[f"{scope}/fc7"] = net
+    net = edits.end_point(end_points, f"{scope}/fc7", net)
     net = conv_relu(store, net, "fc8", num_classes, 1, activation=None)
     logits = tf.squeeze(net, axis=[1, 2])
     end_points[f"{scope}/fc8"] = logits  # slim records the squeezed logits under fc8

@@ -36,6 +36,13 @@ DEFAULT_TAPS = {"inception_v3": "Mixed_5b", "inception_v4": "Mixed_5e", "incepti
                 "vgg_19": "vgg_19/conv3/conv3_4"}
 
 
+def paper_tap(member, layer: str = "") -> str:
+    """The end-point name of tap `layer` on `member`; empty `layer`: the family's paper layer, else "mid"
+    (`features.FeatureError`, one line, for a tap the member lacks)."""
+    architecture = getattr(getattr(member, "spec", None), "architecture", "")
+    return member.feature_tap(layer or DEFAULT_TAPS.get(architecture, "mid"))
+
+
 def _mean_over_features(tensor):
     return tf.reduce_mean(tensor, axis=list(range(1, tensor.shape.rank)))
 
@@ -53,8 +60,7 @@ class FeatureObjective(Objective):
                            "else 'mid').")
 
     def tap(self, member) -> str:
-        architecture = getattr(getattr(member, "spec", None), "architecture", "")
-        return member.feature_tap(self.layer or DEFAULT_TAPS.get(architecture, "mid"))
+        return paper_tap(member, self.layer)
 
     def value(self, logits, labels, targets):
         raise self.error("is feature-level: it needs a surrogate with named feature taps")
@@ -114,6 +120,9 @@ class FIA(FeatureObjective):
     samples: int = param(30, "Random masks N (paper and code: 30).", low=1)
     drop: float = param(0.3, "Drop probability of each pixel and channel (paper README: 0.3; its flag default 0.1).",
                         low=0.0, high=0.99)
+
+    def setup_passes(self):
+        return self.samples, 0
 
     def masked_copies(self, clean, generator):
         """`copies_of(ks) -> [len(ks), B, H, W, 3]`: the clean batch under random masks number ks."""
@@ -205,6 +214,9 @@ class NAA(FeatureObjective):
     noise: float = param(0.1, "Std of the Gaussian noise added to x on the path, in [0, 1] pixel units (its code: 0.2 "
                               "in Inception's [-1, 1] units; 0 = TransferAttack's noiseless path).", low=0.0)
 
+    def setup_passes(self):
+        return self.samples, 0  # and the black baseline's features: one image
+
     def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
         shape = [self.samples] + clean.shape.as_list()
         noise = generator.normal(shape, stddev=self.noise) if self.noise else tf.zeros(shape, clean.dtype)
@@ -239,6 +251,9 @@ class ILA(FeatureObjective):
                                 "steps of eps/10).", low=1)
     base_momentum: float = param(1.0, "Momentum of the base attack (0: I-FGSM, the official code's first base).",
                                  low=0.0)
+
+    def setup_passes(self):
+        return self.base_steps, 2  # the base attack; then the clean and guide features in one stacked pass
 
     def prepare_model(self, model, clean, labels, eps: float):
         alpha = eps / self.base_steps
@@ -278,6 +293,9 @@ class BFA(FeatureObjective):
     samples: int = param(30, "Fitted images N (TransferAttack: 30).", low=1)
     eta: float = param(28.0, "L2 length of the move from the clean image, in [0, 1] pixel units (TransferAttack: "
                              "28).", low=0.0)
+
+    def setup_passes(self):
+        return self.samples + 1, 0  # the clean image starts the chain
 
     def prepare(self, member, tap, clean, labels, generator, per_pass, shared=None):
         def one_pass(images):
