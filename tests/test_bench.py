@@ -101,6 +101,20 @@ def test_model_passes_count_every_pass(preset, overrides, passes):
     assert tfattack.attacks.build(preset, steps=10, **overrides).config.model_passes() == passes
 
 
+@pytest.mark.parametrize("preset,passes,forward_only", [
+    ("fia", 10 + 30, 0),    # 30 masked copies weigh the features once per call
+    ("rpa", 10 + 60, 0),    # 60 patch-noised copies
+    ("bfa", 10 + 31, 0),    # the clean image and 30 fitted ones
+    ("ila", 10 + 10, 2),    # the 10-step base attack, then the clean and guide features
+    ("cfm", 10, 1),         # one recording pass of the clean batch
+    ("ilpd", 10, 10),       # a noisy clean image's reference features at every step
+    ("ghost", 10, 0),
+])
+def test_setup_and_forward_only_passes_are_counted(preset, passes, forward_only):
+    config = tfattack.attacks.build(preset, steps=10).config
+    assert (config.model_passes(), config.forward_only_passes()) == (passes, forward_only)
+
+
 # ----- the TF1 peer computes tfattack's MI-FGSM -----
 
 @pytest.fixture(scope="module")

@@ -173,7 +173,8 @@ class AttackConfig:
     def model_passes(self, steps=None) -> int:
         """Batch-sized forward+input-gradient passes through the model in a run of `steps` iterations (default: the
         config's), counting copies, estimator samples, transform searches (DeCoWA), bare passes (RAP, from step 0)
-        and one-off init passes (GIMI): what the benchmarks divide the attack's time by."""
+        and one-off passes (GIMI's pre-phase, the feature-level objectives' weighting): what the benchmarks divide
+        the attack's time by."""
         steps = self.steps if steps is None else steps
         per_copy = 1
         for transform in self.active_transforms:
@@ -182,7 +183,16 @@ class AttackConfig:
         for estimator in self.estimators:
             bare += estimator.bare_passes()
         per_step = self.copies * per_copy * self.gradient_evaluations + bare
-        return steps * per_step + self.copies * per_copy * self.update.init_evaluations()
+        return (steps * per_step + self.copies * per_copy * self.update.init_evaluations()
+                + self.objective.setup_passes()[0])
+
+    def forward_only_passes(self, steps=None) -> int:
+        """Batch-sized forward passes without a gradient in a run of `steps` iterations: the feature-level
+        objectives' set-up (ILA's pair of clean and guide features, NAA's black baseline) and the forward edits'
+        reference passes (CFM once, ILPD every step)."""
+        steps = self.steps if steps is None else steps
+        return self.objective.setup_passes()[1] + sum(f.forward_only_passes(steps) for f in self.forward
+                                                      if not f.is_identity)
 
     def find(self, cls):
         """The first component of class `cls` in any slot, or None."""

@@ -124,7 +124,8 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
             passes = config.model_passes(num_iter)
             batch = batch_for(config, batch_size)
             row = {"preset": preset, "jit_compile": jit, "batch": batch, "num_iter": num_iter,
-                   "gradient_evaluations": evaluations, "model_passes_per_call": passes, "members": list(names),
+                   "gradient_evaluations": evaluations, "model_passes_per_call": passes,
+                   "forward_only_passes_per_call": config.forward_only_passes(num_iter), "members": list(names),
                    "compute_dtype": compute_dtype}
             if jit and images_per_pass(config, batch) > xla_max_images_per_pass:
                 row["error"] = (f"not run: {images_per_pass(config, batch)} images per pass under XLA "
@@ -155,8 +156,11 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
 HEADER_NOTE = (
     "ratio = attack s per call ÷ (model passes per call × Σ members' forward+input-gradient s at the same batch): "
     "the overhead of the attack machinery. Model passes count input copies × estimator samples per iteration, plus "
-    "DeCoWA's warp-search passes, RAP's bare inner steps (timed from its late start: late_start=0) and GIMI's "
-    "pre-phase. Presets with copies do several evaluations per iteration by "
+    "DeCoWA's warp-search passes, RAP's bare inner steps (timed from its late start: late_start=0), GIMI's "
+    "pre-phase and the feature-level objectives' once-per-call weighting passes (FIA 30, RPA 60, NAA 30, BFA 31, "
+    "ILA's 10-step base attack), all in the 'passes/call' column. Forward passes without a gradient (ILA's "
+    "feature pair, CFM's recording, ILPD's reference at every step) are listed after the '+' and are not in the "
+    "ratio's denominator. Presets with copies do several evaluations per iteration by "
     "design (SI 5, Admix 15, VT 21; DI/TI/NI add none) and are timed at batch ⌊batch/evaluations⌋ (≥ 1), because "
     "the engine stacks copies along the batch. nips17_fgsm and nips17_mi_fgsm also run one forward pass per call "
     "for the predicted labels, spread over the timed iterations. VT (vmi/vni) with XLA: the neighbours' gradients "
@@ -167,10 +171,14 @@ HEADER_NOTE = (
 
 def markdown_table(rows: Sequence[Dict], title: str = "") -> str:
     lines = ([title, ""] if title else []) + [HEADER_NOTE, "",
-             "| preset | XLA | batch | grad evals/iter | s/img/iter | members fwd+grad s/img | ratio | first call s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| preset | XLA | batch | grad evals/iter | passes/call | s/img/iter | members fwd+grad s/img | ratio | "
+             "first call s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        head = f"| {r['preset']} | {'on' if r['jit_compile'] else 'off'} | {r['batch']} | {r['gradient_evaluations']} |"
+        passes = f"{r['model_passes_per_call']}" + (f" + {r['forward_only_passes_per_call']} fwd"
+                                                    if r.get("forward_only_passes_per_call") else "")
+        head = (f"| {r['preset']} | {'on' if r['jit_compile'] else 'off'} | {r['batch']} | "
+                f"{r['gradient_evaluations']} | {passes} |")
         if "error" in r:
             lines.append(f"{head} error: {r['error']} | | | |")
             continue
