@@ -3,6 +3,7 @@
   python scripts/benchmark.py --what=models [--models=inception_v3,vgg_19] [--batch_size=8] [--jit_compile]
   python scripts/benchmark.py --what=accuracy [--num_images=1000]
   python scripts/benchmark.py --what=transfer --num_images=50 --num_images_expensive=10
+  python scripts/benchmark.py --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single]
   python scripts/benchmark.py --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
   python scripts/benchmark.py --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
   python scripts/benchmark.py --what=memory [--memory_runs=admix_ti_dim:0,admix_ti_dim:5]
@@ -42,7 +43,12 @@ flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call pe
 flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for the attacks with many gradient "
                      "evaluations per step (SI, VT, Admix, augmentations).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: the attacks (rows) to run; default: the protocol's table "
-                  "(every attack but the 'TI-DI-MI bf16' variant).")
+                  "(every attack but the 'TI-DI-MI bf16' variant and the engine-v2 methods), with --targeted every "
+                  "targeted row.")
+flags.DEFINE_boolean("targeted", False, "--what=transfer: the targeted table instead: rows Logit, Po+Trip, CFM, SU, "
+                     "Logit-Margin (each at its preset: 300 iterations of 2/255 with TI/DI/MI), each image attacked "
+                     "towards the DEV CSV's TargetClass, scored by target hit rate; written as transfer_targeted.* "
+                     "with its sets under OUTPUT_DIR/transfer_targeted.")
 flags.DEFINE_float("max_epsilon", 16, "--what=transfer: eps in pixels (of 255); the protocol's is 16. Another eps "
                    "needs its own --output_dir (crafted images are reused only for the same settings).")
 flags.DEFINE_list("sources", [], "--what=transfer: the source settings (single, ensemble) to run; default both.")
@@ -248,7 +254,9 @@ def run_speed():
 def run_transfer():
     from tfattack.bench import transfer
     data_dir = FLAGS.data_dir or os.path.join(SHARED, "nips17_dev")
-    folder = os.path.join(FLAGS.output_dir, "transfer")
+    # Targeted sets, kept scores and table files have a tree and names of their own: never mixed with untargeted ones.
+    table = "transfer_targeted" if FLAGS.targeted else "transfer"
+    folder = os.path.join(FLAGS.output_dir, table)
     for name in ("num_images", "num_images_expensive"):
         if FLAGS[name].value < 1:
             raise UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
@@ -261,22 +269,28 @@ def run_transfer():
     if unknown:
         raise UsageError(f"--attack_names: unknown {', '.join(unknown)}; "
                          f"known: {', '.join(transfer.ATTACKS)}")
+    mixed = transfer.of_the_other_kind(FLAGS.attack_names, FLAGS.targeted)
+    if mixed and FLAGS.targeted:
+        raise UsageError(f"--attack_names: {', '.join(mixed)} not in the targeted table; with --targeted choose "
+                         f"among {', '.join(transfer.TARGETED)}")
+    if mixed:
+        raise UsageError(f"--attack_names: {', '.join(mixed)} in the targeted table only; add --targeted")
     sources = FLAGS.sources or tuple(transfer.SOURCES)
     stranded = [n for n in FLAGS.attack_names if not transfer.table_sets(sources, [n])]
     if stranded:
         raise UsageError(f"--attack_names: {', '.join(stranded)} attack ensembles only; add --sources=ensemble")
     payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                            num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
-                           attacks=FLAGS.attack_names or transfer.TABLE, batch_size=10, seed=FLAGS.seed,
-                           max_epsilon=FLAGS.max_epsilon, sources=sources,
-                           craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
+                           attacks=FLAGS.attack_names or None, batch_size=10, seed=FLAGS.seed,
+                           max_epsilon=FLAGS.max_epsilon, sources=sources, craft_only=FLAGS.craft_only,
+                           targeted=FLAGS.targeted, log=lambda line: print(line, file=sys.stderr))
     if payload is None:
         print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
               file=sys.stderr)
         return
-    transfer.write_csv(payload, os.path.join(FLAGS.output_dir, "transfer.csv"))
-    transfer.heatmap(payload, os.path.join(FLAGS.output_dir, "transfer.png"))
-    write_result("transfer", payload, transfer.markdown(payload))
+    transfer.write_csv(payload, os.path.join(FLAGS.output_dir, f"{table}.csv"))
+    transfer.heatmap(payload, os.path.join(FLAGS.output_dir, f"{table}.png"))
+    write_result(table, payload, transfer.markdown(payload))
 
 
 def run() -> int:

@@ -1,5 +1,6 @@
 """scripts/benchmark.py --what=transfer on a few real images: the table's files, and exact reproducibility."""
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -180,6 +181,12 @@ def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_p
     assert transfer._score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
     assert transfer._score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
     assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10, victims="other weights") != key
+    # Targeted sets are scored by target hits: their scores never stand for untargeted ones, nor for other targets.
+    targeted = transfer._score_key(dataset, keys, folders, seed=0, batch_size=10, targeted=True)
+    assert targeted != key
+    retargeted = dataclasses.replace(dataset, targets=dataset.targets[::-1].copy())
+    assert transfer._score_key(retargeted, keys, folders, seed=0, batch_size=10, targeted=True) != targeted
+    assert transfer._score_key(retargeted, keys, folders, seed=0, batch_size=10) == key
     rewritten = data.output_path(folders[1], dataset.ids[1])
     os.utime(rewritten, ns=(1, 1))  # a re-crafted image (new mtime) invalidates the kept scores
     assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
@@ -257,7 +264,8 @@ def transfer_error(tmp_path, *args):
                             cwd=REPO, timeout=600)
     lines = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
-    assert not (tmp_path / "out" / "transfer").exists()  # nothing crafted before the error
+    for table in ("transfer", "transfer_targeted"):
+        assert not (tmp_path / "out" / table).exists()  # nothing crafted before the error
     return lines[0]
 
 
@@ -280,3 +288,102 @@ def test_too_many_images_and_a_missing_model_fail_before_any_crafting(tmp_path):
     assert transfer_error(tmp_path, "--num_images=5000").endswith("nips17_dev has 1000 images")
     line = transfer_error(tmp_path, "--num_images=2", f"--model_dir={tmp_path / 'no_models'}")
     assert line.startswith("benchmark.py: error: weights for model 'mobilenet_v1_075' not found (looked in ")
+
+
+def test_targeted_rows_are_a_table_of_their_own_at_their_presets_schedule():
+    from tfattack.bench import transfer
+
+    assert transfer.TARGETED == {"Logit": "logit_ti_di_mi_fgsm", "Po+Trip": "po_trip_ti_di_mi_fgsm", "CFM": "cfm",
+                                 "SU": "su", "Logit-Margin": "logit_margin"}
+    assert not set(transfer.TARGETED) & (set(transfer.TABLE) | set(transfer.EXPENSIVE))
+    assert transfer.of_the_other_kind(["FGSM", "Logit", "SU", "BSR"], targeted=True) == ["FGSM", "BSR"]
+    assert transfer.of_the_other_kind(["FGSM", "Logit", "SU", "BSR"], targeted=False) == ["Logit", "SU"]
+    for name in transfer.TARGETED:  # the preset's 300 steps of 2/255 at eps 16; the step scales with eps
+        config = transfer.build_attack(name, 0).config
+        assert (config.steps, round(config.alpha * 255, 6), round(config.eps * 255, 6)) == (300, 2.0, 16.0), name
+        config = transfer.build_attack(name, 0, max_epsilon=4).config
+        assert (config.steps, round(config.alpha * 255, 6), round(config.eps * 255, 6)) == (300, 0.5, 4.0), name
+    protocol = transfer.targeted_protocol(tuple(transfer.TARGETED), 0, 16)
+    assert (protocol["eps"], protocol["steps"], protocol["step"]) == ("16/255", 300, "2/255")
+    assert protocol["components"]["CFM"]["forward"].startswith("cfm:")
+    with pytest.raises(ValueError, match="^FGSM: not rows of the targeted table$"):
+        transfer.run("no data", "no models", "no output", num_images=2, num_images_expensive=2, attacks=["FGSM"],
+                     targeted=True)
+
+
+def test_rows_of_the_other_table_are_one_line_errors(tmp_path):
+    assert transfer_error(tmp_path, "--targeted", "--attack_names=Logit,FGSM,TI-DI-MI") == (
+        "benchmark.py: error: --attack_names: FGSM, TI-DI-MI not in the targeted table; with --targeted choose among "
+        "Logit, Po+Trip, CFM, SU, Logit-Margin")
+    assert transfer_error(tmp_path, "--attack_names=FGSM,SU") == (
+        "benchmark.py: error: --attack_names: SU in the targeted table only; add --targeted")
+
+
+def set_made_by_hand(folder: Path, dataset, pictures, settings):
+    """An adversarial set whose run record vouches for `pictures` (ImageId -> the DEV image whose pixels stand in
+    for it) as made with `settings`, towards the dataset's targets: a run with those settings crafts nothing."""
+    import shutil
+
+    from tfattack import data, record
+
+    folder.mkdir(parents=True)
+    images = {}
+    for position, image_id in enumerate(dataset.ids):
+        output = data.output_path(str(folder), image_id)
+        shutil.copyfile(pictures[image_id], output)
+        images[image_id] = {"source": record.file_sha256(dataset.paths[position]), "output": record.file_sha256(output),
+                            "label": int(dataset.labels[position]), "target": int(dataset.targets[position])}
+    record.RunRecord(str(folder / "run.json"), settings, images, {"status": "complete"}).save()
+
+
+@requires_shared
+def test_a_targeted_run_crafts_towards_the_targets_and_scores_target_hits(tmp_path, monkeypatch):
+    import tfattack
+    from shared_data import NIPS17_DEV, SHARED
+    from tfattack import data, pipeline
+    from tfattack.bench import transfer
+
+    models = str(SHARED / "real_models")
+    full = data.read_dataset(str(NIPS17_DEV / "images"), csv=str(NIPS17_DEV / "dev_dataset.csv"))
+    dataset = full.select(full.ids[:2])
+    # 300 steps would take minutes, so the set is made by hand: the first image's pixels are those of a DEV image of
+    # its target class (a target hit), the second's those of the first image (a miss, yet an untargeted success).
+    first, second = dataset.ids
+    of_target = full.paths[list(full.labels).index(dataset.targets[0])]
+    pictures = {first: of_target, second: dataset.paths[0]}
+    surrogate = tfattack.models.Ensemble([tfattack.models.load("efficientnet_lite0", model_dir=models)])
+    settings = pipeline.run_settings(surrogate, transfer.build_attack("Logit", 0), targeted=True,
+                                     label_source="metadata", batch_size=10)
+    folder = tmp_path / "transfer_targeted" / "single" / "Logit"
+    set_made_by_hand(folder, dataset, pictures, settings)
+    asked = []
+    crafting = pipeline.attack_dataset
+    monkeypatch.setattr(pipeline, "attack_dataset", lambda *args, **kwargs: asked.append(kwargs["targeted"]) or
+                        crafting(*args, **kwargs))
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: None)  # nothing is crafted here
+    said = []
+    payload = transfer.run(str(NIPS17_DEV), models, str(tmp_path / "transfer_targeted"), num_images=2,
+                           num_images_expensive=2, attacks=["Logit"], sources=["single"], targeted=True,
+                           log=said.append)
+    # Asked untargeted, the set's record (targeted) would have refused the run.
+    assert asked == [True] and any(l.endswith(" s (2 already there)") for l in said), said
+    assert payload["targeted"] is True and (payload["protocol"]["steps"], payload["protocol"]["step"]) == (300, "2/255")
+    plain = {r["victim"]: r for r in payload["rows"] if r["defense"] == "none"}
+    assert set(plain) == set(transfer.VICTIMS)
+    for victim in transfer.VICTIMS:  # the hits, counted here from the victims' own predictions on the files
+        model = tfattack.models.load(victim, model_dir=models)
+
+        def predicted(paths):
+            return np.argmax(model(np.stack([data.read_image_uint8(p) for p in paths]) / np.float32(255)), -1)
+
+        clean_correct = predicted(dataset.paths) == dataset.labels
+        adversarial = predicted([data.output_path(str(folder), i) for i in dataset.ids])
+        hits = (adversarial == dataset.targets) & clean_correct
+        assert hits.any() and ((adversarial != dataset.labels) & clean_correct & ~hits).any(), victim
+        row = plain[victim]
+        assert row["success_rate"] == hits.sum() / clean_correct.sum(), victim
+        assert row["success_rate_all"] == ((adversarial == dataset.targets).mean()), victim
+    assert transfer.markdown(payload).startswith("Targeted transfer: target hit rate (%) (prediction == the DEV "
+                                                 "CSV's TargetClass) over the images each victim classifies "
+                                                 "correctly when clean; eps 16/255, 300 iterations of 2/255;")
+    assert len(list((tmp_path / "transfer_targeted" / "scores").glob("*.json"))) == 1

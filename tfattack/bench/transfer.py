@@ -4,6 +4,10 @@ Protocol (issue 6): eps 16/255, 10 iterations, step eps/10, mu 1, the papers' de
 (DI p 0.5, TI kernel 7, SI 5 copies, VT N 20 beta 1.5, Admix eta 0.2 with 3 copies); ground-truth
 labels; success over the images each victim classifies correctly when clean. Every adversarial image
 goes through the 8-bit PNG files that `pipeline.attack_dataset` writes, and is scored from them.
+
+The targeted table (`run(..., targeted=True)`, rows TARGETED): each attack at its preset (300 iterations of
+2/255 with TI/DI/MI, the setting of Zhao et al. NeurIPS 2021), eps as above; each image is attacked towards
+the DEV CSV's TargetClass and a victim's prediction counts only when it is that class (the target hit rate).
 """
 
 from __future__ import annotations
@@ -58,14 +62,19 @@ MODERN = {"BSR": "bsr", "BSR-TI-DIM": "bsr_ti_dim", "SIA": "sia", "SSA": "ssa", 
           # The ensemble strategies: crafted on the ensemble source only.
           "SVRE": "svre", "CWA": "cwa", "AdaEA": "adaea", "SMER": "smer"}
 ATTACKS.update({name: (preset, {}) for name, preset in MODERN.items()})
+# The targeted table's rows (--targeted), each at its preset. They attack the DEV CSV's TargetClass and are
+# scored by target hits, so they never share a table with the untargeted rows.
+TARGETED = {"Logit": "logit_ti_di_mi_fgsm", "Po+Trip": "po_trip_ti_di_mi_fgsm", "CFM": "cfm", "SU": "su",
+            "Logit-Margin": "logit_margin"}
+ATTACKS.update({name: (preset, {}) for name, preset in TARGETED.items()})
 ATTACKS["OPS"] = ("ops", {"copies_per_pass": 30})  # 901 inputs per image per gradient: 30 at a time bound memory
-# Rows whose paper fixes its own schedule (MIG 25 steps, MEF 20 of 1.6/255, RAP 400 of 2/255): the preset's steps
-# are kept and an explicit step size scales with eps (the papers' eps is 16).
-PAPER_SCHEDULE = tuple(name for name, preset in MODERN.items()
+# Rows whose paper fixes its own schedule (MIG 25 steps, MEF 20 of 1.6/255, RAP 400 of 2/255, the targeted rows'
+# 300 of 2/255): the preset's steps are kept and an explicit step size scales with eps (the papers' eps is 16).
+PAPER_SCHEDULE = tuple(name for name, preset in {**MODERN, **TARGETED}.items()
                        if tfattack.attacks.PRESETS[preset].steps not in (1, COMMON["steps"])
                        or tfattack.attacks.PRESETS[preset].step_size)
 # The protocol's table; the other rows (the bf16 variant, the engine-v2 methods) are asked for by name.
-TABLE = tuple(n for n in ATTACKS if not n.endswith(" bf16") and n not in MODERN)
+TABLE = tuple(n for n in ATTACKS if not n.endswith(" bf16") and n not in MODERN and n not in TARGETED)
 EXPENSIVE = ("SI-NI-TI-DIM", "VMI-TI-DIM", "Admix-TI-DIM", "TI-DI-MI+Aug") + tuple(
     name for name, preset in MODERN.items()
     if tfattack.attacks.PRESETS[preset].copies * tfattack.attacks.PRESETS[preset].gradient_evaluations > 1
@@ -74,6 +83,12 @@ BATCH_POOLED = ("Admix-TI-DIM",)  # attacks whose copies draw on the other image
 SOURCES = {"single": ("efficientnet_lite0",), "ensemble": ("efficientnet_lite0", "mobilenet_v1_075", "tiny_darknet")}
 ENSEMBLE_ONLY = tuple(name for name, preset in MODERN.items()
                       if any(getattr(e, "ensemble_strategy", False) for e in tfattack.attacks.PRESETS[preset].estimators))
+
+
+def of_the_other_kind(attacks: Sequence[str], targeted: bool) -> List[str]:
+    """The names among `attacks` that belong to the other table (targeted rows in an untargeted run, or the
+    reverse), in their order."""
+    return [name for name in attacks if (name in TARGETED) != targeted]
 
 
 def table_sets(sources: Sequence[str], attacks: Sequence[str]) -> List[tuple]:
@@ -154,9 +169,10 @@ def _read_kept_scores(path: str, num_sets: int, count: int, log) -> Optional[Lis
     return scored
 
 
-def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log) -> List[Dict]:
-    """Scores the sets of one image subset together: each clean image goes through each victim and defense once."""
-    sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}")
+def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log, targeted: bool = False) -> List[Dict]:
+    """Scores the sets of one image subset together: each clean image goes through each victim and defense once.
+    Targeted sets (their run records say so) succeed where the prediction is the image's target."""
+    sets = [evaluation_lib.read_adv_set(folder, name=f"{source}/{name}", targeted=targeted)
             for (source, name), folder in zip(keys, folders)]
     count = len(dataset)
     log(f"transfer: scoring {len(sets)} sets on {count} images")
@@ -184,8 +200,9 @@ def victim_fingerprint(victims) -> str:
     return ";".join(f"{model.name}:" + ",".join(f"{v:.2f}" for v in model(batch).numpy()[0]) for model in victims)
 
 
-def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "") -> str:
-    """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings.
+def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False) -> str:
+    """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
+    (targeted-ness and the targets among them: a targeted set is scored by target hits).
 
     Scoring 1000 images takes about an hour on a 2-core CPU; with this key a rerun, or a run that adds rows
     of another image subset, rescores only the groups whose inputs changed. (rp's random draws follow the
@@ -202,11 +219,12 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(name.encode() + f.read())
     digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims,
-                              "defenses": DEFENSES, "sets": keys}).encode())
+                              "defenses": DEFENSES, "sets": keys, "targeted": targeted}).encode())
     labels = dataset.require_labels()
-    for image_id, path, label in zip(dataset.ids, dataset.paths, labels):
+    targets = dataset.require_targets() if targeted else [None] * len(dataset)
+    for image_id, path, label, target in zip(dataset.ids, dataset.paths, labels, targets):
         stat = os.stat(path)
-        digest.update(f"{image_id} {label} {stat.st_size} {stat.st_mtime_ns}".encode())
+        digest.update(f"{image_id} {label} {target} {stat.st_size} {stat.st_mtime_ns}".encode())
         for folder in folders:  # file identity by size and time, not path: relative and absolute dirs agree
             adv = data.output_path(folder, image_id)
             stat = os.stat(adv) if os.path.exists(adv) else None
@@ -215,13 +233,21 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
 
 
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
-        attacks: Sequence[str] = TABLE, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
-        seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, log=print) -> Dict | None:
+        attacks: Optional[Sequence[str]] = None, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
+        seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, targeted: bool = False,
+        log=print) -> Dict | None:
     """Crafts every (source, attack) set under `output_dir`, then scores them all; returns the table data.
 
-    With `craft_only` it stops after crafting (returns None): the sets can be crafted in several runs, or on
-    another machine, and scored once at the end (crafted images already on disk are never redone).
+    `attacks`: the rows; default TABLE, or with `targeted` every row of TARGETED. `targeted`: the targeted
+    table, whose rows attack each image towards its TargetClass and are scored by target hits (rows of the
+    other table are a ValueError). With `craft_only` it stops after crafting (returns None): the sets can be
+    crafted in several runs, or on another machine, and scored once at the end (crafted images already on disk
+    are never redone).
     """
+    attacks = tuple(attacks or (TARGETED if targeted else TABLE))
+    mixed = of_the_other_kind(attacks, targeted)
+    if mixed:
+        raise ValueError(f"{', '.join(mixed)}: not rows of the {'targeted' if targeted else 'untargeted'} table")
     tf.config.experimental.enable_op_determinism()  # a rerun with the same seed reproduces the table
     full = data.read_dataset(os.path.join(data_dir, "images"), csv=os.path.join(data_dir, "dev_dataset.csv"))
     if num_images > len(full):
@@ -245,7 +271,7 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
             # The earlier runs' crafting time goes into the record from its first write: a run killed in
             # this set leaves it there for the next one to add to.
             summary = pipeline.attack_dataset(
-                dataset, folder, surrogate, attack, batch_size=size, targeted=False,
+                dataset, folder, surrogate, attack, batch_size=size, targeted=targeted,
                 info={"surrogates": list(SOURCES[source]), "environment": runs.environment(),
                       **({"crafting": earlier} if earlier else {})},
                 progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
@@ -273,28 +299,54 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
     fingerprint = victim_fingerprint(victims)
     for count, keys in groups.items():
         folders = [os.path.join(output_dir, source, name) for source, name in keys]
-        key = _score_key(subsets[count], keys, folders, seed, batch_size, fingerprint)
+        key = _score_key(subsets[count], keys, folders, seed, batch_size, fingerprint, targeted)
         cache = os.path.join(output_dir, "scores", key + ".json")
         scored = _read_kept_scores(cache, len(keys), count, log)
         if scored is None:
-            scored = _score(subsets[count], keys, folders, victims, seed, batch_size, log)
+            scored = _score(subsets[count], keys, folders, victims, seed, batch_size, log, targeted)
             runs.write_json_atomic(cache, scored)
         for row in scored:
             found.setdefault((row["source"], row["attack"]), []).append(row)
     rows = [row for key in order for row in found[key]]
-    protocol = {"eps": f"{max_epsilon:g}/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5,
-                "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
+    if targeted:
+        protocol = targeted_protocol(attacks, seed, max_epsilon)
+    else:
+        protocol = {"eps": f"{max_epsilon:g}/255", "steps": 10, "step": "eps/10", "momentum": 1.0, "di_prob": 0.5,
+                    "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
     configs = {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v for k, v in ATTACKS[n][1].items()}]
                for n in attacks}
-    return {"rows": rows, "crafting_seconds_per_image": timings, "num_images": num_images,
+    return {"rows": rows, "targeted": targeted, "crafting_seconds_per_image": timings, "num_images": num_images,
             "num_images_expensive": num_images_expensive, "seed": seed, "protocol": protocol,
             "sources": {k: list(v) for k, v in SOURCES.items() if k in sources}, "victims": list(VICTIMS),
             "defenses": list(DEFENSES), "attacks": configs}
 
 
+def targeted_protocol(attacks: Sequence[str], seed: int, max_epsilon: float) -> Dict:
+    """The targeted table's protocol as the rows' built attacks have it: a setting the rows share is one
+    value, one they do not is given per row."""
+    configs = {name: build_attack(name, seed, max_epsilon).config for name in attacks}
+
+    def setting(value_of):
+        values = {name: value_of(config) for name, config in configs.items()}
+        return next(iter(values.values())) if len(set(values.values())) == 1 else values
+
+    return {"eps": f"{max_epsilon:g}/255", "steps": setting(lambda c: c.steps),
+            "step": setting(lambda c: f"{round(c.alpha * 255, 4):g}/255"),
+            "labels": "each image is attacked towards the DEV CSV's TargetClass",
+            "success": "prediction == TargetClass, over the images the victim classifies correctly when clean "
+                       "(success_rate_all: over all images)",
+            "components": {name: {slot: spec for slot, spec in config.spec().items() if spec != "none"}
+                           for name, config in configs.items()}}
+
+
 def columns(payload) -> List[tuple]:
     cols = [(v, "none") for v in payload["victims"]] + [(DEFENDED_VICTIM, d) for d in payload["defenses"]]
     return cols
+
+
+def _per_row(setting) -> str:
+    """A protocol setting the rows share, or one per row (a dict)."""
+    return ", ".join(f"{v} ({name})" for name, v in setting.items()) if isinstance(setting, dict) else str(setting)
 
 
 def markdown(payload) -> str:
@@ -305,8 +357,14 @@ def markdown(payload) -> str:
     header = ["source", "attack", "images", "craft s/img"] + [names.get(v, v) + ("" if d == "none" else f" + {d}")
                                                               for v, d in cols]
     expensive = [n for n in EXPENSIVE if n in payload["attacks"]]
-    lines = [f"Untargeted success rate (%) over the images each victim classifies correctly when clean; "
-             f"eps {payload['protocol']['eps']}, 10 iterations; craft s/img = crafting seconds per image on this "
+    protocol = payload["protocol"]
+    if payload.get("targeted"):
+        rate, schedule = "Targeted transfer: target hit rate (%) (prediction == the DEV CSV's TargetClass)", (
+            f"{_per_row(protocol['steps'])} iterations of {_per_row(protocol['step'])}")
+    else:
+        rate, schedule = "Untargeted success rate (%)", f"{protocol['steps']} iterations"
+    lines = [f"{rate} over the images each victim classifies correctly when clean; "
+             f"eps {protocol['eps']}, {schedule}; craft s/img = crafting seconds per image on this "
              f"machine's CPU (tracing included); first {payload['num_images']} NIPS'17 DEV images"
              + (f" ({payload['num_images_expensive']} for {', '.join(expensive)})" if expensive else "")
              + ". Sources: " + "; ".join(
@@ -363,8 +421,10 @@ def heatmap(payload, path: str) -> None:
             if np.isfinite(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if grid[i, j] < 50 else "black")
-    fig.colorbar(image, ax=ax, label="success rate (%)")
-    ax.set_title(f"Transfer success rate (untargeted, eps {payload['protocol']['eps']})")
+    protocol, targeted = payload["protocol"], payload.get("targeted")
+    fig.colorbar(image, ax=ax, label="target hit rate (%)" if targeted else "success rate (%)")
+    ax.set_title(f"Targeted transfer: target hit rate (%) (eps {protocol['eps']}, {_per_row(protocol['steps'])} "
+                 f"iterations)" if targeted else f"Transfer success rate (untargeted, eps {protocol['eps']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
