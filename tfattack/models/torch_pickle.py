@@ -347,16 +347,12 @@ def load(path):
         raise FileNotFoundError(f"torch file {source} does not exist") from None
 
 
-def read_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
-    """A state dict as an ordered dict name -> np.ndarray.
-
-    Nested dicts (checkpoints like {"state_dict": {...}}) are flattened with "." between names; a
-    value that is not a tensor is an error naming it.
-    """
+def _flatten(obj, path) -> "collections.OrderedDict[str, np.ndarray]":
+    """Nested dicts flattened with "." between names; a value that is not a tensor is an error naming it."""
     flat = collections.OrderedDict()
 
-    def walk(obj, prefix):
-        for key, value in obj.items():
+    def walk(node, prefix):
+        for key, value in node.items():
             name = f"{prefix}{key}"
             if isinstance(value, Mapping):
                 walk(value, name + ".")
@@ -365,8 +361,45 @@ def read_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
             else:
                 raise TorchPickleError(f"{path}: entry {name!r} is not a tensor (it is a {type(value).__name__})")
 
+    walk(obj, "")
+    return flat
+
+
+def _load_mapping(path) -> Mapping:
     obj = load(path)
     if not isinstance(obj, Mapping):
         raise TorchPickleError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    walk(obj, "")
+    return obj
+
+
+def read_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
+    """A state dict as an ordered dict name -> np.ndarray; nested dicts (checkpoints like {"state_dict": {...}})
+    are flattened with "." between names, and a value that is not a tensor is an error naming it."""
+    return _flatten(_load_mapping(path), path)
+
+
+# Where training scripts and libraries put the model's weights inside a checkpoint dict (plain torchvision/timm
+# files are the state dict itself).
+WEIGHT_CONTAINERS = ("state_dict", "model_state_dict", "model")
+# The robustness library (Engstrom et al.) saves its AttackerModel: the classifier's weights under
+# "module.model.", a second copy under "module.attacker.model." and the input normaliser's buffers.
+ROBUSTNESS_EXTRAS = ("module.attacker.", "module.normalizer.", "attacker.", "normalizer.")
+WRAPPER_PREFIXES = ("module.model.", "module.", "model.")
+
+
+def read_model_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
+    """The model weights of a torch.save file, keyed as the bare model names them: the state dict itself, or the
+    one under "state_dict" / "model_state_dict" / "model" of a training checkpoint (its optimizer, epoch and
+    other entries are ignored); the robustness library's attacker copy and normaliser buffers dropped; a prefix
+    every key shares ("module.model.", DataParallel's "module.", "model.") removed."""
+    obj = _load_mapping(path)
+    for key in WEIGHT_CONTAINERS:
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    flat = _flatten(obj, path)
+    flat = collections.OrderedDict((k, v) for k, v in flat.items() if not k.startswith(ROBUSTNESS_EXTRAS))
+    for prefix in WRAPPER_PREFIXES:
+        if flat and all(k.startswith(prefix) for k in flat):
+            return collections.OrderedDict((k[len(prefix):], v) for k, v in flat.items())
     return flat

@@ -13,6 +13,7 @@ FAMILY_MODULES = (
     "tfattack.models.vgg",
     "tfattack.models.keras_applications",
     "tfattack.models.efficientnet_lite",
+    "tfattack.models.torchvision_resnet",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )

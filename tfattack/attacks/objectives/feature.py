@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from tfattack.attacks.components import Objective, param, register
 from tfattack.attacks.gradient_ops import normalize_l2
+from tfattack.models.torchvision_resnet import VARIANTS as TORCHVISION_RESNETS
 
 # The papers' layers in slim names (FIA: Mixed_5b for Inception-v3, conv3_3 for VGG-16; NAA: Mixed_5e for
 # Inception-v4, Conv2d_4a_3x3 for Inception-ResNet-v2, the end of the second stage for ResNets; slim puts a
@@ -34,6 +35,9 @@ DEFAULT_TAPS = {"inception_v3": "Mixed_5b", "inception_v4": "Mixed_5e", "incepti
                 "resnet_v2_50": "resnet_v2_50/block2", "resnet_v2_101": "resnet_v2_101/block2",
                 "resnet_v2_152": "resnet_v2_152/block2", "vgg_16": "vgg_16/conv3/conv3_3",
                 "vgg_19": "vgg_19/conv3/conv3_4"}
+# torchvision's ResNets, where the papers' code names its layers: the end of the second stage (FIA/NAA/ILPD on
+# ResNet-50: layer2, i.e. layer2.3).
+DEFAULT_TAPS.update({architecture: "layer2" for architecture in TORCHVISION_RESNETS})
 
 
 def paper_tap(member, layer: str = "") -> str:

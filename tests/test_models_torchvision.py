@@ -1,0 +1,127 @@
+"""torchvision's ResNet family against torchvision itself, the test-only oracle of requirements-oracles.txt, run in
+its own process by tests/torch_oracle.py: the same state-dict keys and shapes; the same logits, input gradients and
+stage features for the same weights, written by torch.save in its real formats (zip, and the robustness library's
+legacy-format training checkpoint); the loader's errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfattack.models as models
+from tfattack.models import loading, torchvision_resnet
+from tfattack.models.torch_pickle import TorchPickleError
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None,
+    reason="torch and torchvision are the oracle here: pip install -r requirements-oracles.txt")
+
+ORACLE = os.path.join(os.path.dirname(__file__), "torch_oracle.py")
+
+
+def run_oracle(tmp_path, architecture, *, seed=0, images=None, weights=None, robustness=False):
+    """(weight file path, reference arrays) from torchvision in a process of its own."""
+    images = np.random.default_rng(seed).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32) if images is None else images
+    weights = np.random.default_rng(seed + 1).normal(size=(len(images), 1000)).astype(np.float32) if weights is None \
+        else weights
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "weights.npy", weights)
+    command = [sys.executable, ORACLE, "torchvision", architecture, str(seed), str(tmp_path / "images.npy"),
+               str(tmp_path / "weights.npy"), str(tmp_path)] + (["--robustness"] if robustness else [])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = tmp_path / ("weights.ckpt" if robustness else "weights.pth")
+    return str(path), images, weights, dict(np.load(tmp_path / "reference.npz"))
+
+
+def ours_logits_and_gradient(classifier, x, weights):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = classifier(x)
+        total = tf.reduce_sum(logits * weights)
+    return logits.numpy(), tape.gradient(total, x).numpy()
+
+
+def relative(ours, theirs):
+    return np.abs(ours - theirs).max() / theirs.std()
+
+
+def torchvision_shapes(architecture):
+    code = ("import json, sys, torchvision; m = getattr(torchvision.models, sys.argv[1])(weights=None); "
+            "print(json.dumps({k: list(v.shape) for k, v in m.state_dict().items() "
+            "if not k.endswith('num_batches_tracked')}))")
+    done = subprocess.run([sys.executable, "-c", code, architecture], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
+
+
+@pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS))
+def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
+    network = loading.build_network(models.get(f"tv_{architecture}"))
+    assert network.expected_state_dict_shapes() == torchvision_shapes(architecture)
+
+
+# ResNet-18 (basic blocks), ResNet-50 (bottlenecks), ResNeXt-50 (grouped 3x3), Wide ResNet-50-2 (wider bottlenecks):
+# every code path of the family; ResNet-101/152 differ from ResNet-50 in unit counts only (keys checked above).
+@pytest.mark.parametrize("architecture", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"])
+def test_logits_and_input_gradients_equal_torchvisions(architecture, tmp_path):
+    path, x, weights, reference = run_oracle(tmp_path, architecture)
+    ours, our_gradient = ours_logits_and_gradient(models.load(f"tv_{architecture}", checkpoint=path), x, weights)
+    assert relative(ours, reference["logits"]) < 1e-4
+    # A random-weight ResNet's float32 input gradient is ill-conditioned (torch's own float32 and float64 gradients
+    # disagree at the percent level, pixel by pixel): compared in L2 norm, where a wrong padding, stride, group
+    # or shortcut is off by order one.
+    error = np.linalg.norm(our_gradient - reference["gradient"]) / np.linalg.norm(reference["gradient"])
+    assert error < 3e-2
+
+
+def test_stage_features_equal_torchvisions_from_a_robustness_checkpoint(tmp_path):
+    path, x, _, reference = run_oracle(tmp_path, "resnet50", seed=3, robustness=True)
+    classifier = models.load("tv_resnet50", checkpoint=path)
+    outputs = classifier.outputs(tf.constant(x), features=["early", "mid", "layer2.3", "layer4"])
+    assert relative(outputs.logits.numpy(), reference["logits"]) < 1e-4
+    for tap, stage in [("early", "layer1"), ("mid", "layer2"), ("layer4", "layer4")]:
+        assert relative(outputs.features[tap].numpy(), reference[stage]) < 1e-4
+    np.testing.assert_array_equal(outputs.features["mid"].numpy(), outputs.features["layer2.3"].numpy())
+
+
+def test_a_file_of_another_architecture_is_refused_in_one_line(tmp_path):
+    path, *_ = run_oracle(tmp_path, "resnet18", images=np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(TorchPickleError) as error:
+        models.load("tv_resnet50", checkpoint=path)
+    message = str(error.value)
+    assert "\n" not in message and path in message and "'tv_resnet50'" in message
+    assert "lacks" in message and "layer1.0.downsample.0.weight" in message and "another ResNet-family" in message
+
+
+def test_records_say_where_the_published_files_are():
+    spec = models.get("tv_resnet50_v2")
+    assert spec.url == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" and spec.sha256 == "11ad3fa6"
+    assert spec.architecture == "resnet50" and spec.preprocessing == "torchvision" and spec.image_size == 224
+    assert {s.name for s in models.specs() if s.name.startswith("tv_")} == {
+        "tv_resnet18", "tv_resnet50", "tv_resnet50_v2", "tv_resnet101", "tv_resnet152", "tv_resnext50_32x4d",
+        "tv_wide_resnet50_2"}
+
+
+@pytest.mark.parametrize("preset", ["sgm", "linbp", "bpa", "ghost", "ilpd", "fia"])
+def test_model_related_and_feature_level_presets_act_on_the_torchvision_layers(preset):
+    """Each method finds its paper's layer by torchvision's module name and changes the attack (not plain MI)."""
+    from tfattack.attacks import build
+
+    classifier = models.load("tv_resnet18", random_weights=True)
+    x = np.random.default_rng(5).uniform(0.1, 0.9, (1, 224, 224, 3)).astype(np.float32)
+    labels = np.array([7])
+    attack = build(preset, eps=4 / 255, steps=2, step_size=2 / 255)
+    adv = attack(classifier, x, labels).numpy()
+    assert np.abs(adv - x).max() <= 4 / 255 + 1e-6 and attack.trace_count == 1
+    plain = build("mi_fgsm", eps=4 / 255, steps=2, step_size=2 / 255)(classifier, x, labels).numpy()
+    assert not np.array_equal(adv, plain)

