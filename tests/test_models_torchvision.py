@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import tfattack.models as models
-from tfattack.models import loading, torchvision_resnet
+from tfattack.models import loading, torchvision_resnet, torchvision_vgg
 from tfattack.models.torch_pickle import TorchPickleError
 
 pytestmark = pytest.mark.skipif(
@@ -64,7 +64,7 @@ def torchvision_shapes(architecture):
     return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
 
 
-@pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS))
+@pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS) + list(torchvision_vgg.ARCHITECTURES))
 def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
     network = loading.build_network(models.get(f"tv_{architecture}"))
     assert network.expected_state_dict_shapes() == torchvision_shapes(architecture)
@@ -72,7 +72,8 @@ def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
 
 # ResNet-18 (basic blocks), ResNet-50 (bottlenecks), ResNeXt-50 (grouped 3x3), Wide ResNet-50-2 (wider bottlenecks):
 # every code path of the family; ResNet-101/152 differ from ResNet-50 in unit counts only (keys checked above).
-@pytest.mark.parametrize("architecture", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"])
+# VGG-16-BN: VGG's convolutions, pools and NCHW flatten, plus batch norm (VGG-16/19 differ in counts only).
+@pytest.mark.parametrize("architecture", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg16_bn"])
 def test_logits_and_input_gradients_equal_torchvisions(architecture, tmp_path):
     path, x, weights, reference = run_oracle(tmp_path, architecture)
     ours, our_gradient = ours_logits_and_gradient(models.load(f"tv_{architecture}", checkpoint=path), x, weights)
@@ -109,7 +110,21 @@ def test_records_say_where_the_published_files_are():
     assert spec.architecture == "resnet50" and spec.preprocessing == "torchvision" and spec.image_size == 224
     assert {s.name for s in models.specs() if s.name.startswith("tv_")} == {
         "tv_resnet18", "tv_resnet50", "tv_resnet50_v2", "tv_resnet101", "tv_resnet152", "tv_resnext50_32x4d",
-        "tv_wide_resnet50_2"}
+        "tv_wide_resnet50_2", "tv_vgg16", "tv_vgg16_bn", "tv_vgg19"}
+
+
+
+def test_vgg_end_points_carry_torchvisions_module_indices():
+    # torchvision's vgg16.features: ReLU 15 after conv3_3, ReLU 29 after conv5_3, pool 30; vgg19: ReLU 31 after
+    # conv5_2; vgg16_bn: ReLU 36 after conv5_1 (conv, batch norm, ReLU per convolution).
+    assert torchvision_vgg.relu_name("vgg16", 3, 3) == "features.15"
+    assert torchvision_vgg.relu_name("vgg16", 5, 3) == "features.29"
+    assert torchvision_vgg.relu_name("vgg19", 5, 2) == "features.31"
+    assert torchvision_vgg.relu_name("vgg16_bn", 5, 1) == "features.36"
+    classifier = models.load("tv_vgg16", random_weights=True)
+    names = classifier.end_point_names()
+    assert {"features.15", "features.29", "features.30", "classifier.1", "classifier.4"} <= set(names)
+    assert [classifier.feature_tap(a) for a in ("early", "mid", "late")] == ["features.15", "features.22", "features.29"]
 
 
 @pytest.mark.parametrize("preset", ["sgm", "linbp", "bpa", "ghost", "ilpd", "fia"])

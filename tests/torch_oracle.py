@@ -8,7 +8,7 @@ builds torchvision's ARCHITECTURE with random weights and random batch-norm stat
 identity), writes its state dict with torch.save (zip layout; with --robustness, as the robustness library's
 legacy-format training checkpoint), and writes OUT_DIR/reference.npz: the logits for IMAGES ([N, H, W, 3] RGB in
 [0, 1], normalised as torchvision's ImageNet weights expect), the gradient of sum(logits * WEIGHTS) w.r.t. the
-images (NHWC), and the output of every stage (`layer1`..`layer4`, NHWC).
+images (NHWC), and for ResNets the output of every stage (`layer1`..`layer4`, NHWC).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def torchvision_reference(architecture, seed, images, weights, out_dir, robustne
     else:
         torch.save(model.state_dict(), os.path.join(out_dir, "weights.pth"))
     stages = {}
-    for index in range(1, 5):
+    for index in range(1, 5 if hasattr(model, "layer1") else 1):  # ResNets' stages
         getattr(model, f"layer{index}").register_forward_hook(
             lambda module, inputs, output, name=f"layer{index}": stages.update({name: output.detach()}))
     pixels = torch.tensor(images.transpose(0, 3, 1, 2), requires_grad=True)

@@ -167,3 +167,33 @@ def load_torch_pickle(spec: ModelSpec, path: str):
 
 
 loading.register_loader("torch_pickle", load_torch_pickle)
+
+
+def fixed_size_builder(network_class, image_size: int):
+    """`build(spec, seed) -> network` for a family built at one input size: `network_class(architecture,
+    num_classes, seed)`, a spec of another size refused in one line."""
+    def build(spec: ModelSpec, seed: int = 0):
+        if spec.image_size != image_size:
+            raise ValueError(f"model {spec.name!r}: {spec.architecture} is built for {image_size} px inputs, the spec "
+                             f"says {spec.image_size}")
+        return network_class(spec.architecture, spec.num_classes, seed=seed)
+    return build
+
+
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def torchvision_record(name: str, architecture: str, file_name: str, weights: str, top1: float, *,
+                       paper: str) -> ModelSpec:
+    """The record of one of torchvision's published ImageNet weight files (224 px, ImageNet mean/std); its name
+    carries the first 8 hex digits of its sha256, which the download checks."""
+    return ModelSpec(
+        name=name, architecture=architecture, source="torch_pickle", image_size=224, preprocessing="torchvision",
+        num_classes=1000, url=TORCHVISION_URL + file_name, sha256=file_name.rsplit("-", 1)[1].split(".")[0],
+        default_location=f"torchvision/{file_name}", licence="BSD-3-Clause",
+        provenance=f"torchvision's ImageNet weights ({weights}), BSD-3-Clause; file from download.pytorch.org "
+                   f"(torch.save zip format)",
+        reference_top1=top1,
+        reference_note=f"ImageNet-1k validation top-1 as published in torchvision's model table ({weights}; resize "
+                       f"256, crop 224)",
+        paper=paper)

@@ -20,7 +20,7 @@ from typing import Tuple
 
 from tfattack import backward, edits
 from tfattack.models import features, layers, registry, torch_layers
-from tfattack.models.registry import ModelSpec
+from tfattack.models.torch_layers import torchvision_record
 
 BN_EPSILON = 1e-5
 IMAGE_SIZE = 224
@@ -111,12 +111,7 @@ class TorchvisionResNet(torch_layers.TorchStateDictNetwork):
         super().__init__(forward, architecture, IMAGE_SIZE, seed=seed)
 
 
-def build(spec: ModelSpec, seed: int = 0) -> TorchvisionResNet:
-    """The network of a registry spec (random weights until loaded)."""
-    if spec.image_size != IMAGE_SIZE:
-        raise ValueError(f"model {spec.name!r}: torchvision's {spec.architecture} takes {IMAGE_SIZE} inputs, the "
-                         f"spec says {spec.image_size}")
-    return TorchvisionResNet(spec.architecture, spec.num_classes, seed=seed)
+build = torch_layers.fixed_size_builder(TorchvisionResNet, IMAGE_SIZE)
 
 
 for _architecture in VARIANTS:
@@ -126,10 +121,6 @@ for _architecture in VARIANTS:
 
 # --- Weight records ---------------------------------------------------------------------------------
 
-_URL = "https://download.pytorch.org/models/"
-_PROVENANCE = ("torchvision's ImageNet weights ({weights}), BSD-3-Clause; file from download.pytorch.org "
-               "(torch.save zip format)")
-_NOTE = "ImageNet-1k validation top-1 as published in torchvision's model table ({weights}; resize 256, crop 224)"
 _PAPERS = {
     "resnet": "He et al., Deep residual learning for image recognition, CVPR 2016",
     "resnext": "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017",
@@ -149,18 +140,7 @@ _FILES = {
                            78.468, "wide"),
 }
 
-
-def _spec(name: str) -> ModelSpec:
-    architecture, file_name, weights, top1, paper = _FILES[name]
-    return ModelSpec(
-        name=name, architecture=architecture, source="torch_pickle", image_size=IMAGE_SIZE,
-        preprocessing="torchvision", num_classes=1000, url=_URL + file_name,
-        sha256=file_name.rsplit("-", 1)[1].split(".")[0], default_location=f"torchvision/{file_name}",
-        licence="BSD-3-Clause", provenance=_PROVENANCE.format(weights=weights), reference_top1=top1,
-        reference_note=_NOTE.format(weights=weights), paper=_PAPERS[paper])
-
-
-SPECS = tuple(_spec(name) for name in _FILES)
+SPECS = tuple(torchvision_record(name, *_FILES[name][:4], paper=_PAPERS[_FILES[name][4]]) for name in _FILES)
 
 for _spec_record in SPECS:
     registry.register(_spec_record)

@@ -14,6 +14,7 @@ FAMILY_MODULES = (
     "tfattack.models.keras_applications",
     "tfattack.models.efficientnet_lite",
     "tfattack.models.torchvision_resnet",
+    "tfattack.models.torchvision_vgg",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )

@@ -27,6 +27,7 @@ import tensorflow as tf
 from tfattack.attacks.components import Objective, param, register
 from tfattack.attacks.gradient_ops import normalize_l2
 from tfattack.models.torchvision_resnet import VARIANTS as TORCHVISION_RESNETS
+from tfattack.models.torchvision_vgg import relu_name
 
 # The papers' layers in slim names (FIA: Mixed_5b for Inception-v3, conv3_3 for VGG-16; NAA: Mixed_5e for
 # Inception-v4, Conv2d_4a_3x3 for Inception-ResNet-v2, the end of the second stage for ResNets; slim puts a
@@ -38,6 +39,9 @@ DEFAULT_TAPS = {"inception_v3": "Mixed_5b", "inception_v4": "Mixed_5e", "incepti
 # torchvision's ResNets, where the papers' code names its layers: the end of the second stage (FIA/NAA/ILPD on
 # ResNet-50: layer2, i.e. layer2.3).
 DEFAULT_TAPS.update({architecture: "layer2" for architecture in TORCHVISION_RESNETS})
+# torchvision's VGGs: slim's conv3_3 (VGG-16) and conv3_4 (VGG-19) by torchvision's module index.
+DEFAULT_TAPS.update({"vgg16": relu_name("vgg16", 3, 3), "vgg16_bn": relu_name("vgg16_bn", 3, 3),
+                     "vgg19": relu_name("vgg19", 3, 4)})
 
 
 def paper_tap(member, layer: str = "") -> str:

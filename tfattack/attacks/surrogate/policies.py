@@ -18,6 +18,7 @@ from typing import Sequence
 
 from tfattack.attacks.components import Backward, param, register
 from tfattack.models.torchvision_resnet import VARIANTS as TORCHVISION_RESNETS
+from tfattack.models.torchvision_vgg import relu_name
 
 # BPA's code applies its ReLU from torchvision layer3[1] on, i.e. after layer3[0]; slim's ResNet-v2 unit i+1
 # is torchvision's unit i. On VGG it smooths the last two ReLUs of the conv stack.
@@ -26,6 +27,8 @@ _BPA_LAYERS = {"resnet_v2_50": "resnet_v2_50/block3/unit_1/bottleneck_v2",
                "resnet_v2_152": "resnet_v2_152/block3/unit_1/bottleneck_v2",
                "vgg_16": "vgg_16/conv5/conv5_1", "vgg_19": "vgg_19/conv5/conv5_2"}
 _BPA_LAYERS.update({architecture: "layer3.0" for architecture in TORCHVISION_RESNETS})  # the code's own names
+_BPA_LAYERS.update({"vgg16": relu_name("vgg16", 5, 1), "vgg16_bn": relu_name("vgg16_bn", 5, 1),
+                    "vgg19": relu_name("vgg19", 5, 2)})
 
 
 def _member_taps(members: Sequence, layer: str, defaults: dict, component: str):
