@@ -64,7 +64,8 @@ def torchvision_shapes(architecture):
     return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
 
 
-@pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS) + list(torchvision_vgg.ARCHITECTURES))
+@pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS) + list(torchvision_vgg.ARCHITECTURES)
+                         + ["mobilenet_v2"])
 def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
     network = loading.build_network(models.get(f"tv_{architecture}"))
     assert network.expected_state_dict_shapes() == torchvision_shapes(architecture)
@@ -73,7 +74,9 @@ def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
 # ResNet-18 (basic blocks), ResNet-50 (bottlenecks), ResNeXt-50 (grouped 3x3), Wide ResNet-50-2 (wider bottlenecks):
 # every code path of the family; ResNet-101/152 differ from ResNet-50 in unit counts only (keys checked above).
 # VGG-16-BN: VGG's convolutions, pools and NCHW flatten, plus batch norm (VGG-16/19 differ in counts only).
-@pytest.mark.parametrize("architecture", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg16_bn"])
+# MobileNetV2: depthwise convolutions with PyTorch's symmetric padding at stride 2, ReLU6, linear bottlenecks.
+@pytest.mark.parametrize("architecture", ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg16_bn",
+                                          "mobilenet_v2"])
 def test_logits_and_input_gradients_equal_torchvisions(architecture, tmp_path):
     path, x, weights, reference = run_oracle(tmp_path, architecture)
     ours, our_gradient = ours_logits_and_gradient(models.load(f"tv_{architecture}", checkpoint=path), x, weights)
@@ -110,7 +113,7 @@ def test_records_say_where_the_published_files_are():
     assert spec.architecture == "resnet50" and spec.preprocessing == "torchvision" and spec.image_size == 224
     assert {s.name for s in models.specs() if s.name.startswith("tv_")} == {
         "tv_resnet18", "tv_resnet50", "tv_resnet50_v2", "tv_resnet101", "tv_resnet152", "tv_resnext50_32x4d",
-        "tv_wide_resnet50_2", "tv_vgg16", "tv_vgg16_bn", "tv_vgg19"}
+        "tv_wide_resnet50_2", "tv_vgg16", "tv_vgg16_bn", "tv_vgg19", "tv_mobilenet_v2"}
 
 
 

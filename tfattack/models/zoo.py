@@ -15,6 +15,7 @@ FAMILY_MODULES = (
     "tfattack.models.efficientnet_lite",
     "tfattack.models.torchvision_resnet",
     "tfattack.models.torchvision_vgg",
+    "tfattack.models.torchvision_mobilenet",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )
