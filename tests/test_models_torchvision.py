@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import tfattack.models as models
-from tfattack.models import loading, torchvision_resnet, torchvision_vgg
+from tfattack.models import loading, registry, torchvision_resnet, torchvision_vgg
 from tfattack.models.torch_pickle import TorchPickleError
 
 pytestmark = pytest.mark.skipif(
@@ -56,10 +56,8 @@ def relative(ours, theirs):
 
 
 def torchvision_shapes(architecture):
-    code = ("import json, sys, torchvision; m = getattr(torchvision.models, sys.argv[1])(weights=None); "
-            "print(json.dumps({k: list(v.shape) for k, v in m.state_dict().items() "
-            "if not k.endswith('num_batches_tracked')}))")
-    done = subprocess.run([sys.executable, "-c", code, architecture], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, ORACLE, "shapes", architecture, "0", "-", "-", "-"], capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
 
@@ -67,7 +65,8 @@ def torchvision_shapes(architecture):
 @pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS) + list(torchvision_vgg.ARCHITECTURES)
                          + ["mobilenet_v2"])
 def test_state_dict_keys_and_shapes_are_torchvisions(architecture):
-    network = loading.build_network(models.get(f"tv_{architecture}"))
+    spec = next(s for s in models.specs() if s.architecture == architecture)  # tv_*, or robust_* for Wide-ResNet-50-4
+    network = loading.build_network(spec)
     assert network.expected_state_dict_shapes() == torchvision_shapes(architecture)
 
 
@@ -90,7 +89,7 @@ def test_logits_and_input_gradients_equal_torchvisions(architecture, tmp_path):
 
 def test_stage_features_equal_torchvisions_from_a_robustness_checkpoint(tmp_path):
     path, x, _, reference = run_oracle(tmp_path, "resnet50", seed=3, robustness=True)
-    classifier = models.load("tv_resnet50", checkpoint=path)
+    classifier = models.load("robust_resnet50_l2_eps3", checkpoint=path)
     outputs = classifier.outputs(tf.constant(x), features=["early", "mid", "layer2.3", "layer4"])
     assert relative(outputs.logits.numpy(), reference["logits"]) < 1e-4
     for tap, stage in [("early", "layer1"), ("mid", "layer2"), ("layer4", "layer4")]:
@@ -143,3 +142,18 @@ def test_model_related_and_feature_level_presets_act_on_the_torchvision_layers(p
     assert np.abs(adv - x).max() <= 4 / 255 + 1e-6 and attack.trace_count == 1
     plain = build("mi_fgsm", eps=4 / 255, steps=2, step_size=2 / 255)(classifier, x, labels).numpy()
     assert not np.array_equal(adv, plain)
+
+
+def test_every_published_robustness_file_has_a_record_on_a_zoo_architecture():
+    names = {s.name for s in models.specs() if s.name.startswith("robust_")}
+    # L2: ResNet-18/50, Wide-ResNet-50-2/4 at 10 eps each; L-inf: ResNet-18/50, Wide-ResNet-50-2 at 5; MobileNet-v2,
+    # ResNeXt-50 and VGG-16-BN at L2 eps 0 and 3 (DenseNet, MNASNet, ShuffleNet: architectures not in the zoo).
+    assert len(names) == 4 * 10 + 3 * 5 + 3 * 2
+    assert {"robust_resnet50_l2_eps0.1", "robust_resnet50_l2_eps3", "robust_resnet50_linf_eps4.0",
+            "robust_resnet18_l2_eps3", "robust_wide_resnet50_2_linf_eps8.0", "robust_mobilenet_l2_eps3",
+            "robust_vgg16_bn_l2_eps0", "robust_wide_resnet50_4_l2_eps0.01"} <= names
+    for name in names:
+        spec = models.get(name)
+        assert spec.default_location == f"robust_imagenet/{name[len('robust_'):]}.ckpt" and not spec.url
+        assert callable(registry.architecture(spec.architecture))
+    assert models.get("robust_resnet50_linf_eps4.0").reference_top1 == 63.86

@@ -3,6 +3,7 @@ process can crash on import (triton's extension after TensorFlow's libraries), a
 process with what it checks anyway.
 
     python tests/torch_oracle.py torchvision ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--robustness]
+    python tests/torch_oracle.py shapes ARCHITECTURE 0 - - -      (the state dict's keys and shapes as JSON)
 
 builds torchvision's ARCHITECTURE with random weights and random batch-norm statistics (so no batch norm is the
 identity), writes its state dict with torch.save (zip layout; with --robustness, as the robustness library's
@@ -21,9 +22,17 @@ import numpy as np
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def build_model(torchvision, architecture: str):
+    """torchvision's model of that name; wide_resnet50_4 is the robustness library's (not in torchvision)."""
+    if architecture == "wide_resnet50_4":
+        from torchvision.models.resnet import Bottleneck, ResNet
+        return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4)
+    return getattr(torchvision.models, architecture)(weights=None)
+
+
 def reference_model(torch, torchvision, architecture: str, seed: int):
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, architecture)(weights=None)
+    model = build_model(torchvision, architecture)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in model.modules():
@@ -71,7 +80,7 @@ def torchvision_reference(architecture, seed, images, weights, out_dir, robustne
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("family", choices=["torchvision"])
+    parser.add_argument("family", choices=["torchvision", "shapes"])
     parser.add_argument("architecture")
     parser.add_argument("seed", type=int)
     parser.add_argument("images")
@@ -79,6 +88,12 @@ def main():
     parser.add_argument("out_dir")
     parser.add_argument("--robustness", action="store_true")
     args = parser.parse_args()
+    if args.family == "shapes":  # the state dict's keys and shapes, as JSON on stdout
+        import json
+        import torchvision
+        state = build_model(torchvision, args.architecture).state_dict()
+        print(json.dumps({k: list(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}))
+        return
     torchvision_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
                           np.load(args.weights).astype(np.float32), args.out_dir, args.robustness)
 

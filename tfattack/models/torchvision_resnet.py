@@ -49,6 +49,8 @@ VARIANTS = {
     "resnet152": Variant("bottleneck", (3, 8, 36, 3)),
     "resnext50_32x4d": Variant("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4),
     "wide_resnet50_2": Variant("bottleneck", (3, 4, 6, 3), width_per_group=128),
+    # Not in torchvision: the robustness library's ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=256).
+    "wide_resnet50_4": Variant("bottleneck", (3, 4, 6, 3), width_per_group=256),
 }
 
 

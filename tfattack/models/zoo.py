@@ -16,6 +16,7 @@ FAMILY_MODULES = (
     "tfattack.models.torchvision_resnet",
     "tfattack.models.torchvision_vgg",
     "tfattack.models.torchvision_mobilenet",
+    "tfattack.models.robust_resnets",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )
