@@ -157,3 +157,16 @@ def test_every_published_robustness_file_has_a_record_on_a_zoo_architecture():
         assert spec.default_location == f"robust_imagenet/{name[len('robust_'):]}.ckpt" and not spec.url
         assert callable(registry.architecture(spec.architecture))
     assert models.get("robust_resnet50_linf_eps4.0").reference_top1 == 63.86
+
+
+def test_a_mixed_ensemble_of_slim_torchvision_and_robust_models_fuses_and_compiles_once():
+    """An official slim adversarially trained Inception (299 px, [-1, 1], 1001 classes) next to torchvision's and the
+    robustness library's ResNet-50s (224 px, mean/std): one attack, one trace, inside the eps ball."""
+    import real_contract
+    from tfattack.attacks import build
+
+    members = [models.load(name, random_weights=True)
+               for name in ("ens3_adv_inception_v3", "tv_resnet50", "robust_resnet50_l2_eps3")]
+    ensemble = models.Ensemble(members)
+    x = real_contract.images(count=1)
+    real_contract.check_contract(build("ti_di_mi_fgsm", eps=8 / 255, steps=2), ensemble, x, np.array([3]))
