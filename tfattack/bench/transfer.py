@@ -57,8 +57,10 @@ ATTACKS = {
 MODERN = {"BSR": "bsr", "BSR-TI-DIM": "bsr_ti_dim", "SIA": "sia", "SSA": "ssa", "SSA-TI-DIM": "ssa_ti_dim",
           "MaskBlock": "maskblock", "DeCoWA": "decowa", "PGN": "pgn", "PGN-DI": "pgn_di", "GRA": "gra", "EMI": "emi",
           "GI-MI": "gimi", "MIG": "mig", "MEF": "mef", "RAP": "rap", "L2T": "l2t", "OPS": "ops",
-          # The surrogate-introspection methods: Lite0's MBConv residuals (SGM), ReLU6s (BPA), 'mid' tap (ILA, FIA, NAA).
-          "SGM": "sgm", "BPA": "bpa", "ILA": "ila", "FIA": "fia", "NAA": "naa",
+          # The surrogate-introspection methods: Lite0's MBConv residuals (SGM, Ghost), ReLU6s (BPA), 'mid' tap (ILA,
+          # FIA, NAA, RPA, BFA, ILPD).
+          "SGM": "sgm", "BPA": "bpa", "Ghost": "ghost", "ILA": "ila", "FIA": "fia", "NAA": "naa", "RPA": "rpa",
+          "BFA": "bfa", "ILPD": "ilpd",
           # The ensemble strategies: crafted on the ensemble source only.
           "SVRE": "svre", "CWA": "cwa", "AdaEA": "adaea", "SMER": "smer"}
 ATTACKS.update({name: (preset, {}) for name, preset in MODERN.items()})
