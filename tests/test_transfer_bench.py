@@ -387,3 +387,12 @@ def test_a_targeted_run_crafts_towards_the_targets_and_scores_target_hits(tmp_pa
                                                  "CSV's TargetClass) over the images each victim classifies "
                                                  "correctly when clean; eps 16/255, 300 iterations of 2/255;")
     assert len(list((tmp_path / "transfer_targeted" / "scores").glob("*.json"))) == 1
+
+
+def test_score_key_reads_the_scoring_code_and_not_the_attack_or_bench_code():
+    from tfattack.bench import transfer
+
+    package = Path(transfer.__file__).parents[1]
+    sources = [Path(p).relative_to(package).as_posix() for p in transfer.scoring_sources()]
+    assert "evaluate.py" in sources and "models/classifier.py" in sources
+    assert not [p for p in sources if p.startswith(("attacks/", "bench/"))]

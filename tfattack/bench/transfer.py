@@ -202,6 +202,17 @@ def victim_fingerprint(victims) -> str:
     return ";".join(f"{model.name}:" + ",".join(f"{v:.2f}" for v in model(batch).numpy()[0]) for model in victims)
 
 
+def scoring_sources() -> List[str]:
+    """The package's source files that scoring depends on, in a fixed order: all but `attacks/` and `bench/` (attack
+    code shows in the adversarial files; this module's part is in the score key's fields)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = []
+    for root, dirs, files in os.walk(package):  # top-down: pruning `dirs` here keeps the walk out of them
+        dirs[:] = sorted(d for d in dirs if d not in ("attacks", "bench"))
+        paths += [os.path.join(root, name) for name in sorted(files) if name.endswith(".py")]
+    return paths
+
+
 def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False) -> str:
     """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
     (targeted-ness and the targets among them: a targeted set is scored by target hits).
@@ -213,13 +224,9 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
     import hashlib
 
     digest = hashlib.sha256()
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root, dirs, files in sorted(os.walk(package)):
-        # Attack code shows in the adversarial files; this module's part is in the key's fields below.
-        dirs[:] = sorted(d for d in dirs if d not in ("attacks", "bench"))
-        for name in sorted(f for f in files if f.endswith(".py")):
-            with open(os.path.join(root, name), "rb") as f:
-                digest.update(name.encode() + f.read())
+    for path in scoring_sources():
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + f.read())
     digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims,
                               "defenses": DEFENSES, "sets": keys, "targeted": targeted}).encode())
     labels = dataset.require_labels()
