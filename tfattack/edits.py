@@ -18,8 +18,7 @@ Some targeted methods change what the surrogate computes while the attack runs, 
 Native networks (slim ports, EfficientNet-Lite, the TF.js and TFLite rebuilds) pass each convolution and linear
 output (after its bias and folded batch norm, before the activation) through `layer_output`, each end point
 through `end_point` (which also stores it), and `tfattack.backward.residual_add` passes each skip connection through
-`residual_skip`. With no edit set both return
-their input: graphs and numbers are unchanged. An attack runs each forward pass of its surrogate inside
+`residual_skip`. With no edit set each returns its input: graphs and numbers are unchanged. An attack runs each forward pass of its surrogate inside
 `editing(edit)`; `Classifier` calls `begin_forward(width)` as each network's forward starts, so the layers of an
 ensemble's members are told apart by the members' order in the pass (the same in the recording pass and the
 attack's passes, whatever objects the networks are).

@@ -38,9 +38,9 @@ def torchvision_vgg(store, x, architecture: str, num_classes: int = 1000):
     """The forward pass on [N, 224, 224, 3] normalised RGB; returns (logits, end points)."""
     batch_norm = architecture.endswith("_bn")
     end_points = backward.EndPoints()
-    index, plan = 0, stage_plan(architecture)
+    net, index, plan = x, 0, stage_plan(architecture)
     for position, (stage, filters) in enumerate(plan):
-        net = torch_layers.conv2d(store, x if position == 0 else net, f"features.{index}", filters, 3, padding=1)
+        net = torch_layers.conv2d(store, net, f"features.{index}", filters, 3, padding=1)
         net = net + store.get(f"features.{index}.bias", [filters], "zeros")
         if batch_norm:
             net = torch_layers.batch_norm(store, net, f"features.{index + 1}", BN_EPSILON)
