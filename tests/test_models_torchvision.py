@@ -6,12 +6,6 @@ legacy-format training checkpoint); the loader's errors.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,47 +13,23 @@ import tensorflow as tf
 import tfattack.models as models
 from tfattack.models import loading, registry, torchvision_resnet, torchvision_vgg
 from tfattack.models.torch_pickle import TorchPickleError
+from torch_reference import needs, ours_logits_and_gradient, random_inputs, reference_shapes, relative
+from torch_reference import run_oracle as run_reference
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None,
-    reason="torch and torchvision are the oracle here: pip install -r requirements-oracles.txt")
-
-ORACLE = os.path.join(os.path.dirname(__file__), "torch_oracle.py")
+pytestmark = needs("torch", "torchvision")
 
 
-def run_oracle(tmp_path, architecture, *, seed=0, images=None, weights=None, robustness=False):
-    """(weight file path, reference arrays) from torchvision in a process of its own."""
-    images = np.random.default_rng(seed).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32) if images is None else images
-    weights = np.random.default_rng(seed + 1).normal(size=(len(images), 1000)).astype(np.float32) if weights is None \
-        else weights
-    np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "weights.npy", weights)
-    command = [sys.executable, ORACLE, "torchvision", architecture, str(seed), str(tmp_path / "images.npy"),
-               str(tmp_path / "weights.npy"), str(tmp_path)] + (["--robustness"] if robustness else [])
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    path = tmp_path / ("weights.ckpt" if robustness else "weights.pth")
-    return str(path), images, weights, dict(np.load(tmp_path / "reference.npz"))
-
-
-def ours_logits_and_gradient(classifier, x, weights):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = classifier(x)
-        total = tf.reduce_sum(logits * weights)
-    return logits.numpy(), tape.gradient(total, x).numpy()
-
-
-def relative(ours, theirs):
-    return np.abs(ours - theirs).max() / theirs.std()
+def run_oracle(tmp_path, architecture, *, seed=0, images=None, robustness=False):
+    """(weight file path, images, logit weights, reference arrays) from torchvision in a process of its own."""
+    x, weights = random_inputs(seed, count=2 if images is None else len(images))
+    x = x if images is None else images
+    reference = run_reference(tmp_path, "torchvision", architecture, x, weights, seed=seed,
+                              options=["--robustness"] if robustness else [])
+    return str(tmp_path / ("weights.ckpt" if robustness else "weights.pth")), x, weights, reference
 
 
 def torchvision_shapes(architecture):
-    done = subprocess.run([sys.executable, ORACLE, "shapes", architecture, "0", "-", "-", "-"], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
+    return reference_shapes("shapes", architecture)
 
 
 @pytest.mark.parametrize("architecture", sorted(torchvision_resnet.VARIANTS) + list(torchvision_vgg.ARCHITECTURES)

@@ -3,13 +3,21 @@ process can crash on import (triton's extension after TensorFlow's libraries), a
 process with what it checks anyway.
 
     python tests/torch_oracle.py torchvision ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--robustness]
+    python tests/torch_oracle.py timm MODEL SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--taps=a,b] [--unit_norm_scale]
     python tests/torch_oracle.py shapes ARCHITECTURE 0 - - -      (the state dict's keys and shapes as JSON)
+    python tests/torch_oracle.py timm_shapes MODEL 0 - - -
 
 builds torchvision's ARCHITECTURE with random weights and random batch-norm statistics (so no batch norm is the
 identity), writes its state dict with torch.save (zip layout; with --robustness, as the robustness library's
 legacy-format training checkpoint), and writes OUT_DIR/reference.npz: the logits for IMAGES ([N, H, W, 3] RGB in
 [0, 1], normalised as torchvision's ImageNet weights expect), the gradient of sum(logits * WEIGHTS) w.r.t. the
 images (NHWC), and for ResNets the output of every stage (`layer1`..`layer4`, NHWC).
+
+`timm` does the same for timm's MODEL (`timm.create_model(MODEL)`): batch-norm and layer-norm parameters are
+randomised too, the weights are written with safetensors (timm's Hugging Face format) as weights.safetensors, the
+images are normalised with the model's own mean/std, and `--taps` names modules whose outputs are saved too (4-D
+outputs transposed to NHWC). `--unit_norm_scale` keeps batch-norm scales at 1, as in timm's ports of TF
+checkpoints, whose batch norms have no scale.
 """
 
 from __future__ import annotations
@@ -30,19 +38,52 @@ def build_model(torchvision, architecture: str):
     return getattr(torchvision.models, architecture)(weights=None)
 
 
-def reference_model(torch, torchvision, architecture: str, seed: int):
-    torch.manual_seed(seed)
-    model = build_model(torchvision, architecture)
+def randomise_norms(torch, model, seed: int, unit_norm_scale: bool = False):
+    """Random batch-norm and layer-norm parameters and statistics, so that no normalisation is the identity."""
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 size = module.num_features
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                if not unit_norm_scale:
+                    module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
                 module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
                 module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
                 module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            elif isinstance(module, torch.nn.LayerNorm) and module.elementwise_affine:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
     return model.eval()
+
+
+def reference_model(torch, torchvision, architecture: str, seed: int):
+    torch.manual_seed(seed)
+    return randomise_norms(torch, build_model(torchvision, architecture), seed)
+
+
+def logits_and_gradient(torch, model, images, weights, mean, std):
+    """The model's logits on IMAGES ([N, H, W, 3] in [0, 1]) normalised by mean/std, and the NHWC gradient of
+    sum(logits * WEIGHTS) w.r.t. the images."""
+    pixels = torch.tensor(images.transpose(0, 3, 1, 2), requires_grad=True)
+    normalised = (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    logits = model(normalised)
+    (logits * torch.tensor(weights)).sum().backward()
+    return logits.detach().numpy(), pixels.grad.numpy().transpose(0, 2, 3, 1)
+
+
+def hook_outputs(model, names):
+    """Registers forward hooks that keep the named modules' outputs (4-D ones as NHWC arrays)."""
+    outputs = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            value = output.detach().numpy()
+            outputs[name] = value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
+        return hook
+
+    for name in names:
+        model.get_submodule(name).register_forward_hook(keep(name))
+    return outputs
 
 
 def robustness_checkpoint(torch, state):
@@ -65,34 +106,55 @@ def torchvision_reference(architecture, seed, images, weights, out_dir, robustne
                    _use_new_zipfile_serialization=False)
     else:
         torch.save(model.state_dict(), os.path.join(out_dir, "weights.pth"))
-    stages = {}
-    for index in range(1, 5 if hasattr(model, "layer1") else 1):  # ResNets' stages
-        getattr(model, f"layer{index}").register_forward_hook(
-            lambda module, inputs, output, name=f"layer{index}": stages.update({name: output.detach()}))
-    pixels = torch.tensor(images.transpose(0, 3, 1, 2), requires_grad=True)
-    normalised = (pixels - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-    logits = model(normalised)
-    (logits * torch.tensor(weights)).sum().backward()
-    np.savez(os.path.join(out_dir, "reference.npz"), logits=logits.detach().numpy(),
-             gradient=pixels.grad.numpy().transpose(0, 2, 3, 1),
-             **{name: value.numpy().transpose(0, 2, 3, 1) for name, value in stages.items()})
+    stages = hook_outputs(model, [f"layer{index}" for index in range(1, 5)] if hasattr(model, "layer1") else [])
+    logits, gradient = logits_and_gradient(torch, model, images, weights, MEAN, STD)
+    np.savez(os.path.join(out_dir, "reference.npz"), logits=logits, gradient=gradient, **stages)
+
+
+def timm_model(model_name: str, seed: int = 0, unit_norm_scale: bool = False):
+    import timm
+    import torch
+    torch.manual_seed(seed)
+    return randomise_norms(torch, timm.create_model(model_name, pretrained=False), seed, unit_norm_scale)
+
+
+def timm_reference(model_name, seed, images, weights, out_dir, taps=(), unit_norm_scale=False):
+    import torch
+    from safetensors.torch import save_file
+
+    model = timm_model(model_name, seed, unit_norm_scale)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "weights.safetensors"))
+    outputs = hook_outputs(model, taps)
+    config = model.pretrained_cfg
+    logits, gradient = logits_and_gradient(torch, model, images, weights, config["mean"], config["std"])
+    np.savez(os.path.join(out_dir, "reference.npz"), logits=logits, gradient=gradient, **outputs)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("family", choices=["torchvision", "shapes"])
+    parser.add_argument("family", choices=["torchvision", "timm", "shapes", "timm_shapes"])
     parser.add_argument("architecture")
     parser.add_argument("seed", type=int)
     parser.add_argument("images")
     parser.add_argument("weights")
     parser.add_argument("out_dir")
     parser.add_argument("--robustness", action="store_true")
+    parser.add_argument("--taps", default="")
+    parser.add_argument("--unit_norm_scale", action="store_true")
     args = parser.parse_args()
-    if args.family == "shapes":  # the state dict's keys and shapes, as JSON on stdout
+    if args.family in ("shapes", "timm_shapes"):  # the state dict's keys and shapes, as JSON on stdout
         import json
-        import torchvision
-        state = build_model(torchvision, args.architecture).state_dict()
+        if args.family == "shapes":
+            import torchvision
+            state = build_model(torchvision, args.architecture).state_dict()
+        else:
+            state = timm_model(args.architecture).state_dict()
         print(json.dumps({k: list(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}))
+        return
+    if args.family == "timm":
+        timm_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
+                       np.load(args.weights).astype(np.float32), args.out_dir,
+                       [t for t in args.taps.split(",") if t], args.unit_norm_scale)
         return
     torchvision_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
                           np.load(args.weights).astype(np.float32), args.out_dir, args.robustness)

@@ -34,7 +34,7 @@ from tfattack.models import loading
 from tfattack.models.registry import ModelSpec
 
 ARCHIVE_SOURCES = ("slim_checkpoint",)
-FILE_SOURCES = ("keras_h5", "tflite_float", "tflite_interpreter", "torch_pickle")
+FILE_SOURCES = ("keras_h5", "tflite_float", "tflite_interpreter", "torch_pickle", "safetensors")
 CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[int, Optional[int]], None]  # (bytes on disk so far, total bytes or None)
@@ -286,6 +286,12 @@ def _check_single_file(spec: ModelSpec, path: Path):
         try:
             read_model_state_dict(path)
         except TorchPickleError as err:
+            raise IntegrityError(f"{spec.url}: {err}") from None
+    if spec.source == "safetensors":
+        from tfattack.models.safetensors_file import SafetensorsError, read_state_dict
+        try:
+            read_state_dict(path)
+        except SafetensorsError as err:
             raise IntegrityError(f"{spec.url}: {err}") from None
     if spec.source == "keras_h5":
         from tfattack.models.checkpoint import CheckpointError

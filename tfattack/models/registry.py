@@ -17,7 +17,8 @@ from typing import Callable, Optional, Tuple
 SOURCES = (
     "slim_checkpoint",     # TF1 V2 checkpoint of a TF-slim net (prefix or folder)
     "keras_h5",            # Keras-applications .h5 weight file
-    "torch_pickle",        # legacy torch.save state dict, read without torch
+    "torch_pickle",        # torch.save state dict (zip or legacy layout), read without torch
+    "safetensors",         # safetensors state dict (timm, Hugging Face), read without torch
     "tfjs_layers",         # TensorFlow.js layers model (model.json + shards)
     "tflite_float",        # TFLite flatbuffer rebuilt as a differentiable float TF2 graph
     "tflite_interpreter",  # TFLite flatbuffer run exactly by the interpreter (black box)

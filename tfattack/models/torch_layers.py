@@ -15,12 +15,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfattack import backward, edits
-from tfattack.models import layers, loading, torch_pickle
+from tfattack.models import layers, loading, safetensors_file, torch_pickle
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
 # Running-statistics counters that PyTorch keeps next to batch-norm weights; inference ignores them.
 IGNORED_KEY_SUFFIX = ".num_batches_tracked"
+
+
+class StateDictMismatchError(torch_pickle.TorchPickleError, safetensors_file.SafetensorsError):
+    """A state dict whose keys or shapes do not fit the network (a file of another architecture or class count);
+    an error of the reader of either format, so that a caller catches it as such."""
 
 
 def batch_norm(store, x, name: str, epsilon: float):
@@ -131,7 +136,7 @@ class TorchStateDictNetwork(layers.SlimNetwork):
                 parts.append(f"lacks {len(missing)} key(s): {summarise(missing)}")
             if unexpected:
                 parts.append(f"has {len(unexpected)} unexpected key(s): {summarise(unexpected)}")
-            raise torch_pickle.TorchPickleError(
+            raise StateDictMismatchError(
                 f"{source} does not fit model {model_name!r} ({self.scope}): {'; '.join(parts)} "
                 f"(a state dict of another {self.family}?)")
         wrong = [f"{k} {tuple(present[k].shape)} != {shape}" for k, shape in expected.items()
@@ -140,7 +145,7 @@ class TorchStateDictNetwork(layers.SlimNetwork):
             classes, record_classes = present[self.classifier_bias].shape[0], expected[self.classifier_bias][0]
             count = (f" (the file has {classes} classes, the record says {record_classes})"
                      if classes != record_classes else "")
-            raise torch_pickle.TorchPickleError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
+            raise StateDictMismatchError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
                                                 f"({self.scope}): {summarise(wrong, 3)}{count}")
         for name, var in self.store.by_name.items():
             value = np.asarray(present[name], np.float32)
@@ -148,17 +153,15 @@ class TorchStateDictNetwork(layers.SlimNetwork):
         return len(expected)
 
 
-def load_torch_pickle(spec: ModelSpec, path: str):
-    """Loader of source "torch_pickle": a torch.save file (zip or legacy layout) read without torch; training
-    checkpoints and the robustness library's files give up their model weights (`read_model_state_dict`).
-
-    The file is read before the network is built, so that a file in another format fails first; every
-    key and shape is then checked against the network before any is assigned."""
+def load_state_dict_file(spec: ModelSpec, path: str, read, error_type, kind: str):
+    """Builds the spec's network and assigns it the state dict `read(path)` returns. The file is read before the
+    network is built, so that a file in another format fails first; every key and shape is then checked against
+    the network before any is assigned (`TorchStateDictNetwork.load_state_dict`)."""
     if os.path.isdir(path):
-        raise torch_pickle.TorchPickleError(f"model {spec.name!r}: {path} is a folder; pass its torch.save file "
-                                            f"({spec.default_location or '.pth'})")
-    with naming_model(spec.name, torch_pickle.TorchPickleError, FileNotFoundError):
-        state_dict = torch_pickle.read_model_state_dict(path)
+        raise error_type(f"model {spec.name!r}: {path} is a folder; pass its {kind} file "
+                         f"({spec.default_location or kind})")
+    with naming_model(spec.name, error_type, FileNotFoundError):
+        state_dict = read(path)
     network = loading.build_network(spec)
     if not hasattr(network, "load_state_dict"):
         raise ValueError(f"model {spec.name!r}: architecture {spec.architecture!r} cannot load PyTorch state dicts")
@@ -166,7 +169,21 @@ def load_torch_pickle(spec: ModelSpec, path: str):
     return network, {"checkpoint": path, "variables": count}
 
 
+def load_torch_pickle(spec: ModelSpec, path: str):
+    """Loader of source "torch_pickle": a torch.save file (zip or legacy layout) read without torch; training
+    checkpoints and the robustness library's files give up their model weights (`read_model_state_dict`)."""
+    return load_state_dict_file(spec, path, torch_pickle.read_model_state_dict, torch_pickle.TorchPickleError,
+                                "torch.save")
+
+
+def load_safetensors(spec: ModelSpec, path: str):
+    """Loader of source "safetensors": timm's and Hugging Face's weight files."""
+    return load_state_dict_file(spec, path, safetensors_file.read_state_dict, safetensors_file.SafetensorsError,
+                                ".safetensors")
+
+
 loading.register_loader("torch_pickle", load_torch_pickle)
+loading.register_loader("safetensors", load_safetensors)
 
 
 def fixed_size_builder(network_class, image_size: int):
@@ -196,4 +213,24 @@ def torchvision_record(name: str, architecture: str, file_name: str, weights: st
         reference_top1=top1,
         reference_note=f"ImageNet-1k validation top-1 as published in torchvision's model table ({weights}; resize "
                        f"256, crop 224)",
+        paper=paper)
+
+
+TIMM_HUB_URL = "https://huggingface.co/"
+
+
+def timm_record(name: str, architecture: str, hub_id: str, top1: float, *, paper: str, licence: str,
+                image_size: int = 224, preprocessing: str = "torchvision", num_classes: int = 1000,
+                crop: str = "") -> ModelSpec:
+    """The record of one of timm's weight files on the Hugging Face hub (`timm/<model>.<tag>`, model.safetensors).
+    The hub publishes no digest next to the file that could be checked offline: the record carries none."""
+    return ModelSpec(
+        name=name, architecture=architecture, source="safetensors", image_size=image_size,
+        preprocessing=preprocessing, num_classes=num_classes,
+        url=f"{TIMM_HUB_URL}{hub_id}/resolve/main/model.safetensors",
+        default_location=f"timm/{hub_id.split('/', 1)[1]}.safetensors", licence=licence,
+        provenance=f"timm's weights {hub_id} ({licence}), safetensors file from the Hugging Face hub",
+        reference_top1=top1,
+        reference_note=f"ImageNet-1k validation top-1 as published in timm's results table ({hub_id}"
+                       f"{'; ' + crop if crop else ''})",
         paper=paper)
