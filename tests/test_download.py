@@ -403,6 +403,22 @@ def test_torchvision_files_are_checked_against_the_hash_prefix_in_their_names(tm
     assert leftovers(tmp_path / "page" / "torchvision") == []
 
 
+def test_timm_safetensors_files_are_read_back_before_they_are_installed(tmp_path):
+    import safetensors.numpy
+    import tfattack.models.timm_tf_ports  # noqa: F401  (registers the record)
+    source = tmp_path / "model.safetensors"
+    safetensors.numpy.save_file({"classif.bias": np.arange(4, dtype=np.float32)}, str(source))
+    spec = dataclasses.replace(registry.get("timm_inception_resnet_v2_tf_ens_adv_in1k"), url=source.as_uri())
+    result = download_model(spec, tmp_path / "dest")
+    assert result.path == tmp_path / "dest" / "timm" / "inception_resnet_v2.tf_ens_adv_in1k.safetensors"
+    assert result.path.read_bytes() == source.read_bytes()
+    html = tmp_path / "error.html"
+    html.write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(IntegrityError, match="error.html: .*is not a readable safetensors file"):
+        download_model(dataclasses.replace(spec, url=html.as_uri()), tmp_path / "page")
+    assert leftovers(tmp_path / "page" / "timm") == []
+
+
 def test_sources_that_are_not_downloaded_say_how_to_get_them(tmp_path):
     result = download_model(registry.get("efficientnet_lite0"), tmp_path)
     assert (result.status, result.path) == ("manual", None)

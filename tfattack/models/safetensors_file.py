@@ -1,8 +1,9 @@
 """Reads `.safetensors` state dicts (timm's and Hugging Face's weight files) into NumPy, without torch.
 
 The file is an 8-byte little-endian header length, a JSON header (tensor name -> dtype, shape, byte offsets) and
-the raw tensor bytes. The `safetensors` package's NumPy API reads it; bfloat16, which NumPy has no dtype for, is
-read here from the header and widened to float32 (exact: a bfloat16 is the upper half of a float32).
+the raw tensor bytes. The `safetensors` package's NumPy API reads it; bfloat16, which NumPy has no dtype of its own
+for, is widened to float32 (exact: a bfloat16 is the upper half of a float32), read here from the header when
+NumPy cannot represent it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def read_state_dict(path) -> Dict[str, np.ndarray]:
         raise FileNotFoundError(f"no safetensors file at {path}")
     reader = _safetensors_numpy()
     try:
-        return dict(reader.load_file(path))
+        tensors = reader.load_file(path)
     except TypeError as err:
         if "bfloat16" not in str(err):
             raise
@@ -86,3 +87,6 @@ def read_state_dict(path) -> Dict[str, np.ndarray]:
         if type(err).__name__ != "SafetensorError":
             raise
         raise SafetensorsError(f"{path} is not a readable safetensors file: {err}") from None
+    # Where ml_dtypes is installed (TensorFlow brings it), NumPy reads bfloat16 natively: widened the same way.
+    return {name: value.astype(np.float32) if value.dtype.name == "bfloat16" else value
+            for name, value in tensors.items()}

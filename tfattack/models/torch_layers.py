@@ -9,7 +9,7 @@ against the network before it assigns any, and names what does not fit.
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -163,10 +163,22 @@ def load_state_dict_file(spec: ModelSpec, path: str, read, error_type, kind: str
     with naming_model(spec.name, error_type, FileNotFoundError):
         state_dict = read(path)
     network = loading.build_network(spec)
-    if not hasattr(network, "load_state_dict"):
+    if hasattr(network, "load_state_dict"):
+        count = network.load_state_dict(state_dict, path, spec.name)
+    elif spec.architecture in _SLIM_STATE_DICT_MAPS:
+        count = _SLIM_STATE_DICT_MAPS[spec.architecture](network, state_dict, path, spec.name)
+    else:
         raise ValueError(f"model {spec.name!r}: architecture {spec.architecture!r} cannot load PyTorch state dicts")
-    count = network.load_state_dict(state_dict, path, spec.name)
     return network, {"checkpoint": path, "variables": count}
+
+
+# architecture -> load(network, state_dict, source, model_name) -> variable count, for slim ports that also load
+# PyTorch ports of TF checkpoints by a name map (tfattack.models.timm_tf_ports).
+_SLIM_STATE_DICT_MAPS: Dict[str, Callable] = {}
+
+
+def register_slim_state_dict_map(architecture: str, load: Callable) -> None:
+    _SLIM_STATE_DICT_MAPS[architecture] = load
 
 
 def load_torch_pickle(spec: ModelSpec, path: str):
@@ -219,7 +231,7 @@ def torchvision_record(name: str, architecture: str, file_name: str, weights: st
 TIMM_HUB_URL = "https://huggingface.co/"
 
 
-def timm_record(name: str, architecture: str, hub_id: str, top1: float, *, paper: str, licence: str,
+def timm_record(name: str, architecture: str, hub_id: str, top1: Optional[float], *, paper: str, licence: str,
                 image_size: int = 224, preprocessing: str = "torchvision", num_classes: int = 1000,
                 crop: str = "") -> ModelSpec:
     """The record of one of timm's weight files on the Hugging Face hub (`timm/<model>.<tag>`, model.safetensors).
@@ -231,6 +243,6 @@ def timm_record(name: str, architecture: str, hub_id: str, top1: float, *, paper
         default_location=f"timm/{hub_id.split('/', 1)[1]}.safetensors", licence=licence,
         provenance=f"timm's weights {hub_id} ({licence}), safetensors file from the Hugging Face hub",
         reference_top1=top1,
-        reference_note=f"ImageNet-1k validation top-1 as published in timm's results table ({hub_id}"
-                       f"{'; ' + crop if crop else ''})",
+        reference_note=f"ImageNet-1k validation top-1 as published in timm's results table "
+                       f"(results-imagenet.csv, {hub_id}{'; ' + crop if crop else ''})",
         paper=paper)

@@ -17,6 +17,7 @@ FAMILY_MODULES = (
     "tfattack.models.torchvision_vgg",
     "tfattack.models.torchvision_mobilenet",
     "tfattack.models.robust_resnets",
+    "tfattack.models.timm_tf_ports",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )
