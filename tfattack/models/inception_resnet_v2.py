@@ -167,6 +167,7 @@ _PAPER = ("Szegedy, Ioffe, Vanhoucke, Alemi: Inception-v4, Inception-ResNet and 
 _SLIM_ZOO = "Google, TF-slim image classification model zoo (tensorflow/models research/slim)"
 _ADV_MODELS = "Google, tensorflow/models research/adv_imagenet_models (Apache-2.0)"
 
+FAMILY = "TF-slim Inception-ResNet-v2 (official, ensemble adversarially trained)"
 SPECS = (
     ModelSpec(
         name="inception_resnet_v2", architecture="inception_resnet_v2", source="slim_checkpoint",

@@ -265,6 +265,7 @@ def _adversarial_spec(name, top1, paper) -> ModelSpec:
                  provenance=_ADV_PROVENANCE, reference_top1=top1, reference_note=_TRAMER_NOTE, paper=paper)
 
 
+FAMILY = "TF-slim Inception-v3 (official, adversarially trained)"
 SPECS = (
     _spec("inception_v3", "http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz",
           ("inception_v3.ckpt",),

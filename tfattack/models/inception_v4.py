@@ -134,6 +134,7 @@ build = inception_builder("inception_v4", inception_v4, SCOPE)
 
 registry.register_architecture("inception_v4", build)
 
+FAMILY = "TF-slim Inception-v4"
 SPECS = (
     ModelSpec(
         name="inception_v4", architecture="inception_v4", source="slim_checkpoint", image_size=IMAGE_SIZE,

@@ -95,6 +95,7 @@ def _spec(model: _KerasModel) -> ModelSpec:
         paper=model.paper)
 
 
+FAMILY = "Keras applications"
 SPECS = tuple(_spec(m) for m in _MODELS)
 
 

@@ -178,6 +178,7 @@ def _spec(depth: int, top1: float) -> ModelSpec:
         paper=_PAPER)
 
 
+FAMILY = "TF-slim ResNet-v2"
 SPECS = (_spec(50, 75.6), _spec(101, 77.0), _spec(152, 77.8))
 
 for _spec_record in SPECS:

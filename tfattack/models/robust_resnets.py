@@ -55,6 +55,7 @@ def _spec(stem: str) -> ModelSpec:
         reference_top1=TOP1[stem], reference_note=NOTE.format(norm=norm_name, eps=eps_text), paper=PAPER)
 
 
+FAMILY = "Robustness library (adversarially trained, Salman et al. 2020)"
 SPECS = tuple(_spec(stem) for stem in TOP1)
 
 for _spec_record in SPECS:

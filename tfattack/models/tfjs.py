@@ -700,6 +700,7 @@ def _needs_topology(spec: ModelSpec, seed: int = 0):
 _TFJS_NOTE = ("top-1 on the 1000 NIPS 2017 DEV images (299 -> model size, tfattack's loading), measured on "
               "../shared; its README (PIL resize) says")
 
+FAMILY = "TF.js layers models"
 SPECS = (
     ModelSpec(
         name="mobilenet_v1_075", architecture="mobilenet_v1_075_tfjs", source="tfjs_layers", image_size=224,

@@ -951,6 +951,7 @@ def _coral_specs():
                         reference_note=f"{_NOTE} {readme[1]} %; TFLite interpreter, built-in kernels", **common)
 
 
+FAMILY = "TFLite (Coral quantised MobileNets)"
 SPECS = tuple(_coral_specs())
 
 for _spec in SPECS:

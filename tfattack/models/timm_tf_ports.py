@@ -126,6 +126,7 @@ def _torch_shape(tf_shape) -> Tuple[int, ...]:
 
 torch_layers.register_slim_state_dict_map("inception_resnet_v2", load_onto_slim)
 
+FAMILY = "timm's ports of TF checkpoints (onto the slim ports)"
 SPECS = (
     timm_record("timm_inception_resnet_v2_tf_ens_adv_in1k", "inception_resnet_v2",
                 "timm/inception_resnet_v2.tf_ens_adv_in1k", 79.998, image_size=299, preprocessing="inception",

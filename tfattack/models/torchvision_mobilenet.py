@@ -95,6 +95,7 @@ registry.register_architecture("mobilenet_v2", build)
 # The ends of the 28 px (features.6), 14 px (features.13) and 7 px (features.17) stages.
 features.register_aliases("mobilenet_v2", {"early": "features.6", "mid": "features.13", "late": "features.17"})
 
+FAMILY = "torchvision MobileNetV2"
 SPECS = (torchvision_record("tv_mobilenet_v2", "mobilenet_v2", "mobilenet_v2-b0353104.pth",
                             "MobileNet_V2_Weights.IMAGENET1K_V1", 71.878,
                             paper="Sandler et al., MobileNetV2: Inverted residuals and linear bottlenecks, CVPR 2018"),)

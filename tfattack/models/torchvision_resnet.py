@@ -142,6 +142,7 @@ _FILES = {
                            78.468, "wide"),
 }
 
+FAMILY = "torchvision ResNets, ResNeXt, Wide ResNet"
 SPECS = tuple(torchvision_record(name, *_FILES[name][:4], paper=_PAPERS[_FILES[name][4]]) for name in _FILES)
 
 for _spec_record in SPECS:

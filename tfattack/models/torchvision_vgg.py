@@ -106,6 +106,7 @@ _FILES = {
 }
 _PAPER = "Simonyan, Zisserman: Very deep convolutional networks for large-scale image recognition, ICLR 2015"
 
+FAMILY = "torchvision VGG"
 SPECS = tuple(torchvision_record(name, *_FILES[name], paper=_PAPER) for name in _FILES)
 
 for _spec_record in SPECS:

@@ -98,6 +98,7 @@ def _spec(depth: int, top1: float) -> ModelSpec:
         paper=_PAPER)
 
 
+FAMILY = "TF-slim VGG"
 SPECS = (_spec(16, 71.5), _spec(19, 71.1))
 
 for _spec_record in SPECS:
