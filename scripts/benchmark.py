@@ -82,7 +82,7 @@ def write_result(name, payload, markdown):
 def run_models():
     import tfattack
     from tfattack.bench import model_speed, timing
-    names = FLAGS.models or [s.name for s in tfattack.models.specs() if is_speed_candidate(s)]
+    names = FLAGS.models or speed_candidates()
     rows = [model_speed.measure_in_subprocess(n, FLAGS.batch_size, FLAGS.jit_compile, os.path.abspath(__file__),
                                               default_model_dir()) for n in names]
     rate = timing.matmul_flops_per_second()
@@ -90,9 +90,16 @@ def run_models():
                  model_speed.markdown_table(rows, rate))
 
 
-def is_speed_candidate(spec):
-    # One row per architecture: the adversarially trained copies share their architecture's speed.
-    return not spec.name.startswith(("adv_", "ens", "test_")) and spec.source != "tflite_interpreter"
+def speed_candidates():
+    """One model per architecture, the first its family lists: the other weight files of an architecture
+    (adversarially trained copies, the robustness library's, timm's TF ports) share its speed; the TFLite
+    interpreter is not differentiable."""
+    from tfattack.models import docs
+    chosen = {}
+    for spec in (spec for _, specs in docs.families() for spec in specs):
+        if spec.source != "tflite_interpreter" and not spec.name.startswith("test_"):
+            chosen.setdefault(spec.architecture, spec.name)
+    return list(chosen.values())
 
 
 def run_one_model():
@@ -219,7 +226,7 @@ def run_speed():
     quick = FLAGS.quick
     started = time.time()
     names = FLAGS.models or (list(attack_speed.ORIGIN_ENSEMBLE) if quick else
-                             [s.name for s in tfattack.models.specs() if is_speed_candidate(s)])
+                             speed_candidates())
     model_rows = []
     for name in names:
         model_rows.append(model_speed.measure_in_subprocess(name, FLAGS.batch_size, False, os.path.abspath(__file__),
