@@ -419,6 +419,19 @@ def test_timm_safetensors_files_are_read_back_before_they_are_installed(tmp_path
     assert leftovers(tmp_path / "page" / "timm") == []
 
 
+def test_feature_denoising_npz_files_are_read_back_before_they_are_installed(tmp_path):
+    source = tmp_path / "R152.npz"
+    np.savez(source, **{"linear/b:0": np.zeros(3, np.float32)})
+    spec = dataclasses.replace(registry.get("fd_resnet152"), url=source.as_uri())
+    result = download_model(spec, tmp_path / "dest")
+    assert result.path == tmp_path / "dest" / "feature_denoising" / "R152.npz"
+    html = tmp_path / "error.html"
+    html.write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(IntegrityError, match="error.html: .*is not a readable .npz file"):
+        download_model(dataclasses.replace(spec, url=html.as_uri()), tmp_path / "page")
+    assert leftovers(tmp_path / "page" / "feature_denoising") == []
+
+
 def test_sources_that_are_not_downloaded_say_how_to_get_them(tmp_path):
     result = download_model(registry.get("efficientnet_lite0"), tmp_path)
     assert (result.status, result.path) == ("manual", None)

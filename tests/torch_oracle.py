@@ -4,6 +4,7 @@ process with what it checks anyway.
 
     python tests/torch_oracle.py torchvision ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--robustness]
     python tests/torch_oracle.py timm MODEL SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--taps=a,b] [--unit_norm_scale]
+    python tests/torch_oracle.py feature_denoising ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR
     python tests/torch_oracle.py shapes ARCHITECTURE 0 - - -      (the state dict's keys and shapes as JSON)
     python tests/torch_oracle.py timm_shapes MODEL 0 - - -
 
@@ -31,10 +32,16 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def build_model(torchvision, architecture: str):
-    """torchvision's model of that name; wide_resnet50_4 is the robustness library's (not in torchvision)."""
+    """torchvision's model of that name; wide_resnet50_4 is the robustness library's (not in torchvision).
+    inception_v3 is built as torchvision builds it for its IMAGENET1K_V1 weights (inception_v3(weights=...)):
+    transform_input=True (the published weights expect [-1, 1] inputs and the model re-maps ImageNet-normalised
+    ones), aux_logits=True (the file holds the auxiliary head), init_weights=False (the weights are loaded over it)."""
     if architecture == "wide_resnet50_4":
         from torchvision.models.resnet import Bottleneck, ResNet
         return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4)
+    if architecture == "inception_v3":
+        return torchvision.models.inception_v3(weights=None, transform_input=True, aux_logits=True,
+                                               init_weights=False)
     return getattr(torchvision.models, architecture)(weights=None)
 
 
@@ -132,7 +139,7 @@ def timm_reference(model_name, seed, images, weights, out_dir, taps=(), unit_nor
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("family", choices=["torchvision", "timm", "shapes", "timm_shapes"])
+    parser.add_argument("family", choices=["torchvision", "timm", "feature_denoising", "shapes", "timm_shapes"])
     parser.add_argument("architecture")
     parser.add_argument("seed", type=int)
     parser.add_argument("images")
@@ -150,6 +157,11 @@ def main():
         else:
             state = timm_model(args.architecture).state_dict()
         print(json.dumps({k: list(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}))
+        return
+    if args.family == "feature_denoising":  # tests/feature_denoising_torch.py: no published PyTorch reference
+        import feature_denoising_torch
+        feature_denoising_torch.reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
+                                          np.load(args.weights).astype(np.float32), args.out_dir)
         return
     if args.family == "timm":
         timm_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),

@@ -18,6 +18,7 @@ SOURCE_LABELS = {
     "keras_h5": "Keras .h5",
     "torch_pickle": "torch.save file, read without torch",
     "safetensors": "safetensors file, read without torch",
+    "tensorpack_npz": "tensorpack .npz",
     "tfjs_layers": "TF.js layers folder",
     "tflite_float": "TFLite, differentiable rebuild",
     "tflite_interpreter": "TFLite interpreter (black box)",
@@ -25,6 +26,7 @@ SOURCE_LABELS = {
 
 PREPROCESSING_LABELS = {
     "inception": "[-1, 1]",
+    "bgr_inception": "BGR, [-1, 1]",
     "vgg_rgb_mean": "RGB − mean (0..255)",
     "caffe_bgr_mean": "BGR − mean (0..255)",
     "efficientnet_lite": "(x − 127) / 128",

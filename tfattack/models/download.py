@@ -34,7 +34,7 @@ from tfattack.models import loading
 from tfattack.models.registry import ModelSpec
 
 ARCHIVE_SOURCES = ("slim_checkpoint",)
-FILE_SOURCES = ("keras_h5", "tflite_float", "tflite_interpreter", "torch_pickle", "safetensors")
+FILE_SOURCES = ("keras_h5", "tflite_float", "tflite_interpreter", "torch_pickle", "safetensors", "tensorpack_npz")
 CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[int, Optional[int]], None]  # (bytes on disk so far, total bytes or None)
@@ -292,6 +292,12 @@ def _check_single_file(spec: ModelSpec, path: Path):
         try:
             read_state_dict(path)
         except SafetensorsError as err:
+            raise IntegrityError(f"{spec.url}: {err}") from None
+    if spec.source == "tensorpack_npz":
+        from tfattack.models.feature_denoising import TensorpackNpzError, read_npz
+        try:
+            read_npz(str(path))
+        except TensorpackNpzError as err:
             raise IntegrityError(f"{spec.url}: {err}") from None
     if spec.source == "keras_h5":
         from tfattack.models.checkpoint import CheckpointError

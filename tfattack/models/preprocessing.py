@@ -25,6 +25,11 @@ def inception(x):
     return x * 2.0 - 1.0
 
 
+def bgr_inception(x):
+    """Facebook's feature-denoising models (OpenCV BGR images): BGR, pixel * 2/255 - 1."""
+    return tf.reverse(x, axis=[-1]) * 2.0 - 1.0
+
+
 def vgg_rgb_mean(x):
     """slim VGG checkpoints: 0..255 RGB minus the RGB means."""
     return x * 255.0 - tf.constant(VGG_RGB_MEANS, x.dtype)
@@ -62,6 +67,7 @@ def pixels(x):
 
 PREPROCESSORS = {
     "inception": inception,
+    "bgr_inception": bgr_inception,
     "vgg_rgb_mean": vgg_rgb_mean,
     "caffe_bgr_mean": caffe_bgr_mean,
     "efficientnet_lite": efficientnet_lite,

@@ -19,6 +19,7 @@ SOURCES = (
     "keras_h5",            # Keras-applications .h5 weight file
     "torch_pickle",        # torch.save state dict (zip or legacy layout), read without torch
     "safetensors",         # safetensors state dict (timm, Hugging Face), read without torch
+    "tensorpack_npz",      # tensorpack .npz of TF variables (Facebook's feature-denoising models)
     "tfjs_layers",         # TensorFlow.js layers model (model.json + shards)
     "tflite_float",        # TFLite flatbuffer rebuilt as a differentiable float TF2 graph
     "tflite_interpreter",  # TFLite flatbuffer run exactly by the interpreter (black box)

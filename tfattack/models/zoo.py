@@ -18,6 +18,7 @@ FAMILY_MODULES = (
     "tfattack.models.torchvision_mobilenet",
     "tfattack.models.robust_resnets",
     "tfattack.models.timm_tf_ports",
+    "tfattack.models.feature_denoising",
     "tfattack.models.tfjs",
     "tfattack.models.tflite",
 )
