@@ -405,7 +405,6 @@ def test_torchvision_files_are_checked_against_the_hash_prefix_in_their_names(tm
 
 def test_timm_safetensors_files_are_read_back_before_they_are_installed(tmp_path):
     import safetensors.numpy
-    import tfattack.models.timm_tf_ports  # noqa: F401  (registers the record)
     source = tmp_path / "model.safetensors"
     safetensors.numpy.save_file({"classif.bias": np.arange(4, dtype=np.float32)}, str(source))
     spec = dataclasses.replace(registry.get("timm_inception_resnet_v2_tf_ens_adv_in1k"), url=source.as_uri())

@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 
 import tfattack.models as models
-import tfattack.models.timm_tf_ports  # noqa: F401  (registers the records)
 from tfattack.models.safetensors_file import SafetensorsError
 from torch_reference import needs, ours_logits_and_gradient, random_inputs, relative, run_oracle
 

@@ -18,7 +18,8 @@ images (NHWC), and for ResNets the output of every stage (`layer1`..`layer4`, NH
 randomised too, the weights are written with safetensors (timm's Hugging Face format) as weights.safetensors, the
 images are normalised with the model's own mean/std, and `--taps` names modules whose outputs are saved too (4-D
 outputs transposed to NHWC). `--unit_norm_scale` keeps batch-norm scales at 1, as in timm's ports of TF
-checkpoints, whose batch norms have no scale.
+checkpoints, whose batch norms have no scale; `--calibrate_norms` sets the batch-norm statistics to the images' own
+(see `calibrate_batch_norms`).
 """
 
 from __future__ import annotations
@@ -78,14 +79,15 @@ def logits_and_gradient(torch, model, images, weights, mean, std):
     return logits.detach().numpy(), pixels.grad.numpy().transpose(0, 2, 3, 1)
 
 
-def hook_outputs(model, names):
-    """Registers forward hooks that keep the named modules' outputs (4-D ones as NHWC arrays)."""
+def hook_outputs(model, names, channels_last=False):
+    """Registers forward hooks that keep the named modules' outputs (4-D ones as NHWC arrays; `channels_last`: the
+    model's maps are NHWC already, as timm's Swin's are)."""
     outputs = {}
 
     def keep(name):
         def hook(module, inputs, output):
             value = output.detach().numpy()
-            outputs[name] = value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
+            outputs[name] = value.transpose(0, 2, 3, 1) if value.ndim == 4 and not channels_last else value
         return hook
 
     for name in names:
@@ -118,6 +120,21 @@ def torchvision_reference(architecture, seed, images, weights, out_dir, robustne
     np.savez(os.path.join(out_dir, "reference.npz"), logits=logits, gradient=gradient, **stages)
 
 
+def calibrate_batch_norms(torch, model, images, mean, std):
+    """Running statistics from IMAGES' own batch statistics (one training-mode pass, cumulative average), so that
+    every batch norm normalises, as a trained network's do; scales and offsets stay random. Without it, random
+    statistics let a deep network's activations grow until softmaxes saturate and float32 rounding decides."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    pixels = torch.tensor(images.transpose(0, 3, 1, 2))
+    model.train()
+    with torch.no_grad():
+        model((pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])
+    return model.eval()
+
+
 def timm_model(model_name: str, seed: int = 0, unit_norm_scale: bool = False):
     import timm
     import torch
@@ -125,13 +142,15 @@ def timm_model(model_name: str, seed: int = 0, unit_norm_scale: bool = False):
     return randomise_norms(torch, timm.create_model(model_name, pretrained=False), seed, unit_norm_scale)
 
 
-def timm_reference(model_name, seed, images, weights, out_dir, taps=(), unit_norm_scale=False):
+def timm_reference(model_name, seed, images, weights, out_dir, taps=(), unit_norm_scale=False, calibrate_norms=False):
     import torch
     from safetensors.torch import save_file
 
     model = timm_model(model_name, seed, unit_norm_scale)
+    if calibrate_norms:
+        calibrate_batch_norms(torch, model, images, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "weights.safetensors"))
-    outputs = hook_outputs(model, taps)
+    outputs = hook_outputs(model, taps, getattr(model, "output_fmt", "NCHW") == "NHWC")
     config = model.pretrained_cfg
     logits, gradient = logits_and_gradient(torch, model, images, weights, config["mean"], config["std"])
     np.savez(os.path.join(out_dir, "reference.npz"), logits=logits, gradient=gradient, **outputs)
@@ -148,6 +167,7 @@ def main():
     parser.add_argument("--robustness", action="store_true")
     parser.add_argument("--taps", default="")
     parser.add_argument("--unit_norm_scale", action="store_true")
+    parser.add_argument("--calibrate_norms", action="store_true")
     args = parser.parse_args()
     if args.family in ("shapes", "timm_shapes"):  # the state dict's keys and shapes, as JSON on stdout
         import json
@@ -166,7 +186,7 @@ def main():
     if args.family == "timm":
         timm_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
                        np.load(args.weights).astype(np.float32), args.out_dir,
-                       [t for t in args.taps.split(",") if t], args.unit_norm_scale)
+                       [t for t in args.taps.split(",") if t], args.unit_norm_scale, args.calibrate_norms)
         return
     torchvision_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
                           np.load(args.weights).astype(np.float32), args.out_dir, args.robustness)

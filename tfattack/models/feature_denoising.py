@@ -81,8 +81,7 @@ def batch_norm(store, x, name: str):
     beta = store.get(f"{name}/bn/beta", [channels], "zeros")
     mean = store.get(f"{name}/bn/mean/EMA", [channels], "zeros")
     variance = store.get(f"{name}/bn/variance/EMA", [channels], "ones")
-    multiplier = gamma * tf.math.rsqrt(variance + BN_EPSILON)
-    return x * multiplier + (beta - mean * multiplier)
+    return layers.inference_batch_norm(x, gamma, beta, mean, variance, BN_EPSILON)
 
 
 def conv(store, x, name: str, filters: int, kernel: int, stride: int = 1, groups: int = 1, *, bn: bool = True):

@@ -71,6 +71,12 @@ class VariableStore(tf.Module):
         raise ValueError(f"unknown initialiser {init!r}")
 
 
+def inference_batch_norm(x, gamma, beta, mean, variance, epsilon: float):
+    """Batch norm with fixed statistics: (x - mean) / sqrt(variance + eps) * gamma + beta, as one multiply-add."""
+    multiplier = gamma * tf.math.rsqrt(variance + epsilon)
+    return x * multiplier + (beta - mean * multiplier)
+
+
 def batch_norm_scale_offset(store: VariableStore, name: str, channels: int, scale: bool, epsilon: float):
     """Returns (multiplier, offset) such that inference-mode BN(y) = y * multiplier + offset.
 

@@ -28,15 +28,15 @@ class StateDictMismatchError(torch_pickle.TorchPickleError, safetensors_file.Saf
     an error of the reader of either format, so that a caller catches it as such."""
 
 
-def batch_norm(store, x, name: str, epsilon: float):
-    """BatchNorm2d in inference mode: weight = gamma, bias = beta, running statistics."""
+def batch_norm(store, x, name: str, epsilon: float, scale_init: str = "ones"):
+    """BatchNorm2d in inference mode: weight = gamma, bias = beta, running statistics. `scale_init`: gamma's value
+    in an unloaded network."""
     channels = x.shape[-1]
-    gamma = store.get(f"{name}.weight", [channels], "ones")
+    gamma = store.get(f"{name}.weight", [channels], scale_init)
     beta = store.get(f"{name}.bias", [channels], "zeros")
     mean = store.get(f"{name}.running_mean", [channels], "zeros")
     variance = store.get(f"{name}.running_var", [channels], "ones")
-    multiplier = gamma * tf.math.rsqrt(variance + epsilon)
-    return x * multiplier + (beta - mean * multiplier)
+    return layers.inference_batch_norm(x, gamma, beta, mean, variance, epsilon)
 
 
 def block_diagonal(kernel, groups: int):
@@ -90,6 +90,41 @@ def max_pool_padded(x, kernel: int, stride: int, padding: int):
 def linear(store, x, name: str, units: int):
     weights = store.get(f"{name}.weight", [x.shape[-1], units], "he")
     return edits.layer_output(tf.matmul(x, weights) + store.get(f"{name}.bias", [units], "zeros"))
+
+
+def widened(x):
+    """Half-precision activations are normalised and soft-maxed in float32 (as torch's autocast does); the result
+    goes back to the activations' dtype."""
+    return tf.cast(x, tf.float32) if x.dtype in (tf.bfloat16, tf.float16) else x
+
+
+def layer_norm(store, x, name: str, epsilon: float):
+    """nn.LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias (biased variance)."""
+    channels = x.shape[-1]
+    weight = store.get(f"{name}.weight", [channels], "ones")
+    bias = store.get(f"{name}.bias", [channels], "zeros")
+    wide = widened(x)
+    mean, variance = tf.nn.moments(wide, axes=[-1], keepdims=True)
+    normalised = tf.cast((wide - mean) * tf.math.rsqrt(variance + epsilon), x.dtype)
+    return normalised * weight + bias
+
+
+def token_linear(store, x, name: str, units: int, bias: bool = True):
+    """nn.Linear on the last axis of tokens of any rank ([N, T, D], [N, H, W, D]): weight [in, out] (PyTorch's
+    [out, in] transposed), as `linear`; the output goes through `edits.layer_output` in the tokens'
+    shape."""
+    inputs = x.shape[-1]
+    weights = store.get(f"{name}.weight", [inputs, units], "he")
+    leading = [size if size is not None else tf.shape(x)[axis] for axis, size in enumerate(x.shape[:-1])]
+    y = tf.reshape(tf.matmul(tf.reshape(x, [-1, inputs]), weights), leading + [units])
+    if bias:
+        y = y + store.get(f"{name}.bias", [units], "zeros")
+    return edits.layer_output(y)
+
+
+def gelu(x):
+    """nn.GELU(): x * Phi(x) with the exact (erf) normal CDF."""
+    return tf.nn.gelu(x, approximate=False)
 
 
 def torch_to_tf_axes(ndim: int, depthwise: bool = False) -> Tuple[int, ...]:
