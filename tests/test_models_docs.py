@@ -27,7 +27,8 @@ def test_generated_model_docs_are_up_to_date():
 
 def test_every_record_is_in_one_family_and_in_the_full_table():
     listed = [spec.name for _, specs in docs.families() for spec in specs]
-    assert sorted(listed) == sorted(spec.name for spec in models.specs())  # each once, none left out
+    # Each once, none left out (but the records other tests register for themselves, named test_*).
+    assert sorted(listed) == sorted(spec.name for spec in models.specs() if not spec.name.startswith("test_"))
     text = docs.render_full({})
     assert all(f"| `{name}` |" in text for name in listed)
 
