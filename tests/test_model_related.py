@@ -62,7 +62,8 @@ def test_the_policy_resolves_each_members_default_layer(resnet):
 
 def test_a_surrogate_without_what_the_policy_needs_is_one_line():
     vgg = tfattack.models.load("vgg_16", random_weights=True)
-    with pytest.raises(ValueError, match=r"^backward 'sgm': model 'vgg_16' has no residual additions it can act on"):
+    with pytest.raises(ValueError, match=r"^backward 'sgm': model 'vgg_16' has no residual additions or DenseNet "
+                                         r"concatenations it can act on"):
         build("sgm", steps=1)(vgg, np.zeros((1, 224, 224, 3), np.float32), [1])
 
     class Plain(tf.Module):
@@ -107,7 +108,8 @@ def test_the_script_takes_backward_specs_and_refuses_a_surrogate_without_residua
                          "--random_weights", "--attack=sgm", "--num_iter=1")
     assert refused.returncode == 2
     assert error_line(refused) == ("attack.py: error: --attack=sgm: backward 'sgm': model 'vgg_16' has no residual "
-                                   "additions it can act on (native networks route them through tfattack.backward)")
+                                   "additions or DenseNet concatenations it can act on (native networks route them "
+                                   "through tfattack.backward)")
     assert not (tmp_path / "vgg").exists()
 
 

@@ -202,3 +202,23 @@ def test_records_say_where_the_published_files_are():
         "features.denseblock1", "features.denseblock2", "features.denseblock3"]
     assert {"features.pool0", "features.transition3", "features.denseblock4", "features.norm5"} <= set(
         classifier.end_point_names())
+
+
+def test_sgm_on_densenet_equals_its_authors_relu_hooks(tmp_path):
+    """SGM's official code multiplies the gradient through every ReLU module outside the transitions by sqrt(gamma):
+    the two of each dense layer (gamma on the layer's new features) and the stem's (a constant factor). Ours decays
+    the new features' gradient at each dense concatenation: the same gradient up to that constant."""
+    from tfattack import backward
+
+    gamma = 0.5
+    x, weights = random_inputs(17, count=1)
+    reference = run_oracle(tmp_path, "torchvision", "densenet121", x, weights, seed=17,
+                           options=[f"--sgm_gamma={gamma}"])
+    classifier = models.load("tv_densenet121", checkpoint=str(tmp_path / "weights.pth"))
+    with backward.policy(backward.Policy(residual_gradient=gamma)):
+        _, ours = ours_logits_and_gradient(classifier, x, weights)
+    _, plain = ours_logits_and_gradient(classifier, x, weights)
+    expected = reference["gradient"]
+    error = np.linalg.norm(ours * gamma ** 0.5 - expected) / np.linalg.norm(expected)
+    assert error < 5e-3  # the plain gradient's own float32 agreement bound on this network
+    assert np.linalg.norm(plain * gamma ** 0.5 - expected) / np.linalg.norm(expected) > 0.1  # SGM changed it

@@ -3,6 +3,7 @@ process can crash on import (triton's extension after TensorFlow's libraries), a
 process with what it checks anyway.
 
     python tests/torch_oracle.py torchvision ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--robustness]
+        [--sgm_gamma=G]   (the gradient under SGM's hooks, as its authors apply them to DenseNets)
     python tests/torch_oracle.py timm MODEL SEED IMAGES.npy WEIGHTS.npy OUT_DIR [--taps=a,b] [--unit_norm_scale]
     python tests/torch_oracle.py feature_denoising ARCHITECTURE SEED IMAGES.npy WEIGHTS.npy OUT_DIR
     python tests/torch_oracle.py shapes ARCHITECTURE 0 - - -      (the state dict's keys and shapes as JSON)
@@ -105,11 +106,23 @@ def robustness_checkpoint(torch, state):
             "schedule": None, "epoch": 90}
 
 
-def torchvision_reference(architecture, seed, images, weights, out_dir, robustness=False):
+def skip_gradient_hooks(model, gamma: float):
+    """SGM on a DenseNet as its authors' code does it: the gradient through every ReLU module outside the transitions
+    (both of each dense layer's, and the stem's) is multiplied by sqrt(gamma)."""
+    factor = gamma ** 0.5
+    for name, module in model.named_modules():
+        if type(module).__name__ == "ReLU" and "relu" in name and "transition" not in name:
+            module.inplace = False  # a full backward hook cannot wrap an in-place op
+            module.register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * factor,))
+
+
+def torchvision_reference(architecture, seed, images, weights, out_dir, robustness=False, sgm_gamma=None):
     import torch
     import torchvision
 
     model = reference_model(torch, torchvision, architecture, seed)
+    if sgm_gamma is not None:
+        skip_gradient_hooks(model, sgm_gamma)
     if robustness:
         torch.save(robustness_checkpoint(torch, model.state_dict()), os.path.join(out_dir, "weights.ckpt"),
                    _use_new_zipfile_serialization=False)
@@ -168,6 +181,7 @@ def main():
     parser.add_argument("--taps", default="")
     parser.add_argument("--unit_norm_scale", action="store_true")
     parser.add_argument("--calibrate_norms", action="store_true")
+    parser.add_argument("--sgm_gamma", type=float, default=None)
     args = parser.parse_args()
     if args.family in ("shapes", "timm_shapes"):  # the state dict's keys and shapes, as JSON on stdout
         import json
@@ -189,7 +203,7 @@ def main():
                        [t for t in args.taps.split(",") if t], args.unit_norm_scale, args.calibrate_norms)
         return
     torchvision_reference(args.architecture, args.seed, np.load(args.images).astype(np.float32),
-                          np.load(args.weights).astype(np.float32), args.out_dir, args.robustness)
+                          np.load(args.weights).astype(np.float32), args.out_dir, args.robustness, args.sgm_gamma)
 
 
 if __name__ == "__main__":

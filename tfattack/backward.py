@@ -113,8 +113,8 @@ def policy(chosen: Optional[Policy]) -> Iterator[Policy]:
 
 @contextlib.contextmanager
 def counting() -> Iterator[collections.Counter]:
-    """Counts the primitives ("relu", "residual_add", "residual_unit", "max_pool") a forward pass inside the block calls:
-    what a policy can act on in that network."""
+    """Counts the primitives ("relu", "residual_add", "dense_concat", "residual_unit", "max_pool") a forward pass
+    inside the block calls: what a policy can act on in that network."""
     saved, _STATE.counts = _STATE.counts, collections.Counter()
     try:
         yield _STATE.counts
@@ -231,6 +231,26 @@ def residual_add(shortcut, residual, projected: bool = False):
         return skip + branch, backward
 
     return wrapped(shortcut, residual)
+
+
+def dense_concat(features, new):
+    """`concat([features, new], -1)` of a densely connected layer (DenseNet): `new` is the layer's branch, computed
+    from `features`, which pass on unchanged as its skip. The policy's `residual_gradient` scales the branch's
+    gradient, the skip's is untouched: SGM on DenseNets, whose official code decays the gradient through both ReLUs
+    of every dense layer by sqrt(gamma) each (and once more at the stem, a constant factor)."""
+    count("dense_concat")
+    gamma = _STATE.policy.residual_gradient
+    if gamma == 1.0:
+        return tf.concat([features, new], axis=-1)
+    kept = features.shape[-1]
+
+    @tf.custom_gradient
+    def wrapped(skip, branch):
+        def backward(dy):
+            return dy[..., :kept], dy[..., kept:] * tf.cast(gamma, dy.dtype)
+        return tf.concat([skip, branch], axis=-1), backward
+
+    return wrapped(features, new)
 
 
 def residual_unit(x, shortcut_fn: Callable, branch_fn: Callable, projected: bool = False):

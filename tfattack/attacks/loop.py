@@ -77,6 +77,7 @@ def in_compute_dtype(model, dtype: str):
 
 
 _PRIMITIVE_NAMES = {"relu": "ReLUs", "residual_add": "residual additions", "max_pool": "max pools",
+                    "dense_concat": "DenseNet concatenations",
                     "residual_unit": "residual units with a re-runnable branch (slim ResNets)",
                     "layer_output": "convolution or linear layers routed through tfattack.edits",
                     "end_point": "named end points routed through tfattack.edits"}

@@ -66,7 +66,7 @@ def dense_block(store, x, name: str, num_layers: int):
         prefix = f"{name}.denselayer{index}"
         bottleneck = _norm_relu_conv(store, x, prefix, "norm1", "conv1", BN_SIZE * GROWTH_RATE, 1)
         new = _norm_relu_conv(store, bottleneck, prefix, "norm2", "conv2", GROWTH_RATE, 3)
-        x = tf.concat([x, new], axis=-1)
+        x = backward.dense_concat(x, new)
     return x
 
 

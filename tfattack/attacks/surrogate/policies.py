@@ -46,12 +46,13 @@ def _member_taps(members: Sequence, layer: str, defaults: dict, component: str):
 @register
 @dataclasses.dataclass(frozen=True)
 class SGM(Backward):
-    """Skip gradient method: the gradient through each residual branch decays by gamma, the skip's does not."""
+    """Skip gradient method: the gradient through each residual branch (a DenseNet layer's new features) decays by
+    gamma, the skip's does not."""
 
     name = "sgm"
     positional = "gamma"
     paper = "Wu et al., Skip connections matter: on the transferability of adversarial examples generated with ResNets, ICLR 2020"
-    needs = ("residual_add",)
+    needs = ("residual_add", "dense_concat")
     gamma: float = param(0.2, "Decay of the residual branch's gradient (paper: 0.2 for ResNets with PGD, 0.5 for "
                               "DenseNets; 1 = plain backprop).", low=0.0, high=1.0)
 
