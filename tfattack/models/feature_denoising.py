@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from tfattack import backward, edits
 from tfattack.models import features, layers, loading, registry, torch_layers
-from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
 
 BN_EPSILON = 1e-5
@@ -169,7 +168,7 @@ class FeatureDenoisingNetwork(layers.SlimNetwork):
         forward = functools.partial(feature_denoising_resnet, variant=VARIANTS[architecture], num_classes=num_classes)
         super().__init__(forward, architecture, IMAGE_SIZE, seed=seed)
 
-    def load_npz(self, arrays: Mapping[str, np.ndarray], source: str, model_name: str) -> int:
+    def load_state_dict(self, arrays: Mapping[str, np.ndarray], source: str, model_name: str) -> int:
         """Assigns every variable from the npz's arrays; every key and shape is checked first."""
         present = {key[:-2] if key.endswith(":0") else key: value for key, value in arrays.items()}
         present = {k: v for k, v in present.items() if k not in NON_MODEL_KEYS and not k.endswith("/Momentum")}
@@ -205,13 +204,7 @@ def read_npz(path: str) -> dict:
 
 def load_tensorpack_npz(spec: ModelSpec, path: str):
     """Loader of source "tensorpack_npz": the feature-denoising release's weight files."""
-    if os.path.isdir(path):
-        raise TensorpackNpzError(f"model {spec.name!r}: {path} is a folder; pass its .npz file "
-                                 f"({spec.default_location})")
-    with naming_model(spec.name, TensorpackNpzError, FileNotFoundError):
-        arrays = read_npz(path)
-    network = loading.build_network(spec)
-    return network, {"checkpoint": path, "variables": network.load_npz(arrays, path, spec.name)}
+    return torch_layers.load_state_dict_file(spec, path, read_npz, TensorpackNpzError, ".npz")
 
 
 loading.register_loader("tensorpack_npz", load_tensorpack_npz)
