@@ -1,39 +1,6 @@
-"""Merge the per-shard records of a sharded attack into one run.json (after K workers finished).
+"""`tfattack-merge-runs` from a source checkout: the tool is tfattack.cli.merge_runs (see its --help)."""
 
-  python scripts/merge_runs.py --output_dir=OUT
-
-Checks that the shards share one attack configuration and one set of models, and that together they
-cover every image exactly once; the images themselves are already in OUT (each worker wrote its own).
-"""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "The folder the shards wrote to.")
-
-
-def run() -> int:
-    from tfattack import record, runs
-
-    if not FLAGS.output_dir or not os.path.isdir(FLAGS.output_dir):
-        raise runs.UsageError(f"--output_dir {FLAGS.output_dir!r} is not a folder")
-    paths = record.shard_records(FLAGS.output_dir)
-    if not paths:
-        raise runs.UsageError(f"no shard records (run.shard-I-of-K.json) in {FLAGS.output_dir}")
-    target = os.path.join(FLAGS.output_dir, record.RECORD)
-    merged = record.RunRecord.merge([record.RunRecord.load(p) for p in paths], target)
-    merged.save()
-    print(f"merge_runs.py: {merged.info['shard']['num_shards']} shards, {len(merged.info['shard']['image_ids'])} "
-          f"images -> {target}", file=sys.stderr)
-    return 0
-
+from tfattack.cli.merge_runs import main
 
 if __name__ == "__main__":
-    from tfattack import cli
-
-    cli.main("merge_runs.py", run)
+    main()

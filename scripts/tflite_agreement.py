@@ -11,18 +11,15 @@ images whose logits differ at all. Prints a Markdown table.
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import tensorflow as tf
+from absl import flags
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-
-import tfattack  # noqa: E402
-from tfattack import data  # noqa: E402
-from tfattack.models import tflite, tflite_reader  # noqa: E402
+import tfattack
+from tfattack import data
+from tfattack.models import tflite, tflite_reader
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

@@ -206,7 +206,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         "missing_input": "no such folder", "empty_input": "no images", "output_inside_input": "inside input_dir",
         "unknown_model": "unknown model 'inceptoin_v3'; did you mean 'inception_v3'?; known models:", "unknown_attack": "unknown attack 'mi_fgsn'",
         "epsilon_range": "--max_epsilon must be in (0, 255]", "missing_columns": "TrueLabel",
-        "label_range": "1..1000", "missing_checkpoint": "download_checkpoints.py --models=inception_v3",
+        "label_range": "1..1000", "missing_checkpoint": "tfattack-download --models=inception_v3",
         "targeted_without_targets": "target",
         "unknown_component": "--transforms: unknown transform 'bsrr'; did you mean 'bsr'?; valid ones: ",
         "unknown_component_key": "--estimator: estimator 'pgn': unknown key 'n'; valid keys: samples, zeta, delta",

@@ -155,7 +155,7 @@ def test_missing_input_dir_and_missing_checkpoint_exit_2(tmp_path):
     line = error_line(run_evaluate(f"--input_dir={images}", f"--adv_dirs={adv}", "--models=inception_v3",
                                    f"--checkpoints=inception_v3={tmp_path / 'none.ckpt'}"))
     assert line == (f"evaluate.py: error: --models: checkpoint {tmp_path / 'none.ckpt'} for model 'inception_v3' does "
-                    f"not exist; download it with: python scripts/download_checkpoints.py --models=inception_v3")
+                    f"not exist; download it with: tfattack-download --models=inception_v3")
 
 
 def test_recorded_labels_missing_from_an_adv_dir_exit_2(tmp_path):

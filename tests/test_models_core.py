@@ -144,7 +144,7 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
 
 
 def test_wrong_path_says_how_to_get_it(tmp_path):
-    with pytest.raises(loading.ModelNotFoundError, match=r"does not exist.*download_checkpoints.py --models=test_tiny_net"):
+    with pytest.raises(loading.ModelNotFoundError, match=r"does not exist.*tfattack-download --models=test_tiny_net"):
         tfattack.models.load("test_tiny_net", checkpoint=str(tmp_path / "nope.ckpt"))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found in folder"):
         tfattack.models.load("test_tiny_net", checkpoint=str(tmp_path))
@@ -157,7 +157,7 @@ def test_search_path_finds_default_location(tmp_path, monkeypatch, images):
     model = tfattack.models.load("test_tiny_net")
     assert model.info["checkpoint"].startswith(str(tmp_path / "test_tiny_net"))
     monkeypatch.setenv("TFATTACK_MODEL_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(loading, "PROJECT_CHECKPOINTS", tmp_path / "empty2")
+    monkeypatch.setattr(loading, "CHECKPOINTS", tmp_path / "empty2")
     with pytest.raises(loading.ModelNotFoundError, match=r"not found \(looked in .*empty"):
         tfattack.models.load("test_tiny_net")
 

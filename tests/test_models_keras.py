@@ -214,7 +214,7 @@ def test_found_in_the_keras_cache(saved, tmp_path, monkeypatch):
     path, model = saved("keras_resnet50")
     cache = tmp_path / "keras_home" / "models"
     monkeypatch.setattr(loading, "KERAS_CACHE", cache)
-    monkeypatch.setattr(loading, "PROJECT_CHECKPOINTS", tmp_path / "no_checkpoints")
+    monkeypatch.setattr(loading, "CHECKPOINTS", tmp_path / "no_checkpoints")
     monkeypatch.delenv("TFATTACK_MODEL_DIR", raising=False)
     with pytest.raises(models.ModelNotFoundError, match="resnet50_weights_tf_dim_ordering_tf_kernels.h5"):
         models.load("keras_resnet50")

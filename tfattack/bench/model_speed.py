@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Dict, List
 
 import tfattack
@@ -23,8 +22,9 @@ def measure(name: str, batch: int, *, jit_compile: bool = False, model_dir=None)
     return result
 
 
-def measure_in_subprocess(name: str, batch: int, jit_compile: bool, script: str, model_dir=None) -> Dict:
-    command = [sys.executable, script, "--what=_one_model", f"--models={name}", f"--batch_size={batch}",
+def measure_in_subprocess(name: str, batch: int, jit_compile: bool, tool: List[str], model_dir=None) -> Dict:
+    """`tool`: the benchmark command line to run again, e.g. [python, -m, tfattack.cli.benchmark]."""
+    command = list(tool) + ["--what=_one_model", f"--models={name}", f"--batch_size={batch}",
                f"--jit_compile={jit_compile}"]
     if model_dir:
         command.append(f"--model_dir={model_dir}")

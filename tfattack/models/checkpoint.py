@@ -36,7 +36,7 @@ def naming_model(model_name: str, *error_types):
 def find_checkpoint_prefix(path: str, model_name: str) -> str:
     """Resolves a prefix, a V1 file, a `.index`/`.data-*` file or a folder to a checkpoint prefix."""
     path = os.path.expanduser(str(path))
-    hint = f"(model {model_name!r}; download it with: python scripts/download_checkpoints.py --models={model_name})"
+    hint = f"(model {model_name!r}; download it with: tfattack-download --models={model_name})"
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest:

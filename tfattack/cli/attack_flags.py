@@ -40,6 +40,11 @@ PIECES_OF_SLOT = {
 }
 
 
+def preset_names():
+    from tfattack.attacks import presets
+    return presets()
+
+
 def piece_names():
     return [name for name in legacy.FIELDS if name not in SCRIPT_OWNED]
 

@@ -1,0 +1,348 @@
+"""Benchmarks: model speed, real-model accuracy, attack speed and the transfer table.
+
+  tfattack-benchmark --what=models [--models=inception_v3,vgg_19] [--batch_size=8] [--jit_compile]
+  tfattack-benchmark --what=accuracy [--num_images=1000]
+  tfattack-benchmark --what=transfer --num_images=50 --num_images_expensive=10
+  tfattack-benchmark --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single]
+  tfattack-benchmark --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
+  tfattack-benchmark --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
+  tfattack-benchmark --what=memory [--memory_runs=admix_ti_dim:0,admix_ti_dim:5]
+
+Each figure is printed as a markdown table and written as JSON under --output_dir.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+
+from tfattack import cli
+from tfattack.runs import UsageError  # a bad flag value: one line, exit code 2
+
+FLAGS = flags.FLAGS
+WHATS = ("models", "accuracy", "attacks", "transfer", "speed", "memory")
+flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
+flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
+flags.DEFINE_integer("batch_size", 8, "Batch size for speed measurements.")
+flags.DEFINE_boolean("jit_compile", False, "Compile with XLA.")
+flags.DEFINE_string("model_dir", None, "Where to find model files (os.pathsep separated); default: the model "
+                    "search path (TFATTACK_MODEL_DIR, the checkpoint folder).")
+flags.DEFINE_string("data_dir", None, "NIPS'17 DEV folder (images/ + dev_dataset.csv); needed by --what=accuracy "
+                    "and transfer.")
+flags.DEFINE_integer("num_images", 1000, "Images for accuracy/transfer benchmarks.")
+flags.DEFINE_string("output_dir", "benchmarks", "Where the JSON/markdown results go.")
+flags.DEFINE_list("presets", [], "Attack presets to time (default: all for --what=attacks, mi_fgsm and "
+                  "si_ni_ti_dim for --what=speed).")
+flags.DEFINE_list("ensemble", [], "Ensemble members for attack timing (default: resnet_v2_50, vgg_19, inception_v3, "
+                  "inception_resnet_v2, the origin write-up's four architectures).")
+flags.DEFINE_integer("num_iter", 2, "Attack iterations per timed call (after one untimed call that traces).")
+flags.DEFINE_enum("xla", "both", ("both", "off", "on"), "Attack timing with XLA (jit_compile) off, on or both.")
+flags.DEFINE_integer("peer_iter", 10, "MI-FGSM iterations of the TF1 peer comparison.")
+flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call per preset and list its time by op type.")
+flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for the attacks with many gradient "
+                     "evaluations per step (SI, VT, Admix, augmentations).")
+flags.DEFINE_list("attack_names", [], "--what=transfer: the attacks (rows) to run; default: the protocol's table "
+                  "(every attack but the 'TI-DI-MI bf16' variant and the engine-v2 methods), with --targeted every "
+                  "targeted row.")
+flags.DEFINE_boolean("targeted", False, "--what=transfer: the targeted table instead: rows Logit, Po+Trip, CFM, SU, "
+                     "Logit-Margin (each at its preset: 300 iterations of 2/255 with TI/DI/MI), each image attacked "
+                     "towards the DEV CSV's TargetClass, scored by target hit rate; written as transfer_targeted.* "
+                     "with its sets under OUTPUT_DIR/transfer_targeted.")
+flags.DEFINE_float("max_epsilon", 16, "--what=transfer: eps in pixels (of 255); the protocol's is 16. Another eps "
+                   "needs its own --output_dir (crafted images are reused only for the same settings).")
+flags.DEFINE_list("sources", [], "--what=transfer: the source settings (single, ensemble) to run; default both.")
+flags.DEFINE_boolean("craft_only", False, "--what=transfer: craft the adversarial sets (resumable) and stop before "
+                     "scoring; a later run without it reuses them and writes the table.")
+flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
+flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
+                  "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
+flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
+flags.DEFINE_boolean("keep_other_rows", False, "--what=accuracy with --models: keep the other models' rows of the "
+                     "existing OUTPUT_DIR/accuracy.json (same images) instead of dropping them.")
+flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
+
+# Child processes (one per timed model or memory row, the TF1 peer) run this tool again with this Python.
+THIS_TOOL = [sys.executable, "-m", "tfattack.cli.benchmark"]
+
+
+def default_model_dir():
+    return FLAGS.model_dir
+
+
+def required_data_dir():
+    if not FLAGS.data_dir:
+        raise UsageError(f"--what={FLAGS.what} needs --data_dir (a NIPS'17 DEV folder: images/ and dev_dataset.csv)")
+    return FLAGS.data_dir
+
+
+def write_result(name, payload, markdown):
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.output_dir, f"{name}.json"), "w") as f:
+        json.dump(payload, f, indent=1)
+    with open(os.path.join(FLAGS.output_dir, f"{name}.md"), "w") as f:
+        f.write(markdown + "\n")
+    print(markdown)
+
+
+def run_models():
+    import tfattack
+    from tfattack.bench import model_speed, timing
+    names = FLAGS.models or speed_candidates()
+    rows = [model_speed.measure_in_subprocess(n, FLAGS.batch_size, FLAGS.jit_compile, THIS_TOOL,
+                                              default_model_dir()) for n in names]
+    rate = timing.matmul_flops_per_second()
+    write_result("models", {"matmul_flops_per_second": rate, "rows": rows, "time": time.time()},
+                 model_speed.markdown_table(rows, rate))
+
+
+def speed_candidates():
+    """One model per architecture, the first its family lists: the other weight files of an architecture
+    (adversarially trained copies, the robustness library's, timm's TF ports) share its speed; the TFLite
+    interpreter is not differentiable."""
+    from tfattack.models import docs
+    chosen = {}
+    for spec in (spec for _, specs in docs.families() for spec in specs):
+        if spec.source != "tflite_interpreter" and not spec.name.startswith("test_"):
+            chosen.setdefault(spec.architecture, spec.name)
+    return list(chosen.values())
+
+
+def run_one_model():
+    from tfattack.bench import model_speed
+    result = model_speed.measure(FLAGS.models[0], FLAGS.batch_size, jit_compile=FLAGS.jit_compile,
+                                 model_dir=default_model_dir())
+    print(json.dumps(result))
+
+
+def run_accuracy():
+    from tfattack.bench import accuracy
+    data_dir = required_data_dir()
+    previous = None
+    if FLAGS.keep_other_rows:
+        path = os.path.join(FLAGS.output_dir, "accuracy.json")
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--keep_other_rows: cannot read {path} ({err})")
+    try:
+        payload, markdown = accuracy.run(FLAGS.models or None, data_dir, default_model_dir(), FLAGS.num_images,
+                                         previous)
+    except ValueError as err:  # unknown --models, or earlier results on other images
+        raise UsageError(str(err))
+    write_result("accuracy", payload, markdown)
+
+
+def xla_modes(default="both"):
+    choice = FLAGS.xla if FLAGS["xla"].present else default
+    return {"both": (False, True), "off": (False,), "on": (True,)}[choice]
+
+
+def attack_rows(presets, jit_modes, profile=False):
+    """Times presets on the ensemble, printing each row as it comes (the full run takes a while)."""
+    import tfattack
+    from tfattack.bench import attack_speed
+    names = FLAGS.ensemble or list(attack_speed.ORIGIN_ENSEMBLE)
+    missing = attack_speed.missing_models(names)
+    if missing:
+        raise UsageError(f"--ensemble: unknown model(s) {', '.join(missing)}; known: "
+                         f"{', '.join(tfattack.models.available())}")
+    unknown = [p for p in presets if p not in tfattack.attacks.presets()]
+    if unknown:
+        raise UsageError(f"--presets: unknown preset(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(tfattack.attacks.presets())}")
+    rows = []
+    for row in attack_speed.measure_presets(presets, names, batch_size=FLAGS.batch_size, num_iter=FLAGS.num_iter,
+                                            jit_modes=jit_modes, profile=profile):
+        print("attack row:", json.dumps(row), flush=True)
+        rows.append(row)
+    return names, rows
+
+
+def run_attacks():
+    import tfattack
+    from tfattack.bench import attack_speed
+    names, rows = attack_rows(FLAGS.presets or tfattack.attacks.presets(), xla_modes(), FLAGS.profile)
+    title = f"Attack speed on the ensemble {' + '.join(names)} (random weights), {FLAGS.num_iter} timed iterations."
+    markdown = attack_speed.markdown_table(rows, title)
+    if FLAGS.profile:
+        markdown += "\n\nTime by op type (one profiled call):\n\n" + attack_speed.ops_table(rows)
+    write_result("attacks", {"ensemble": names, "rows": rows, "time": time.time()}, markdown)
+
+
+def run_peer():
+    """MI-FGSM: the TF1 peer vs tfattack on one random Inception-v3 checkpoint (own process, prints JSON)."""
+    import tempfile
+
+    import tfattack
+    tf1_peer = load_tf1_peer()
+    from tfattack.bench import speed
+    with tempfile.TemporaryDirectory() as folder:
+        prefix = tf1_peer.write_random_checkpoint(os.path.join(folder, "inception_v3.ckpt"))
+        peer = tf1_peer.SlimMiFgsm(prefix, FLAGS.batch_size, steps=FLAGS.peer_iter)
+        model = tfattack.models.load("inception_v3", checkpoint=prefix)
+        result = speed.compare_with_peer(peer, model, FLAGS.batch_size, FLAGS.peer_iter)
+        peer.close()
+    print(json.dumps(result))
+
+
+def load_tf1_peer():
+    """The TF1 peer (scripts/tf1_peer.py) needs tf_slim and the tests' slim shim: it runs from a source checkout."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "tf1_peer.py"
+    if not path.is_file():
+        raise UsageError("the TF1 peer comparison of --what=speed runs from a source checkout of tfattack "
+                         f"(scripts/tf1_peer.py); not found at {path}")
+    spec = importlib.util.spec_from_file_location("tf1_peer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def peer_in_subprocess():
+    from tfattack.bench import timing
+    return timing.json_from_fresh_process(THIS_TOOL + ["--what=_peer",
+                                           f"--batch_size={FLAGS.batch_size}", f"--peer_iter={FLAGS.peer_iter}"])
+
+
+def run_copies_memory():
+    from tfattack.bench import speed
+    preset, copies_per_pass = FLAGS.memory_runs[0].split(":")
+    print(json.dumps(speed.copies_memory(preset, int(copies_per_pass), FLAGS.memory_batch)))
+
+
+def memory_rows():
+    import tfattack
+    from tfattack.bench import speed
+    runs = FLAGS.memory_runs or [f"{preset}:{n}" for preset, n in speed.MEMORY_RUNS]
+    for run in runs:
+        preset, _, count = run.partition(":")
+        if preset not in tfattack.attacks.presets() or not count.isdigit():
+            raise UsageError(f"--memory_runs: {run!r} is not PRESET:COPIES_PER_PASS "
+                             f"(a preset name and an integer >= 0)")
+    return [copies_memory_in_subprocess(run, FLAGS.memory_batch) for run in runs]
+
+
+def run_memory():
+    """Section 5 of --what=speed on its own."""
+    from tfattack.bench import speed
+    rows = memory_rows()
+    write_result("memory", {"rows": rows, "time": time.time()}, speed.memory_table(rows))
+
+
+def copies_memory_in_subprocess(run: str, batch: int) -> dict:
+    """`run` is "PRESET:COPIES_PER_PASS"."""
+    from tfattack.bench import timing
+    preset, copies_per_pass = run.split(":")
+    command = THIS_TOOL + ["--what=_copies_memory", f"--memory_batch={batch}", f"--memory_runs={run}"]
+    return timing.json_from_fresh_process(command, preset=preset, copies_per_pass=int(copies_per_pass), batch=batch)
+
+
+def run_speed():
+    import tfattack
+    from tfattack.bench import attack_speed, model_speed, speed
+    quick = FLAGS.quick
+    started = time.time()
+    names = FLAGS.models or (list(attack_speed.ORIGIN_ENSEMBLE) if quick else
+                             speed_candidates())
+    model_rows = []
+    for name in names:
+        model_rows.append(model_speed.measure_in_subprocess(name, FLAGS.batch_size, False, THIS_TOOL,
+                                                            default_model_dir()))
+        print("model row:", json.dumps(model_rows[-1]), flush=True)
+    presets = FLAGS.presets or (["mi_fgsm"] if quick else ["mi_fgsm", "si_ni_ti_dim"])
+    ensemble, preset_rows = attack_rows(presets, xla_modes("off" if quick else "both"))
+    peer = peer_in_subprocess()
+    print("peer:", json.dumps(peer), flush=True)
+    batches = (1, FLAGS.batch_size) if quick else (1, FLAGS.batch_size, 32)
+    option_rows = speed.option_rows(batches, FLAGS.num_iter)
+    model = attack_speed.load_member(speed.OPTION_MODEL)
+    agreement = speed.gradient_sign_agreement(model, model.with_compute_dtype("bfloat16"))
+    notes = speed.default_notes(option_rows, agreement)
+    memory = memory_rows()
+    print("memory:", json.dumps(memory), flush=True)
+    minutes = (time.time() - started) / 60
+    markdown = "\n\n".join([
+        f"# Speed (batch {FLAGS.batch_size}, this machine's CPU; {minutes:.0f} min for the whole run)",
+        "## 1. Models (random weights; forward FLOPs counted from the traced graph)", speed.models_table(model_rows),
+        f"## 2. Attacks on {' + '.join(ensemble)}", attack_speed.markdown_table(preset_rows),
+        "## 3. MI-FGSM vs the TF1 research-code form (one random Inception-v3 checkpoint loaded by both)",
+        speed.peer_table(peer) if "error" not in peer else f"peer failed: {peer['error']}",
+        "## 4. Options", speed.options_table(option_rows),
+        "## 5. Memory of a many-copy attack: copies_per_pass", speed.memory_table(memory),
+        "## Defaults chosen", "\n".join(f"- {n}" for n in notes)])
+    write_result("speed", {"models": model_rows, "attacks": preset_rows, "peer": peer, "options": option_rows,
+                           "bfloat16_gradient_sign_agreement": agreement, "memory": memory, "notes": notes,
+                           "minutes": minutes, "time": time.time()}, markdown)
+
+
+def run_transfer():
+    from tfattack.bench import transfer
+    data_dir = required_data_dir()
+    # Targeted sets, kept scores and table files have a tree and names of their own: never mixed with untargeted ones.
+    table = "transfer_targeted" if FLAGS.targeted else "transfer"
+    folder = os.path.join(FLAGS.output_dir, table)
+    for name in ("num_images", "num_images_expensive"):
+        if FLAGS[name].value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    if not 0 < FLAGS.max_epsilon <= 255:
+        raise UsageError(f"--max_epsilon must be in (0, 255] pixels, got {FLAGS.max_epsilon:g}")
+    unknown_sources = sorted(set(FLAGS.sources) - set(transfer.SOURCES))
+    if unknown_sources:
+        raise UsageError(f"--sources: unknown {', '.join(unknown_sources)}; known: {', '.join(transfer.SOURCES)}")
+    unknown = sorted(set(FLAGS.attack_names) - set(transfer.ATTACKS))
+    if unknown:
+        raise UsageError(f"--attack_names: unknown {', '.join(unknown)}; "
+                         f"known: {', '.join(transfer.ATTACKS)}")
+    mixed = transfer.of_the_other_kind(FLAGS.attack_names, FLAGS.targeted)
+    if mixed and FLAGS.targeted:
+        raise UsageError(f"--attack_names: {', '.join(mixed)} not in the targeted table; with --targeted choose "
+                         f"among {', '.join(transfer.TARGETED)}")
+    if mixed:
+        raise UsageError(f"--attack_names: {', '.join(mixed)} in the targeted table only; add --targeted")
+    sources = FLAGS.sources or tuple(transfer.SOURCES)
+    stranded = [n for n in FLAGS.attack_names if not transfer.table_sets(sources, [n])]
+    if stranded:
+        raise UsageError(f"--attack_names: {', '.join(stranded)} attack ensembles only; add --sources=ensemble")
+    payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
+                           num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
+                           attacks=FLAGS.attack_names or None, batch_size=10, seed=FLAGS.seed,
+                           max_epsilon=FLAGS.max_epsilon, sources=sources, craft_only=FLAGS.craft_only,
+                           targeted=FLAGS.targeted, log=lambda line: print(line, file=sys.stderr))
+    if payload is None:
+        print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
+              file=sys.stderr)
+        return
+    transfer.write_csv(payload, os.path.join(FLAGS.output_dir, f"{table}.csv"))
+    transfer.heatmap(payload, os.path.join(FLAGS.output_dir, f"{table}.png"))
+    write_result(table, payload, transfer.markdown(payload))
+
+
+def run() -> int:
+    runners = {"transfer": run_transfer, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
+               "attacks": run_attacks, "speed": run_speed, "memory": run_memory, "_peer": run_peer,
+               "_copies_memory": run_copies_memory}
+    if FLAGS.what not in runners:
+        raise UsageError(f"--what={FLAGS.what} is not available; choose one of "
+                         f"{', '.join(n for n in runners if not n.startswith('_'))}")
+    from tfattack.models import checkpoint, loading, tfjs, tflite_reader
+
+    # What a user can get wrong in weight files is one line too; anything else keeps its traceback.
+    model_errors = (loading.ModelNotFoundError, checkpoint.CheckpointError, tfjs.TfjsModelError,
+                    tflite_reader.TFLiteFormatError)
+    try:
+        runners[FLAGS.what]()
+    except model_errors as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
+def main() -> None:
+    cli.main("benchmark.py", run)
+
+
+if __name__ == "__main__":
+    main()
