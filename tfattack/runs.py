@@ -10,7 +10,6 @@ import math
 import os
 import platform
 import sys
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tfattack import files
@@ -130,42 +129,52 @@ def write_json_atomic(path: str, payload) -> None:
     files.atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
-class Progress:
-    """A one-line progress bar on a terminal (images done, images/s, ETA); plain lines otherwise."""
+class _LogLines:
+    """A file for tqdm that is not a terminal: each status tqdm redraws with a carriage return becomes a line of its
+    own, so a log shows a line per refresh instead of one very long line."""
 
-    def __init__(self, total: int, stream=None, label: str = "images"):
-        self.total = max(int(total), 0)
-        self.done = 0
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.start = time.perf_counter()
-        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_print = 0.0
+    def __init__(self, stream):
+        self.stream = stream
 
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").split("\n"):
+            if line.strip():
+                self.stream.write(line.rstrip() + "\n")
 
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    def update(self, count: int) -> None:
-        self.done += count
-        now = time.perf_counter()
-        if not self._interactive and now - self._last_print < 10 and self.done < self.total:
-            return
-        self._last_print = now
-        remaining = (self.total - self.done) / self.rate if self.rate > 0 else float("inf")
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining != float("inf") else "--:--:--"
-        width = 30
-        filled = int(width * self.done / self.total) if self.total else width
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.label} "
-                f"{self.rate:.2f} {self.label}/s ETA {eta}")
-        self.stream.write(("\r" + line) if self._interactive else (line + "\n"))
+    def flush(self) -> None:
         self.stream.flush()
 
+
+class Progress:
+    """Progress on stderr through tqdm (count, rate, ETA): a live bar on a terminal; elsewhere (a log file, a pipe)
+    a plain line at most every `log_interval` seconds and one at the end. `count_bytes=True` counts bytes (downloads)."""
+
+    def __init__(self, total: Optional[int], stream=None, label: str = "images", *, count_bytes: bool = False,
+                 description: Optional[str] = None, log_interval: float = 10.0):
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        interactive = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(total=None if total is None else max(int(total), 0), desc=description,
+                        unit="B" if count_bytes else f" {label}", unit_scale=count_bytes,
+                        unit_divisor=1024 if count_bytes else 1000,
+                        file=stream if interactive else _LogLines(stream), ascii=not interactive,
+                        dynamic_ncols=interactive, ncols=None if interactive else 100,
+                        mininterval=0.1 if interactive else log_interval,
+                        maxinterval=log_interval)
+
+    @property
+    def done(self) -> int:
+        return self.bar.n
+
+    def update(self, count: int) -> None:
+        self.bar.update(count)
+
+    def update_to(self, done: int, total: Optional[int] = None) -> None:
+        """For callers that report totals so far (downloads: bytes on disk, file size)."""
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
     def close(self) -> None:
-        if self._interactive:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()

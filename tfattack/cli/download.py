@@ -11,8 +11,6 @@ resume from <file>.partial. Models shipped by a PyPI package or as a local folde
 the script prints how to get them. Exit codes: 0 done, 1 a download failed, 2 bad flags or model names.
 """
 
-import sys
-
 from absl import flags
 
 from tfattack import cli
@@ -39,28 +37,10 @@ def describe(spec, dest):
             f"{download.destination(spec, dest)})")
 
 
-class ProgressLine:
-    """A progress line on stderr, rewritten every 5 %, for one file."""
-
-    def __init__(self, name):
-        self.name, self.shown = name, -1
-
-    def __call__(self, done, total):
-        if total:
-            percent = int(100 * done / total) // 5 * 5
-            if percent != self.shown:
-                self.shown = percent
-                print(f"\r{self.name}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB ({percent} %)",
-                      end="", file=sys.stderr, flush=True)
-
-    def finish(self):
-        if self.shown >= 0:
-            print(file=sys.stderr)
-
-
 def run() -> int:
     from tfattack.models import download, registry
     from tfattack.names import did_you_mean
+    from tfattack import runs
     from tfattack.runs import UsageError
 
     known = registry.available()
@@ -79,16 +59,16 @@ def run() -> int:
     failed = 0
     for name in names:
         spec = registry.get(name)
-        progress = ProgressLine(name)
+        progress = runs.Progress(None, count_bytes=True, description=name)
         try:
             result = download.download_model(spec, FLAGS.dest, verify=FLAGS.verify, force=FLAGS.force,
-                                             progress=progress)
+                                             progress=progress.update_to)
         except (OSError, ValueError) as err:  # one model's failure does not stop the others
-            progress.finish()
+            progress.close()
             cli.error(cli.program("download_checkpoints.py"), f"{name}: {err}")
             failed += 1
             continue
-        progress.finish()
+        progress.close()
         print(f"{name}: {result.status}: {result.message}")
     return 1 if failed else 0
 
