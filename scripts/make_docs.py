@@ -1,5 +1,6 @@
 """Regenerates the generated documentation: docs/attacks.md (components, presets, config fields), docs/models.md
-(every weight record) and the README's model-family table (between its "generated: models" markers).
+(every weight record), the README's model-family table (between its "generated: models" markers), the tables of
+docs/benchmarks.md (each from its JSON in benchmarks/) and docs/cli.md (every tool's flags).
 
     python scripts/make_docs.py            # rewrite
     python scripts/make_docs.py --check    # exit 1 if out of date
@@ -25,17 +26,26 @@ def readme_with_models(readme: str, table: str) -> str:
     return f"{head}{BEGIN_MODELS}\n{table}\n{END_MODELS}{tail}"
 
 
-def generated():
+def generated(cli: bool = True):
+    """{path: its up-to-date text}; `cli=False` leaves out docs/cli.md (a child process per tool)."""
     import json
+    from pathlib import Path
 
     from tfattack.attacks import docs as attack_docs
+    from tfattack.bench import tables
     from tfattack.models import docs as model_docs
 
     accuracy = os.path.join(ROOT, "benchmarks", "accuracy.json")
     measured = model_docs.measured_top1(json.load(open(accuracy)) if os.path.exists(accuracy) else None)
-    return {os.path.join(ROOT, "docs", "attacks.md"): attack_docs.render(),
-            os.path.join(ROOT, "docs", "models.md"): model_docs.render_full(measured),
-            README: readme_with_models(open(README).read(), model_docs.render_summary())}
+    benchmarks = os.path.join(ROOT, "docs", "benchmarks.md")
+    texts = {os.path.join(ROOT, "docs", "attacks.md"): attack_docs.render(),
+             os.path.join(ROOT, "docs", "models.md"): model_docs.render_full(measured),
+             README: readme_with_models(open(README).read(), model_docs.render_summary()),
+             benchmarks: tables.fill_document(open(benchmarks).read(), Path(ROOT))}
+    if cli:
+        from tfattack.cli import docs as cli_docs
+        texts[os.path.join(ROOT, "docs", "cli.md")] = cli_docs.render()
+    return texts
 
 
 def main(argv):

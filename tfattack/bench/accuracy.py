@@ -58,12 +58,18 @@ def run(names: Optional[Sequence[str]], data_dir: str, model_dir: str, num_image
         rows += [r for r in previous["rows"] if r["model"] not in names]
         order = {n: i for i, n in enumerate(OFFLINE_MODELS)}
         rows.sort(key=lambda r: order.get(r["model"], len(order)))
-    lines = [f"Top-1 on the first {len(labels)} NIPS'17 DEV images (labels TrueLabel - 1), 299 px resized inside "
-             "each classifier (antialiased bilinear).", "",
+    payload = {"rows": rows, "data_dir": data_dir, "num_images": len(labels)}
+    return payload, markdown(payload)
+
+
+def markdown(payload: Dict) -> str:
+    """The table of an accuracy payload (`run`'s JSON)."""
+    lines = [f"Top-1 on the first {payload['num_images']} NIPS'17 DEV images (labels TrueLabel - 1), 299 px resized "
+             "inside each classifier (antialiased bilinear).", "",
              "| model | source | input | top-1 % | ../shared README % | difference |", "|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in payload["rows"]:
         ref = r["reference_here"]
         diff = f"{r['top1'] - ref:+.1f}" if ref is not None else ""
         lines.append(f"| {r['model']} | {r['source']} | {r['image_size']} | {r['top1']:.1f} | "
                      f"{'' if ref is None else f'{ref:.1f}'} | {diff} |")
-    return {"rows": rows, "data_dir": data_dir, "num_images": len(labels)}, "\n".join(lines)
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Craft adversarial examples for a folder of images (NIPS 2017 competition layout).
 
-  tfattack-attack --input_dir=DIR --output_dir=OUT \
-      --models=ens3_adv_inception_v3,inception_v3:0.5 --attack=ti_di_mi_fgsm \
+  tfattack-attack --input_dir=DIR --output_dir=OUT \\
+      --models=ens3_adv_inception_v3,inception_v3:0.5 --attack=ti_di_mi_fgsm \\
       --max_epsilon=16 --num_iter=10 --batch_size=10 [--targeted] [--seed=0]
 
 The preset's components can be replaced with spec strings (--transforms=di:0.5,bsr --estimator=pgn --update=mi:1.0,

@@ -1,6 +1,6 @@
 """The NIPS 2017 baselines (FGSM, I-FGSM, MI-FGSM) next to your attack, on the same images and models.
 
-  tfattack-compare --input_dir=DIR --output_dir=OUT --models=efficientnet_lite0,mobilenet_v1_075 \
+  tfattack-compare --input_dir=DIR --output_dir=OUT --models=efficientnet_lite0,mobilenet_v1_075 \\
       --attack=ti_di_mi_fgsm --victims=efficientnet_lite2 --defenses=none,jpeg:75 --max_epsilon=16 --num_iter=10
 
 Runs tfattack-attack once per attack (outputs in OUT/<attack>/, each with its run.json; finished images

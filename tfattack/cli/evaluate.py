@@ -1,6 +1,6 @@
 """Evaluates adversarial folders against victims behind input-transformation defenses; writes a report.
 
-    tfattack-evaluate --input_dir=samples/images --adv_dirs=outputs/adv \
+    tfattack-evaluate --input_dir=samples/images --adv_dirs=outputs/adv \\
         --models=efficientnet_lite2,vgg_16 --defenses=none,jpeg:75,bits:4,rp,median:3 --report=outputs/report.md
 
 Each entry of --models is a separate victim (registry names; weights found as `tfattack.models.load`
