@@ -1,5 +1,7 @@
 """TFLite: the flatbuffer reader against the interpreter, the float rebuild against the interpreter, the black box."""
 
+import importlib.util
+import sys
 import warnings
 
 import numpy as np
@@ -63,10 +65,16 @@ def small_tflite(tmp_path_factory):
     return path
 
 
-def interpreter(path, **options):
+def interpreter(path, builtin_kernels=False, **options):
+    """The runtime the black box uses (LiteRT when installed); `builtin_kernels`: without the default
+    delegates and with every intermediate tensor kept, as the black box runs it."""
+    runtime, op_resolver = tflite.interpreter_classes()
+    if builtin_kernels:
+        options.update(experimental_preserve_all_tensors=True,
+                       experimental_op_resolver_type=op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = tf.lite.Interpreter(model_path=str(path), **options)
+        warnings.simplefilter("ignore")  # the fallback, tf.lite.Interpreter, announces its move to LiteRT
+        result = runtime(model_path=str(path), **options)
     result.allocate_tensors()
     return result
 
@@ -112,6 +120,15 @@ def test_reader_errors_name_the_file(tmp_path, small_tflite):
         tflite_reader.read_tflite(tmp_path / "nope.tflite")
 
 
+def test_reader_without_the_schema_module_says_so_in_one_line(monkeypatch, small_tflite):
+    name = tflite_reader.schema().__name__  # imported, then hidden from the import system
+    package, _, module = name.rpartition(".")
+    monkeypatch.delattr(sys.modules[package], module)
+    monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"^reading \.tflite files needs TensorFlow's TFLite schema module "
+                                          r"tensorflow\.lite\.python\.schema_py_generated, [^\n]*$"):
+        tflite_reader.read_tflite(small_tflite)
+
 # Test-only records over the self-made file (16 px, 1001 classes), in both forms.
 for _source, _suffix in (("tflite_float", ""), ("tflite_interpreter", "_int8")):
     registry.register(ModelSpec(name=f"test_tflite_small{_suffix}", architecture="test_tflite_small", source=_source,
@@ -151,8 +168,7 @@ def test_float_rebuild_equals_interpreter_op_by_op(small_tflite):
     """Every intermediate tensor of the rebuild vs the interpreter's, fed the interpreter's own inputs."""
     model = tflite_reader.read_tflite(small_tflite)
     network = tflite.TFLiteFloatNetwork(model, arithmetic="grid")
-    oracle = interpreter(small_tflite, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    oracle = interpreter(small_tflite, builtin_kernels=True)
     pixels = np.random.default_rng(3).integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.uint8)
     oracle.set_tensor(model.inputs[0], pixels)
     oracle.invoke()
@@ -166,8 +182,7 @@ def test_float_rebuild_equals_interpreter_op_by_op(small_tflite):
 
 
 def run_with_preserved_tensors(path, pixels):
-    oracle = interpreter(path, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    oracle = interpreter(path, builtin_kernels=True)
     oracle.set_tensor(oracle.get_input_details()[0]["index"], pixels)
     oracle.invoke()
     return oracle
@@ -260,6 +275,24 @@ def test_interpreter_refuses_gradients(small_tflite):
         gradient(x)
     np.testing.assert_array_equal(tf.function(model)(x).numpy(), model(x).numpy())  # runs traced too
 
+
+def test_interpreter_is_litert_when_installed(small_tflite):
+    expected = "ai_edge_litert" if importlib.util.find_spec("ai_edge_litert") else "tensorflow"
+    network = tfattack.models.load("test_tflite_small_int8", checkpoint=str(small_tflite)).network
+    assert type(network._interpreter).__module__.split(".")[0] == expected
+
+
+def test_interpreter_falls_back_to_tensorflow_without_litert(monkeypatch, small_tflite):
+    model = tflite_reader.read_tflite(small_tflite)
+    pixels = np.random.default_rng(8).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.float32)
+    default = tflite.TFLiteInterpreterNetwork(small_tflite, model).run(pixels)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # makes its import fail
+    assert tflite.interpreter_classes() == (tf.lite.Interpreter, tf.lite.experimental.OpResolverType)
+    fallback = tflite.TFLiteInterpreterNetwork(small_tflite, model)
+    assert type(fallback._interpreter).__module__.startswith("tensorflow.")
+    # Both runtimes run TFLite's built-in integer kernels: the same logits, read from the same tensor.
+    np.testing.assert_array_equal(fallback.run(pixels), default)
+    assert fallback.logits_kind == "pre_softmax"
 
 def test_float_rebuild_has_gradients(small_tflite):
     model = tfattack.models.load("test_tflite_small", checkpoint=str(small_tflite))

@@ -18,8 +18,9 @@
   - "float": every op in float, only clamped: further off still (up to 25 steps).
   Figures: scripts/tflite_agreement.py. See the "integer arithmetic" section below and
   tests/test_models_tflite.py.
-- `TFLiteInterpreterNetwork` (source "tflite_interpreter"): the file itself through `tf.lite.Interpreter`
-  (TFLite's built-in kernels, without the XNNPACK delegate so that intermediate tensors can be read), a
+- `TFLiteInterpreterNetwork` (source "tflite_interpreter"): the file itself through LiteRT's interpreter
+  (`ai_edge_litert`; `tf.lite.Interpreter` where LiteRT is not installed, see `interpreter_classes`),
+  TFLite's built-in kernels without the XNNPACK delegate so that intermediate tensors can be read, a
   BLACK BOX: `differentiable = False` and asking for its gradient raises `NotDifferentiableError`.
 
 Both take 0..255 pixel values (preprocessing "pixels": the Classifier resizes, then multiplies by 255)
@@ -790,8 +791,22 @@ class TFLiteFloatNetwork(tf.Module):
 # --- the interpreter (black box) -----------------------------------------------------------------
 
 
+def interpreter_classes() -> Tuple[type, type]:
+    """(Interpreter, OpResolverType) of the runtime that runs .tflite files: LiteRT's when installed.
+
+    The two come from one module: each runtime checks the op resolver against its own enum.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        # TensorFlow deprecates tf.lite.Interpreter in favour of LiteRT, but LiteRT publishes wheels for fewer
+        # platforms and Pythons than TensorFlow; where it is missing, TensorFlow's copy runs the same kernels.
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    return Interpreter, OpResolverType
+
+
 class TFLiteInterpreterNetwork(tf.Module):
-    """The quantised file run by `tf.lite.Interpreter`: `network(pixels) -> (logits, end_points)`.
+    """The quantised file run by the TFLite interpreter: `network(pixels) -> (logits, end_points)`.
 
     Pixels (0..255 floats) are rounded and clipped to uint8 (int8: minus 128), one image per invoke.
     `logits_kind` says what is returned: "pre_softmax" (the dequantised input of the final SOFTMAX, read
@@ -807,12 +822,13 @@ class TFLiteInterpreterNetwork(tf.Module):
         super().__init__(name=name or "tflite_interpreter")
         self.model = model
         self.path = str(path)
+        interpreter, op_resolver = interpreter_classes()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its move to ai_edge_litert
-                self._interpreter = tf.lite.Interpreter(
+                warnings.simplefilter("ignore")  # the fallback, tf.lite.Interpreter, announces its move to LiteRT
+                self._interpreter = interpreter(
                     model_path=self.path, experimental_preserve_all_tensors=True,
-                    experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                    experimental_op_resolver_type=op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as err:
             # The interpreter's own graph checks report several lines from its C++ kernels; the first says what.
