@@ -14,7 +14,8 @@ import csv
 import io
 import math
 import os
-from typing import Dict, List
+import textwrap
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -159,10 +160,50 @@ def plot_success(evaluation, path: str) -> None:
     files.atomic_write(path, lambda stream: figure.savefig(stream, format="png"))
 
 
+CLASS_NAME_WIDTH = 24  # characters of a class name in a panel caption, "…" included
+
+
+def short_class_name(name: str, width: int = CLASS_NAME_WIDTH) -> str:
+    """A class name for a caption: its first synonym, shortened at a word boundary with "…" if too long.
+
+    ImageNet names list synonyms after commas ("black-footed ferret, ferret, Mustela nigripes"); the first one
+    names the class. Words are never cut: a first word longer than `width` is kept whole, followed by "…"
+    when more words follow.
+    """
+    first = " ".join(name.split(",")[0].split())
+    if len(first) <= width:
+        return first
+    # break_on_hyphens=False: "black-footed" is one word and stays whole.
+    short = textwrap.shorten(first, width, placeholder="…", break_on_hyphens=False)
+    if short == "…":  # shorten gives only the placeholder when the first word alone is too long
+        head, _, rest = first.partition(" ")
+        short = head + ("…" if rest else "")
+    return short
+
+
+def class_label(index: int, names: Sequence[str], width: int = CLASS_NAME_WIDTH) -> str:
+    """'<short name> (<index>)', or 'n/a' for an image not evaluated (index < 0)."""
+    return "n/a" if index < 0 else f"{short_class_name(names[index], width)} ({index})"
+
+
+def adversarial_caption(attack: str, prediction: int, names: Sequence[str], targeted: bool = False,
+                        target: Optional[int] = None) -> str:
+    """Caption of an adversarial tile: the victim's top-1 and, on targeted sets, a second line with the target
+    class and whether the top-1 hit it ("target: n/a" when a targeted set has no target for the image)."""
+    caption = f"{attack}: {class_label(prediction, names)}"
+    if not targeted:
+        return caption
+    if target is None or target < 0:
+        return caption + "\ntarget: n/a"
+    hit = "hit" if prediction == target else "missed"
+    return caption + f"\ntarget: {class_label(target, names)}, {hit}"
+
+
 def plot_examples(evaluation, path: str, count: int = 4) -> bool:
     """Rows of example images: clean, then per attack the adversarial image and its amplified perturbation.
 
-    Titles give the top-1 class of the first victim (first defense). Returns False if nothing to show.
+    Titles give the top-1 class of the first victim (first defense); tiles of targeted sets also name the
+    image's target class and whether the top-1 hit it. Returns False if nothing to show.
     """
     from tfattack.models import class_names
 
@@ -176,22 +217,21 @@ def plot_examples(evaluation, path: str, count: int = 4) -> bool:
     columns = 1 + 2 * len(ev.adv_sets)
     figure = _figure(2.4 * columns, 2.6 * len(chosen))
 
-    def title(index):
-        return "n/a" if index < 0 else f"{names[index][:22]} ({index})"
-
     for row, i in enumerate(chosen):
         clean = data.read_image_uint8(ev.dataset.paths[i])
-        panels = [(clean, f"clean: {title(ev.clean_predictions[(victim, defense)][i])}")]
+        panels = [(clean, f"clean: {class_label(ev.clean_predictions[(victim, defense)][i], names)}")]
         for s in ev.adv_sets:
             adv_file = data.output_path(s.path, ev.dataset.ids[i])
-            if ev.adv_predictions[(s.name, victim, defense)][i] < 0 or not os.path.isfile(adv_file):
+            prediction = int(ev.adv_predictions[(s.name, victim, defense)][i])
+            if prediction < 0 or not os.path.isfile(adv_file):
                 panels += [(None, f"{s.name}: missing"), (None, "")]
                 continue
             adv = data.read_image_uint8(adv_file)
             delta = adv.astype(np.float64) - clean.astype(np.float64)
             linf = float(np.abs(delta).max())
             peak = max(1.0, linf)  # stretch the perturbation to the full display range
-            panels += [(adv, f"{s.name}: {title(ev.adv_predictions[(s.name, victim, defense)][i])}"),
+            target = int(ev.targets[i]) if s.targeted and ev.targets is not None else None
+            panels += [(adv, adversarial_caption(s.name, prediction, names, s.targeted, target)),
                        (0.5 + delta / (2 * peak), f"perturbation x{127.5 / peak:.0f} (L∞ {linf:.0f})")]
         for col, (image, text) in enumerate(panels):
             axes = figure.add_subplot(len(chosen), columns, row * columns + col + 1)
