@@ -274,3 +274,19 @@ def test_resize_matches_antialiased_bilinear_and_pil(size):
     assert np.abs(ours - pil).max() * 255 <= 1.01  # PIL rounds to 8 bits between its two passes
     compiled = tf.function(lambda z: resize_to(z, size), jit_compile=True)
     np.testing.assert_allclose(compiled(x).numpy()[0], ours, atol=1e-5)
+
+
+def test_top_k_gives_the_softmax_probabilities_of_the_k_largest_logits():
+    from tfattack.models import labels
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 1000)) * 5
+    logits[1, 7] = 1000.0  # a large logit: the softmax must not overflow
+    top = labels.top_k(logits, k=3)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    for row, p in zip(top, probs):
+        indices = [i for i, _, _ in row]
+        assert indices == list(np.argsort(-p)[:3])
+        assert [q for _, _, q in row] == pytest.approx([p[i] for i in indices], rel=1e-12)
+        assert [n for _, n, _ in row] == [labels.class_names()[i] for i in indices]
+    assert top[1][0][0] == 7 and top[1][0][2] == pytest.approx(1.0)

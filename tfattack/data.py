@@ -633,9 +633,8 @@ def shard(ids: Sequence[str], num_shards: int, shard_index: int) -> List[str]:
     ordered = sorted(set(ids))
     if len(ordered) != len(ids):
         raise DataError("shard: ids must be unique")
-    base, extra = divmod(len(ordered), num_shards)
-    start = shard_index * base + min(shard_index, extra)
-    return ordered[start:start + base + (1 if shard_index < extra else 0)]
+    # array_split's blocks: the first len % num_shards of them one id longer.
+    return np.array_split(np.array(ordered, dtype=object), num_shards)[shard_index].tolist()
 
 
 # --- pixels out ---------------------------------------------------------------------------------

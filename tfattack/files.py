@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import os
 import tempfile
 import threading
@@ -18,6 +19,17 @@ from typing import Callable, IO, List
 
 TEMP_PREFIX = ".tmp-"
 _UMASK_LOCK = threading.Lock()
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks: hashlib.file_digest where Python has it (3.11+)."""
+    with open(path, "rb") as stream:
+        if hasattr(hashlib, "file_digest"):
+            return hashlib.file_digest(stream, algorithm).hexdigest()
+        digest = hashlib.new(algorithm)
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+        return digest.hexdigest()
 
 
 def current_umask() -> int:

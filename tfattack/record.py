@@ -49,11 +49,7 @@ def record_name(num_shards: int = 1, shard_index: int = 0) -> str:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.file_digest(path, "sha256")
 
 
 def _weight_files(path: str) -> List[str]:

@@ -41,7 +41,10 @@ def normalize_l1(gradient):
 
 
 def normalize_l2(tensor):
-    """tensor / ||tensor||_2 per image (over every axis but the batch: images or feature maps); zero stays 0."""
+    """tensor / ||tensor||_2 per image (over every axis but the batch: images or feature maps); zero stays 0.
+
+    Not tf.math.l2_normalize: that multiplies by rsqrt of an epsilon-floored square sum, a different rounding of
+    the same formula from the authors' division, which the transcription tests compare."""
     length = tf.sqrt(tf.reduce_sum(tf.square(tensor), axis=list(range(1, tensor.shape.rank)), keepdims=True))
     return tf.math.divide_no_nan(tensor, length)
 

@@ -14,6 +14,8 @@ def project(images, clean, eps, norm: str = "linf"):
         lower = tf.maximum(clean - eps, 0.0)
         upper = tf.minimum(clean + eps, 1.0)
         return tf.clip_by_value(images, lower, upper)
+    # tf.clip_by_norm is the same formula with another rounding (it divides by max(length, eps)); written out,
+    # the L2 projection rounds as torchattacks' PGDL2 does (delta * min(1, eps / ||delta||)).
     delta = images - clean
     length = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True))
     scale = tf.minimum(1.0, tf.math.divide_no_nan(tf.cast(eps, delta.dtype), length))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import http.client
 import os
 import shutil
@@ -30,6 +29,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional, Tuple
 
+from tfattack import files
 from tfattack.models import loading
 from tfattack.models.registry import ModelSpec
 
@@ -99,11 +99,7 @@ def approximate_size(spec: ModelSpec) -> Optional[str]:
 
 
 def file_digest(path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.file_digest(path, algorithm)
 
 
 def partial_path(spec: ModelSpec, dest_root=None) -> Path:

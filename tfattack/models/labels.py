@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import scipy.special
 
 _TABLE = Path(__file__).with_name("data") / "imagenet_classes.tsv"
 
@@ -53,8 +54,7 @@ def index_to_nips17(indices):
 def top_k(logits, k: int = 5):
     """[(index, name, probability), ...] per image, from [N, 1000] logits."""
     logits = np.asarray(logits, np.float64)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = scipy.special.softmax(logits, axis=1)
     names = class_names()
     order = np.argsort(-probs, axis=1)[:, :k]
     return [[(int(i), names[i], float(p[i])) for i in row] for row, p in zip(order, probs)]

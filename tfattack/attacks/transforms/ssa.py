@@ -14,6 +14,7 @@ import dataclasses
 import functools
 
 import numpy as np
+import scipy.fft
 import tensorflow as tf
 
 from tfattack.attacks.components import Transform, param, register
@@ -24,11 +25,7 @@ from tfattack.attacks.transforms.bsr import copies_shape
 def dct_matrix(size: int) -> np.ndarray:
     """The orthonormal DCT-II matrix [size, size]: row k is the k-th basis vector. (The authors' dct_2d/idct_2d
     with norm=None are a scaled pair that inverts exactly, so their round trip equals this orthonormal one.)"""
-    k = np.arange(size)[:, None]
-    n = np.arange(size)[None, :]
-    matrix = np.sqrt(2.0 / size) * np.cos(np.pi * (2 * n + 1) * k / (2 * size))
-    matrix[0] /= np.sqrt(2.0)
-    return matrix
+    return scipy.fft.dct(np.eye(size), norm="ortho", axis=0)  # column n: the transform of the n-th unit vector
 
 
 def dct_2d(images, inverse: bool = False):
