@@ -163,7 +163,7 @@ def test_search_path_finds_default_location(tmp_path, monkeypatch, images):
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown model 'inceptoin_v3'; known models: .*test_tiny_net"):
+    with pytest.raises(ValueError, match=r"unknown model 'inceptoin_v3'; did you mean 'inception_v3'\?; known models: .*test_tiny_net"):
         tfattack.models.load("inceptoin_v3")
 
 

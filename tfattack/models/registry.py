@@ -119,7 +119,9 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
+        from tfattack.names import did_you_mean
+        known = sorted(_REGISTRY)
+        raise ValueError(f"unknown model {name!r}{did_you_mean(name, known)}; known models: {', '.join(known)}") from None
 
 
 def available() -> list:
