@@ -139,6 +139,28 @@ def test_a_run_stopped_on_one_engine_is_finished_on_the_other(first, inputs, bui
     assert_same(out, reference)
 
 
+def test_a_batch_lost_more_often_than_allowed_is_one_line_naming_its_images(inputs, built, crafter, tmp_path,
+                                                                              monkeypatch):
+    # Last of the tests sharing the crafter: its killed worker restarts while no other test waits for it.
+    monkeypatch.setattr(crafter, "max_retries", 0)  # the first loss is one too many
+    killed = []
+
+    def progress(total):
+        def update(count):
+            pid, ids = max(crafter.holding().items(), key=lambda item: item[1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(ids)
+        return update
+
+    with pytest.raises(scale.WorkerError) as err:
+        run(inputs, tmp_path / "ray", built, crafter, progress=progress)
+    message = str(err.value)
+    assert "\n" not in message and f"images {', '.join(killed[0])} was lost 1 time(s)" in message, message
+    _, record = outputs(tmp_path / "ray")
+    assert not set(killed[0]) & set(record["images"]) and record["status"] == "running"
+    assert not [n for n in os.listdir(tmp_path / "ray") if n.endswith(".png") and n[:-4] not in record["images"]]
+
+
 def test_without_ray_the_engine_is_a_one_line_install_hint(monkeypatch, inputs, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     for call in (lambda: scale.check_engine("ray"),
