@@ -188,9 +188,9 @@ class RayCrafter:
 
     The workers (and an embedded Ray) start at the first `craft` call with work to do, after the run's plan and
     record checks; with an `address`, the cluster is joined and sized on entering the `with` block, so that a wrong
-    address fails before the run touches its folder. Leaving the block ends the workers, and Ray if this object
-    started or joined it. If Ray is already
-    initialised in this process (`ray.init` by the caller), that cluster is used and left running.
+    address fails before the run touches its folder. Leaving the block ends the workers and this process's Ray
+    connection (an embedded Ray ends with it; a cluster joined by address keeps running). If Ray is already
+    initialised in this process (`ray.init` by the caller), that cluster is used and the connection left open.
     `num_workers` defaults to what the cluster holds: its GPUs / `worker_gpus`, else its CPUs / `worker_cpus`.
     `say(text)` receives one-line notes (workers ready, a worker lost); `quiet` hides TensorFlow's start-up lines in
     the workers (Ray forwards the workers' output to this process).
@@ -224,7 +224,7 @@ class RayCrafter:
         self.close()
 
     def close(self) -> None:
-        """Ends the workers, and Ray if this object started it."""
+        """Ends the workers, and the Ray connection if this object opened it."""
         ray = self._ray
         if ray is None:
             return
