@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -77,6 +77,30 @@ def run_settings(model, attack, *, targeted: bool, label_source: str, batch_size
                                fuse=getattr(model, "fuse", None), batch_size=batch_size, replicas=replicas)
 
 
+def craft_batch(model, attack, batch: "data.Batch", targeted: bool):
+    """`(labels, legal)` for one batch: its labels (the metadata's, else `model`'s clean predictions) and the
+    adversarial images rounded to legal 8-bit values. Depends only on the batch and the settings (the attack
+    resets its generator from its seed at every call), so any process holding the same model and attack
+    computes the same result."""
+    labels = batch.labels if batch.labels is not None else predict(model, batch.images)
+    adv = attack(model, batch.images, labels, target=batch.targets if targeted else None)
+    return labels, quantize(adv.numpy(), batch.images, attack.config.eps, attack.config.norm)
+
+
+class LocalCrafter:
+    """Crafts batches in this process, one after the other: `craft(batches)` yields `(batch, labels, legal)`.
+
+    The contract `attack_dataset` relies on (`tfattack.scale.RayCrafter` keeps it too): every batch it is given
+    comes back exactly once, in any order, or the iteration raises."""
+
+    def __init__(self, model, attack, targeted: bool):
+        self.model, self.attack, self.targeted = model, attack, targeted
+
+    def craft(self, batches: Iterable["data.Batch"]) -> Iterator[Tuple["data.Batch", np.ndarray, np.ndarray]]:
+        for batch in batches:
+            yield (batch,) + tuple(craft_batch(self.model, self.attack, batch, self.targeted))
+
+
 @dataclasses.dataclass
 class _Plan:
     pending: List[str]
@@ -135,7 +159,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
 def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
                    overwrite: bool = False, record_name: str = record_lib.RECORD, info: Optional[dict] = None,
                    progress: Optional[Callable[[int], Callable[[int], None]]] = None,
-                   clock: Callable[[], float] = None) -> RunSummary:
+                   clock: Callable[[], float] = None, crafter=None) -> RunSummary:
     """Attacks every image of `dataset` whose output in `output_dir` this run's record cannot vouch for,
     writes `<ImageId>.png` there and keeps the run record (`record_name`) up to date after every batch.
 
@@ -144,6 +168,10 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
     images without a record, is a RecordError before any work unless `overwrite`. Unreadable images
     are skipped and listed in `summary.failed`; the run goes on. `progress(total)` is called once with
     the number of images to attack and returns the per-batch update callback. `info` goes into the record.
+
+    `crafter` computes the batches (default `LocalCrafter(model, attack, targeted)`: in this process, in order;
+    `tfattack.scale.RayCrafter`: on Ray actors, in the order they finish). Whichever it is, this function plans
+    the batches, writes every PNG and keeps the record, so a run can be resumed with either.
     """
     import time
 
@@ -165,12 +193,9 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
         record.save()
         update = progress(len(plan.pending)) if progress is not None else None
         position = {image_id: index for index, image_id in enumerate(dataset.ids)}
-        eps, norm = attack.config.eps, attack.config.norm
         reader = data.batches(dataset.select(plan.pending), batch_size)
-        for batch in reader:
-            labels = batch.labels if batch.labels is not None else predict(model, batch.images)
-            adv = attack(model, batch.images, labels, target=batch.targets if targeted else None)
-            legal = quantize(adv.numpy(), batch.images, eps, norm)
+        crafter = crafter if crafter is not None else LocalCrafter(model, attack, targeted)
+        for batch, labels, legal in crafter.craft(reader):
             for image_id, image, label, target in zip(batch.ids, legal, labels, batch.targets if targeted
                                                       else [None] * batch.count):
                 output = data.output_path(output_dir, image_id)

@@ -4,6 +4,8 @@
       --models=ens3_adv_inception_v3,inception_v3:0.5 --attack=ti_di_mi_fgsm \\
       --max_epsilon=16 --num_iter=10 --batch_size=10 [--targeted] [--seed=0]
 
+--engine=ray crafts the batches on Ray actors (an embedded Ray, or a cluster with --ray_address; see tfattack.scale):
+the same PNGs and run.json as a local run, resumable by either.
 The preset's components can be replaced with spec strings (--transforms=di:0.5,bsr --estimator=pgn --update=mi:1.0,
 see --helpfull and docs/attacks.md); the 0.1 piece flags (--momentum, --ti_kernel, ...) still work.
 Writes one lossless PNG per input image (same name) and `run.json` into --output_dir; a rerun skips
@@ -45,6 +47,14 @@ flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "mirrored: data-para
                   "(tf.distribute.MirroredStrategy).")
 flags.DEFINE_integer("logical_cpus", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical "
                      "devices (to test the mirrored path).")
+flags.DEFINE_enum("engine", "local", ["local", "ray"], "Where batches are crafted: local (this process) or ray (Ray "
+                  "actors, one or many machines; the same PNGs; needs pip install 'tfattack[ray]').")
+flags.DEFINE_string("ray_address", None, "With --engine=ray: the cluster to join (auto, or HOST:PORT); default: an "
+                    "embedded Ray on this machine, shut down at the end.")
+flags.DEFINE_integer("num_workers", None, "With --engine=ray: worker actors, each holding the ensemble (default: as "
+                     "many as the cluster's GPUs / --worker_gpus, else CPUs / --worker_cpus).")
+flags.DEFINE_float("worker_gpus", 0.0, "With --engine=ray: GPUs per worker (fractions share a GPU).")
+flags.DEFINE_float("worker_cpus", 1.0, "With --engine=ray: CPUs Ray reserves per worker.")
 flags.DEFINE_boolean("random_weights", False, "Use random weights instead of checkpoints (tests and speed only).")
 attack_flags.define_piece_flags()
 flags.adopt_module_key_flags(attack_flags)
@@ -72,10 +82,18 @@ def check_flags():
         raise UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if FLAGS.num_shards < 1 or not 0 <= FLAGS.shard_index < FLAGS.num_shards:
         raise UsageError(f"--shard_index must be in 0..{FLAGS.num_shards - 1} (--num_shards={FLAGS.num_shards})")
+    if FLAGS.engine == "ray" and FLAGS.strategy != "none":
+        raise UsageError(f"--strategy={FLAGS.strategy} and --engine=ray are alternatives: give one of them (each Ray "
+                         f"worker takes --worker_gpus GPUs of its own)")
+    from tfattack import scale
+    scale.check_engine(FLAGS.engine, num_workers=FLAGS.num_workers, worker_gpus=FLAGS.worker_gpus,
+                       worker_cpus=FLAGS.worker_cpus, ray_address=FLAGS.ray_address)
 
 
-def build_attack():
+def attack_recipe():
+    """The preset and overrides the flags ask for (what `build_attack` builds, and each Ray worker too)."""
     import tfattack
+    from tfattack import scale
     from tfattack.runs import UsageError
 
     if FLAGS.attack not in tfattack.attacks.presets():
@@ -87,8 +105,15 @@ def build_attack():
     overrides["eps"] = FLAGS.max_epsilon / 255.0
     if FLAGS.num_iter is not None:
         overrides["steps"] = FLAGS.num_iter
+    return scale.AttackRecipe(FLAGS.attack, overrides)
+
+
+def build_attack(recipe=None):
+    from tfattack.runs import UsageError
+
+    recipe = recipe or attack_recipe()
     try:
-        return tfattack.attacks.build(FLAGS.attack, **overrides)
+        return recipe.build()
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -119,7 +144,8 @@ def run() -> int:
     if FLAGS.targeted:
         dataset.require_targets()
     dataset = dataset.select(data.shard(dataset.ids, FLAGS.num_shards, FLAGS.shard_index))
-    attack = build_attack()
+    recipe = attack_recipe()
+    attack = build_attack(recipe)
     entries = runs.parse_models(FLAGS.models, surrogates=True)
     checkpoints = runs.parse_checkpoints(FLAGS.checkpoints)
     strategy = None
@@ -153,11 +179,24 @@ def run() -> int:
         bars.append(runs.Progress(total))
         return bars[-1].update
 
+    def say(text):
+        from tqdm import tqdm
+        tqdm.write(f"{me}: {text}", file=sys.stderr)  # above a live progress bar, not through it
+
+    crafter = contextlib.nullcontext()
+    if FLAGS.engine == "ray":
+        # The driver built the ensemble above for the record and the surrogate checks; each worker builds its own.
+        from tfattack import scale
+        ensemble_recipe = scale.EnsembleRecipe(entries, checkpoints, FLAGS.model_dir, FLAGS.fuse, FLAGS.random_weights)
+        crafter = scale.RayCrafter(ensemble_recipe, recipe, FLAGS.targeted, address=FLAGS.ray_address,
+                                   num_workers=FLAGS.num_workers, worker_gpus=FLAGS.worker_gpus,
+                                   worker_cpus=FLAGS.worker_cpus, say=say, quiet=not FLAGS.verbose)
     try:
-        summary = pipeline.attack_dataset(
-            dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size, targeted=FLAGS.targeted,
-            overwrite=FLAGS.overwrite, record_name=record.record_name(FLAGS.num_shards, FLAGS.shard_index),
-            info=info, progress=start_progress)
+        with crafter:
+            summary = pipeline.attack_dataset(
+                dataset, FLAGS.output_dir, ensemble, attack, batch_size=FLAGS.batch_size, targeted=FLAGS.targeted,
+                overwrite=FLAGS.overwrite, record_name=record.record_name(FLAGS.num_shards, FLAGS.shard_index),
+                info=info, progress=start_progress, crafter=crafter if FLAGS.engine == "ray" else None)
     finally:
         for bar in bars:
             bar.close()
