@@ -15,7 +15,7 @@ def test_a_log_gets_plain_lines_and_the_final_count():
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
     # The first line (0 done) and the final count, nothing in between: refreshes wait for the log interval.
-    assert len(lines) == 2 and "0/5" in lines[0] and "5/5" in lines[-1] and "images" in lines[-1], lines
+    assert len(lines) == 2 and "0/5" in lines[0] and "5/5" in lines[-1] and "img/s" in lines[-1], lines
     assert bar.done == 5
 
 

@@ -129,17 +129,26 @@ def write_json_atomic(path: str, payload) -> None:
     files.atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
+def unit_of(label: str) -> str:
+    """tqdm's unit for a count of `label`: 'images' -> 'img' (tqdm writes rates as 'img/s' and 's/img')."""
+    return {"images": "img"}.get(label, label)
+
+
 class _LogLines:
     """A file for tqdm that is not a terminal: each status tqdm redraws with a carriage return becomes a line of its
     own, so a log shows a line per refresh instead of one very long line."""
 
     def __init__(self, stream):
         self.stream = stream
+        self.last = None
 
     def write(self, text: str) -> None:
         for line in text.replace("\r", "\n").split("\n"):
-            if line.strip():
-                self.stream.write(line.rstrip() + "\n")
+            line = line.rstrip()
+            count = line.split("|")[-1].split("[")[0].strip()  # 'n/total': not the bar (its width varies) or times
+            if line.strip() and count != self.last:  # closing redraws the final count once more
+                self.stream.write(line + "\n")
+                self.last = count
 
     def flush(self) -> None:
         self.stream.flush()
@@ -156,7 +165,7 @@ class Progress:
         stream = stream or sys.stderr
         interactive = hasattr(stream, "isatty") and stream.isatty()
         self.bar = tqdm(total=None if total is None else max(int(total), 0), desc=description,
-                        unit="B" if count_bytes else f" {label}", unit_scale=count_bytes,
+                        unit="B" if count_bytes else unit_of(label), unit_scale=count_bytes,
                         unit_divisor=1024 if count_bytes else 1000,
                         file=stream if interactive else _LogLines(stream), ascii=not interactive,
                         dynamic_ncols=interactive, ncols=None if interactive else 100,
