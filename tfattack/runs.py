@@ -156,7 +156,8 @@ class _LogLines:
 
 class Progress:
     """Progress on stderr through tqdm (count, rate, ETA): a live bar on a terminal; elsewhere (a log file, a pipe)
-    a plain line at most every `log_interval` seconds and one at the end. `count_bytes=True` counts bytes (downloads)."""
+    a plain line at most every `log_interval` seconds and one at the end. `count_bytes=True` counts bytes
+    (downloads)."""
 
     def __init__(self, total: Optional[int], stream=None, label: str = "images", *, count_bytes: bool = False,
                  description: Optional[str] = None, log_interval: float = 10.0):
