@@ -63,7 +63,8 @@ XLA, except transforms whose ops have no XLA kernel (the config says which).
 """
 
 
-def _cell(text) -> str:
+def markdown_cell(text) -> str:
+    """`text` as one cell of a markdown table: on one line, its pipes escaped."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -90,8 +91,8 @@ def components_section() -> str:
                 out += ["| key | default | meaning |", "|---|---|---|"]
                 for field in fields:
                     mark = "*" if field.name == cls.positional else ""
-                    out.append(f"| `{field.name}`{mark} | `{_cell(_default(field))}` | "
-                               f"{_cell(field.metadata.get('doc', ''))} |")
+                    out.append(f"| `{field.name}`{mark} | `{markdown_cell(_default(field))}` | "
+                               f"{markdown_cell(field.metadata.get('doc', ''))} |")
                 out.append("")
     return "\n".join(out)
 
@@ -110,7 +111,7 @@ def presets_section() -> str:
             if getattr(config, slot) != getattr(default, slot):
                 value = getattr(config, slot)
                 parts.append(f"{slot}=`{components.format_specs(value) if many else value.spec()}`")
-        out.append(f"| `{name}` | {_cell(', '.join(parts) or '-')} | {_cell(PRESET_DOCS[name])} |")
+        out.append(f"| `{name}` | {markdown_cell(', '.join(parts) or '-')} | {markdown_cell(PRESET_DOCS[name])} |")
     return "\n".join(out)
 
 
@@ -120,11 +121,11 @@ def fields_section() -> str:
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         shown = components.format_specs(default) if isinstance(default, tuple) else (
             default.spec() if isinstance(default, components.Component) else repr(default))
-        out.append(f"| `{field.name}` | `{_cell(shown)}` | {_cell(FIELD_DOCS[field.name])} |")
+        out.append(f"| `{field.name}` | `{markdown_cell(shown)}` | {markdown_cell(FIELD_DOCS[field.name])} |")
     out += ["", "`Execution` (`execution=`): how the attack runs, never what it computes.", "",
             "| field | default | meaning |", "|---|---|---|"]
     for field in dataclasses.fields(AttackConfig().execution):
-        out.append(f"| `{field.name}` | `{field.default!r}` | {_cell(EXECUTION_DOCS[field.name])} |")
+        out.append(f"| `{field.name}` | `{field.default!r}` | {markdown_cell(EXECUTION_DOCS[field.name])} |")
     return "\n".join(out)
 
 
@@ -138,7 +139,7 @@ def legacy_section() -> str:
     for name, (default, doc) in legacy.FIELDS.items():
         if name in legacy.TOP_LEVEL:
             continue
-        out.append(f"| `{name}` | `{_cell(repr(default))}` | {_cell(doc)} |")
+        out.append(f"| `{name}` | `{markdown_cell(repr(default))}` | {markdown_cell(doc)} |")
     return "\n".join(out)
 
 

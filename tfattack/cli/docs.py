@@ -17,6 +17,8 @@ from typing import List, Sequence
 
 from absl import flags
 
+from tfattack.attacks.docs import markdown_cell
+
 # (command, module under tfattack.cli), in the order a user meets them.
 TOOLS = (("tfattack-attack", "attack"), ("tfattack-evaluate", "evaluate"), ("tfattack-compare", "compare"),
          ("tfattack-merge-runs", "merge_runs"), ("tfattack-download", "download"),
@@ -36,10 +38,6 @@ interrupted; `--helpfull` lists absl's own flags too. TensorFlow's start-up line
 """
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def _default(flag) -> str:
     value = flag.default
     if value is None:
@@ -52,7 +50,7 @@ def _default(flag) -> str:
 
 
 def _help(flag) -> str:
-    return _cell(flag.help or "")  # absl's own help text (an enum's starts with its <choices>)
+    return markdown_cell(flag.help or "")  # absl's own help text (an enum's starts with its <choices>)
 
 
 def _docstring_markdown(doc: str) -> List[str]:
@@ -82,7 +80,7 @@ def tool_section(command: str, module_name: str) -> str:
         if name.startswith("_"):
             continue
         flag = key_flags[name]
-        lines.append(f"| `--{name}` | {_cell(_default(flag))} | {_help(flag)} |")
+        lines.append(f"| `--{name}` | {markdown_cell(_default(flag))} | {_help(flag)} |")
     return "\n".join(lines)
 
 
@@ -101,7 +99,7 @@ def render() -> str:
     summary = []
     for (command, _), section in zip(TOOLS, sections):
         description = section.splitlines()[2]  # the docstring's first line
-        summary.append(f"| [`{command}`](#{command}) | {_cell(description)} |")
+        summary.append(f"| [`{command}`](#{command}) | {markdown_cell(description)} |")
     return HEADER + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n"
 
 

@@ -98,10 +98,6 @@ def approximate_size(spec: ModelSpec) -> Optional[str]:
     return None
 
 
-def file_digest(path, algorithm: str) -> str:
-    return files.file_digest(path, algorithm)
-
-
 def partial_path(spec: ModelSpec, dest_root=None) -> Path:
     """Where the download of `spec` accumulates until it is complete and checked."""
     target = destination(spec, dest_root)
@@ -169,7 +165,7 @@ def check_digest(spec: ModelSpec, path: Path):
     if expected is None:
         return
     algorithm, want = expected
-    got = file_digest(path, algorithm)
+    got = files.file_digest(path, algorithm)
     # torchvision publishes the first 8 hex digits of each file's sha256 (in its name): a prefix is checked as one.
     if not got.startswith(want) or len(want) < 8:
         raise IntegrityError(f"{spec.url} for model {spec.name!r}: {algorithm} {got} does not match the published "
