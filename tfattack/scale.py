@@ -89,6 +89,8 @@ def check_engine(engine: str, *, num_workers: Optional[int] = None, worker_gpus:
     if not worker_gpus >= 0:
         raise UsageError(f"--worker_gpus must be >= 0, got {worker_gpus:g}")
     require_ray()
+    if ray_address is not None:
+        check_reachable(ray_address)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +158,7 @@ class _Worker:
         return pipeline.craft_batch(self.model, self.attack, batch, self.targeted)
 
 
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
+def check_reachable(address: str, timeout: float = 10.0) -> None:
     """A one-line UsageError when nothing answers at a HOST:PORT address: Ray itself keeps retrying for minutes."""
     import socket
 
@@ -200,7 +202,8 @@ class RayCrafter:
                  address: Optional[str] = None, num_workers: Optional[int] = None, worker_gpus: float = 0.0,
                  worker_cpus: float = 1.0, max_retries: int = MAX_RETRIES,
                  say: Optional[Callable[[str], None]] = None, quiet: bool = True):
-        check_engine("ray", num_workers=num_workers, worker_gpus=worker_gpus, worker_cpus=worker_cpus)
+        check_engine("ray", num_workers=num_workers, worker_gpus=worker_gpus, worker_cpus=worker_cpus,
+                     ray_address=address)
         self.ensemble, self.attack, self.targeted = ensemble, attack, targeted
         self.address, self.num_workers = address, num_workers
         self.worker_gpus, self.worker_cpus = float(worker_gpus), float(worker_cpus)
@@ -263,7 +266,6 @@ class RayCrafter:
                     cpus = max(cpus, int(-(-self.num_workers * self.worker_cpus // 1)))
                 ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
             else:
-                _check_reachable(self.address)
                 try:
                     ray.init(address=self.address, logging_level=logging.WARNING)
                 except (ConnectionError, ValueError, RuntimeError) as err:
