@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tfattack import backward as backward_lib
 from tfattack import edits
+from tfattack.fixed_order import fan_out, ordered_sum
 from tfattack.attacks.config import AttackConfig
 from tfattack.attacks.gradient_ops import ascent
 from tfattack.attacks.projection import project
@@ -195,11 +196,12 @@ class FeatureObjectiveFunction:
         copies = images.shape[0] // self.batch
         values = []
         with backward_lib.policy(self.policy):
-            for member, tap, state, weight in zip(self.members, self.taps, self.states, self.weights):
-                outputs = member.outputs(images, features=[tap])
+            inputs = fan_out(images, len(self.members))
+            for member, x, tap, state, weight in zip(self.members, inputs, self.taps, self.states, self.weights):
+                outputs = member.outputs(x, features=[tap])
                 values.append(weight * self.component.evaluate(outputs, tap, self._tiled(state, copies), labels,
                                                                targets))
-        return tf.add_n(values)
+        return ordered_sum(values)
 
 
 def check_surrogate(model, config: AttackConfig, targeted: bool = False) -> None:
@@ -259,11 +261,11 @@ def make_objective(model, config: AttackConfig, forward_edits: Optional[ForwardE
         used when the only gradient point is the clean image itself (see `self_labelled`)."""
         outputs = forward(images)
         if labels is None:
-            fused = (tf.add_n([w * l for w, l in zip(model.weights, outputs)]) if fuse_loss else
+            fused = (ordered_sum([w * l for w, l in zip(model.weights, outputs)]) if fuse_loss else
                      outputs[0] if with_aux else outputs)
             labels = tf.argmax(tf.stop_gradient(fused), axis=-1, output_type=tf.int32)
         if fuse_loss:
-            return tf.add_n([w * component.value(l, labels, targets) for w, l in zip(model.weights, outputs)])
+            return ordered_sum([w * component.value(l, labels, targets) for w, l in zip(model.weights, outputs)])
         if with_aux:
             logits, aux = outputs
             value = component.value(logits, labels, targets)
@@ -385,7 +387,9 @@ class Context:
 
         def objective(images, labels, targets):
             tiled = tf.tile(weights, [tf.shape(images)[0] // tf.shape(weights)[0], 1])
-            logits = tf.add_n([tiled[:, k:k + 1] * logits(images) for k, logits in enumerate(self.member_logits)])
+            inputs = fan_out(images, self.members)
+            logits = ordered_sum([tiled[:, k:k + 1] * logits(x)
+                                  for k, (logits, x) in enumerate(zip(self.member_logits, inputs))])
             return value(logits, labels, targets)
 
         return objective

@@ -6,6 +6,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from tfattack.fixed_order import fan_out, ordered_sum
+
 FUSIONS = ("logits", "probs", "loss")
 
 
@@ -63,35 +65,39 @@ class Ensemble(tf.Module):
     def image_size(self) -> int:
         return max(getattr(m, "image_size", 0) for m in self.members)
 
+    def member_inputs(self, images) -> list:
+        """One copy of `images` per member; their gradients are summed in member order (`fixed_order`)."""
+        return fan_out(images, len(self.members))
+
     def member_logits(self, images):
-        return [model(images) for model in self.members]
+        return [model(x) for model, x in zip(self.members, self.member_inputs(images))]
 
     def logits_and_aux(self, images):
         """(fused logits, fused aux logits or None): aux logits are fused over the members that have an
         aux head, with their weights renormalised among them (as the NIPS'17 MI-FGSM ensemble did)."""
-        outputs = [m.logits_and_aux(images) if hasattr(m, "logits_and_aux") else (m(images), None)
-                   for m in self.members]
+        outputs = [m.logits_and_aux(x) if hasattr(m, "logits_and_aux") else (m(x), None)
+                   for m, x in zip(self.members, self.member_inputs(images))]
         if self.fuse == "probs":
             logits = self._fuse_probs([l for l, _ in outputs], self.weights)
         else:
-            logits = tf.add_n([w * l for w, (l, _) in zip(self.weights, outputs)])
+            logits = ordered_sum([w * l for w, (l, _) in zip(self.weights, outputs)])
         with_aux = [(w, a) for w, (_, a) in zip(self.weights, outputs) if a is not None]
         if not with_aux or sum(w for w, _ in with_aux) <= 0:
             return logits, None
         total = sum(w for w, _ in with_aux)
-        aux = tf.add_n([(w / total) * a for w, a in with_aux])
+        aux = ordered_sum([(w / total) * a for w, a in with_aux])
         return logits, aux
 
     @staticmethod
     def _fuse_probs(logits, weights):
-        probs = tf.add_n([w * tf.nn.softmax(l) for w, l in zip(weights, logits)])
+        probs = ordered_sum([w * tf.nn.softmax(l) for w, l in zip(weights, logits)])
         return tf.math.log(tf.maximum(probs, 1e-12))
 
     def __call__(self, images):
         logits = self.member_logits(images)
         if self.fuse == "probs":
             return self._fuse_probs(logits, self.weights)
-        return tf.add_n([w * l for w, l in zip(self.weights, logits)])
+        return ordered_sum([w * l for w, l in zip(self.weights, logits)])
 
     def __repr__(self):
         parts = ", ".join(f"{n}:{w:.3g}" for n, w in zip(self.name_list, self.weights))

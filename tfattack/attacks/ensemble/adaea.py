@@ -15,6 +15,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfattack.attacks.components import EnsembleStrategy, param, register
+from tfattack.fixed_order import ordered_sum
 
 
 def pixel_agreement(gradients):
@@ -24,7 +25,7 @@ def pixel_agreement(gradients):
     count = gradients.shape[0]
     pairs = [tf.reduce_sum(unit[i] * unit[j], axis=-1, keepdims=True)
              for i in range(count) for j in range(i + 1, count)]
-    return tf.add_n(pairs) / float(len(pairs))
+    return ordered_sum(pairs) / float(len(pairs))
 
 
 @register
