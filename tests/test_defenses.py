@@ -99,12 +99,20 @@ def test_random_resize_pad_is_a_nearest_neighbour_copy_of_the_image():
     ("bits:9", "defense 'bits:9': bits must be an integer 1-8, got '9'"),
     ("median:4", "defense 'median:4': kernel size must be odd, got 4"),
     ("gauss:-1", "defense 'gauss:-1': sigma must be a number > 0, got '-1'"),
+    ("rs:0.25", "defense 'rs:0.25': rs takes a sigma and a number of noisy copies, e.g. rs:0.25:100"),
+    ("rs:0:10", "defense 'rs:0:10': sigma must be a number > 0, got '0'"),
+    ("rs:0.5:0", "defense 'rs:0.5:0': noisy copies must be an integer >= 1, got '0'"),
+    ("rs:0.5:10+jpeg:75", "defense 'rs:0.5:10+jpeg:75': rs changes the prediction rule and must come last in a stack"),
+    ("jpeg:75+", "defense 'jpeg:75+': a stack has an empty part"),
+    ("none+rp", "defense 'none+rp': a stack cannot contain none"),
+    ("jpeg:75+bits:9", "defense 'bits:9': bits must be an integer 1-8, got '9'"),
 ])
 def test_bad_specs_give_one_line_listing_the_valid_forms(spec, message):
     with pytest.raises(defenses.DefenseError) as err:
         defenses.parse(spec)
     assert str(err.value) == (f"{message}; valid forms: none, jpeg:QUALITY (integer 1-100), bits:BITS (integer 1-8), "
-                              f"rp, median:K (odd integer K >= 1), gauss:SIGMA (number > 0)")
+                              f"rp, median:K (odd integer K >= 1), gauss:SIGMA (number > 0), "
+                              f"rs:SIGMA:N (sigma > 0, N >= 1 noisy copies), A+B+... (applied left to right, rs last)")
     assert isinstance(err.value, ValueError)
 
 
@@ -156,3 +164,51 @@ def test_median3_gradient_routes_each_output_to_one_input():
     gradient = tape.gradient(total, x).numpy()
     assert gradient.sum() == x.shape.num_elements() and gradient.min() >= 0
     assert np.array_equal(gradient, np.round(gradient))
+
+
+def test_a_stack_applies_its_parts_left_to_right_with_the_same_seeded_draws():
+    x = smooth(7, (2, 40, 40, 3))
+    stack = defenses.parse("jpeg:75+bits:4+rp", seed=3)
+    assert (stack.spec, stack.name, stack.differentiable) == ("jpeg:75+bits:4+rp", "jpeg75+bits4+rp", False)
+    by_hand = x
+    for part in ("jpeg:75", "bits:4", "rp"):
+        by_hand = defenses.parse(part, seed=3)(by_hand)
+    np.testing.assert_array_equal(stack(x).numpy(), by_hand.numpy())
+    wrapped = defenses.wrap(TinyModel(), "bits:4+median:3")
+    assert wrapped.name == "tiny+bits4+median3"
+    np.testing.assert_allclose(wrapped(x).numpy(), TinyModel()(defenses.parse("median:3")(
+        defenses.parse("bits:4")(x))).numpy(), rtol=1e-6)
+
+
+def test_randomized_smoothing_votes_equal_a_replay_of_its_draws(monkeypatch):
+    """Cohen et al.'s prediction: per image, the counts of the model's top-1 over N noisy copies (noise N(0, sigma^2)
+    added in [0, 1] units, not clipped). The draws are replayed from the same seeded generator, pass by pass
+    (passes of RS_IMAGES_PER_PASS // batch copies, sample-major)."""
+    monkeypatch.setattr(defenses, "RS_IMAGES_PER_PASS", 6)  # batch 2: 3 copies per pass, passes of 3, 3, 1
+    model = TinyModel()
+    x = eight_bit(8, (2, 6, 6, 3))
+    sigma, samples, seed = 0.5, 7, 11
+    smoothed = defenses.parse(f"rs:{sigma}:{samples}", seed=seed)
+    assert (smoothed.spec, smoothed.name, smoothed.differentiable) == ("rs:0.5:7", "rs0.5x7", False)
+    votes = defenses.wrap(model, smoothed)(x).numpy()
+
+    generator = tf.random.Generator.from_seed(seed)
+    weights = model.weights.numpy()
+    expected = np.zeros((2, 1000))
+    for copies in (3, 3, 1):
+        noisy = np.tile(x, (copies, 1, 1, 1)) + generator.normal([copies * 2, 6, 6, 3], stddev=sigma).numpy()
+        top = (noisy.mean(axis=(1, 2)) @ weights).argmax(axis=1).reshape(copies, 2)
+        for row in top:
+            expected[np.arange(2), row] += 1
+    np.testing.assert_array_equal(votes, expected)
+    assert votes.sum(axis=1).tolist() == [samples, samples]
+    logits, aux = defenses.wrap(model, "bits:8+rs:0.5:7").logits_and_aux(x)
+    assert logits.shape == (2, 1000) and aux is None
+
+
+def test_randomized_smoothing_with_tiny_noise_votes_for_the_clean_prediction():
+    model = TinyModel()
+    x = eight_bit(9, (3, 6, 6, 3))
+    votes = defenses.wrap(model, "rs:1e-6:5")(x).numpy()
+    clean = model(x).numpy().argmax(axis=1)
+    np.testing.assert_array_equal(votes[np.arange(3), clean], [5, 5, 5])

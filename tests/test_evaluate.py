@@ -346,6 +346,22 @@ def test_report_files_hold_the_same_numbers(layout, evaluation, tmp_path):
     assert "**1**: i4" in text  # the eps violation is flagged
 
 
+def test_smoothing_and_stacks_evaluate_like_the_defenses_they_reduce_to(layout, evaluation):
+    """rs with negligible noise votes for the undefended prediction; median:3 leaves the victims' constant R and B
+    channels alone, so median:3+bits:2 scores like bits:2. Both run through the same batch loop as any defense."""
+    dataset = data.read_dataset(str(layout / "images"))
+    sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16),
+            evaluate.read_adv_set(str(layout / "targeted"))]
+    victims = [ChannelModel("red", RED), ChannelModel("blue", BLUE)]
+    ev = evaluate.evaluate(dataset, sets, victims, ["rs:0.0001:3", "median:3+bits:2"], batch_size=2)
+    fields = ("images", "clean_correct", "adv_correct", "success_all", "success_clean_correct", "tianchi_score")
+    for new, old in (("rs:0.0001:3", "none"), ("median:3+bits:2", "bits:2")):
+        for attack in ("untargeted", "targeted"):
+            for model in ("red", "blue"):
+                got, expected = ev.result(attack, model, new), evaluation.result(attack, model, old)
+                assert [getattr(got, f) for f in fields] == [getattr(expected, f) for f in fields], (new, attack, model)
+
+
 def test_defended_zoo_model_evaluates(layout):
     from tfattack import models
 

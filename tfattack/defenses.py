@@ -3,7 +3,7 @@
     defense = defenses.parse("jpeg:75")          # a callable images -> images
     victim = defenses.wrap(model, defense)       # same call contract as the model, name "vgg_16+jpeg75"
 
-Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA.
+Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA, rs:SIGMA:N, and a stack A+B+...
   - jpeg: JPEG re-encoding at a quality (Dziugaite et al. 2016; Guo et al. ICLR 2018), per image.
   - bits: bit-depth reduction to BITS bits per channel (Xu et al. NDSS 2018, "feature squeezing").
   - rp: random resize and pad (Xie et al. ICLR 2018): each image is resized (nearest neighbour) to a
@@ -13,6 +13,12 @@ Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA.
     `median_filter(mode="reflect")`.
   - gauss: Gaussian blur with standard deviation SIGMA pixels, kernel radius int(4*SIGMA + 0.5) and
     mirrored edges, like scipy's `gaussian_filter` defaults.
+  - rs: randomized smoothing (Cohen et al. ICML 2019): the prediction is the majority vote of the model over N
+    copies of the image with Gaussian noise of standard deviation SIGMA (in [0, 1] pixel units, not clipped).
+    The vote counts are the defended model's scores; ties go to the lower class index. Cohen et al.'s
+    PREDICT also abstains when the vote is not significant; here every image gets its top class. Seeded.
+  - A+B+...: the transforms applied left to right (e.g. jpeg:75+bits:4+rp, a three-defense stack like the
+    competition's); rs may only come last.
 A wrapped model is differentiable only if the model and the transform are (JPEG and bit reduction
 have no useful gradient).
 """
@@ -28,7 +34,10 @@ import tensorflow as tf
 from tfattack.errors import UserError
 
 FORMS = ("none", "jpeg:QUALITY (integer 1-100)", "bits:BITS (integer 1-8)", "rp", "median:K (odd integer K >= 1)",
-         "gauss:SIGMA (number > 0)")
+         "gauss:SIGMA (number > 0)", "rs:SIGMA:N (sigma > 0, N >= 1 noisy copies)",
+         "A+B+... (applied left to right, rs last)")
+# Randomized smoothing: at most this many noisy images per forward pass (copies of the batch, sample-major).
+RS_IMAGES_PER_PASS = 64
 # Xie et al. ICLR 2018: inputs 299, random side in [299, 331), padded to 331.
 RP_INPUT_SIZE = 299
 RP_OUTPUT_SIZE = 331
@@ -52,9 +61,15 @@ class Defense:
     spec = "none"
     name = ""
     differentiable = True
+    replaces_prediction = False  # True: `scores` is its own rule (votes), not the model's logits
 
     def __call__(self, images):
         return tf.convert_to_tensor(images, tf.float32)
+
+    def scores(self, model, images):
+        """The defended model's output on `images`: the model's logits on the transformed images (a defense that
+        changes the prediction rule itself, such as randomized smoothing, returns its own scores)."""
+        return model(self(images))
 
     def __repr__(self):
         return f"Defense({self.spec!r})"
@@ -186,6 +201,71 @@ class GaussianBlur(Defense):
         return tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], "VALID")
 
 
+class RandomizedSmoothing(Defense):
+    """`scores(model, images)`: the votes [N, classes] of the model's top-1 over `samples` noisy copies of each
+    image (`__call__` is one noisy copy, what each vote sees)."""
+
+    differentiable = False
+    replaces_prediction = True
+
+    def __init__(self, sigma: float, samples: int, seed: int = 0):
+        self.sigma, self.samples, self.seed = float(sigma), int(samples), int(seed)
+        self.spec, self.name = f"rs:{self.sigma:g}:{self.samples}", f"rs{self.sigma:g}x{self.samples}"
+        self._generator = tf.random.Generator.from_seed(self.seed)
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        return images + self._generator.normal(tf.shape(images), stddev=self.sigma)
+
+    def scores(self, model, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        per_pass = max(1, RS_IMAGES_PER_PASS // max(int(images.shape[0] or 1), 1))
+        votes = None
+        # A loop over passes, not over copies: each pass is one batched forward of up to RS_IMAGES_PER_PASS noisy
+        # images (sample-major), which bounds memory for any N and also serves victims that run outside a graph.
+        for start in range(0, self.samples, per_pass):
+            copies = min(per_pass, self.samples - start)
+            logits = model(self(tf.tile(images, [copies, 1, 1, 1])))
+            top = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [copies, -1])
+            counted = tf.reduce_sum(tf.one_hot(top, logits.shape[-1]), axis=0)
+            votes = counted if votes is None else votes + counted
+        return votes
+
+
+class Stack(Defense):
+    """Defenses applied left to right (`jpeg:75+bits:4+rp`); only the last may change the prediction rule."""
+
+    def __init__(self, parts: Sequence[Defense]):
+        self.parts = list(parts)
+        self.spec = "+".join(d.spec for d in self.parts)
+        self.name = "+".join(d.name for d in self.parts)
+        self.differentiable = all(d.differentiable for d in self.parts)
+        self.replaces_prediction = self.parts[-1].replaces_prediction
+
+    @staticmethod
+    def _through(parts, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        for part in parts:
+            images = part(images)
+        return images
+
+    def __call__(self, images):
+        return self._through(self.parts, images)
+
+    def scores(self, model, images):
+        return self.parts[-1].scores(model, self._through(self.parts[:-1], images))
+
+
+def _number(text: str, spec: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise _error(f"defense {spec!r}: {what} must be a number > 0, got {text!r}")
+    return value
+
+
 def _integer(text: str, spec: str, what: str, low: int, high: Optional[int] = None) -> int:
     try:
         value = int(text)
@@ -198,9 +278,23 @@ def _integer(text: str, spec: str, what: str, low: int, high: Optional[int] = No
 
 
 def parse(spec: str, seed: int = 0) -> Defense:
-    """A defense from its spec string (see FORMS); `seed` seeds the random ones (rp)."""
+    """A defense from its spec string (see FORMS); `seed` seeds the random ones (rp, rs)."""
     text = str(spec).strip().lower()
+    if "+" in text:
+        if any(not part.strip() for part in text.split("+")):
+            raise _error(f"defense {spec!r}: a stack has an empty part")
+        parts = [parse(part, seed) for part in text.split("+")]
+        if any(part.spec == "none" for part in parts):
+            raise _error(f"defense {spec!r}: a stack cannot contain none")
+        if any(isinstance(part, RandomizedSmoothing) for part in parts[:-1]):
+            raise _error(f"defense {spec!r}: rs changes the prediction rule and must come last in a stack")
+        return Stack(parts)
     kind, _, arg = text.partition(":")
+    if kind == "rs":
+        sigma, _, samples = arg.partition(":")
+        if not (sigma and samples):
+            raise _error(f"defense {spec!r}: rs takes a sigma and a number of noisy copies, e.g. rs:0.25:100")
+        return RandomizedSmoothing(_number(sigma, spec, "sigma"), _integer(samples, spec, "noisy copies", 1), seed)
     if kind == "none" and not arg:
         return Defense()
     if kind == "rp" and not arg:
@@ -215,13 +309,7 @@ def parse(spec: str, seed: int = 0) -> Defense:
             raise _error(f"defense {spec!r}: kernel size must be odd, got {kernel}")
         return Median(kernel)
     if kind in ("gauss", "gaussian") and arg:
-        try:
-            sigma = float(arg)
-        except ValueError:
-            sigma = float("nan")
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise _error(f"defense {spec!r}: sigma must be a number > 0, got {arg!r}")
-        return GaussianBlur(sigma)
+        return GaussianBlur(_number(arg, spec, "sigma"))
     raise _error(f"unknown defense {spec!r}")
 
 
@@ -249,9 +337,11 @@ class Defended:
         return bool(getattr(self.model, "differentiable", True)) and self.defense.differentiable
 
     def __call__(self, images):
-        return self.model(self.defense(images))
+        return self.defense.scores(self.model, images)
 
     def logits_and_aux(self, images):
+        if self.defense.replaces_prediction:  # votes, not logits: no aux head
+            return self(images), None
         transformed = self.defense(images)
         if hasattr(self.model, "logits_and_aux"):
             return self.model.logits_and_aux(transformed)

@@ -20,7 +20,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Folder of the clean images (<ImageId>.png).")
 flags.DEFINE_list("adv_dirs", None, "Comma-separated folders of adversarial PNGs (same file names), one per attack.")
 flags.DEFINE_list("models", None, "Comma-separated registry names; each is a separate victim.")
-flags.DEFINE_list("defenses", ["none"], "Comma-separated defenses: none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA.")
+flags.DEFINE_list("defenses", ["none"],
+                  "Comma-separated defenses: none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA, rs:SIGMA:N "
+                  "(randomized smoothing), and stacks A+B+... applied left to right (e.g. jpeg:75+bits:4+rp).")
 flags.DEFINE_string("report", "report.md", "Markdown report path; .csv, .json and *_success.png/_examples.png go next to it.")
 flags.DEFINE_float("max_epsilon", None, "Eps bound in pixels (0..255) to verify; default: each adv dir's run.json max_epsilon.")
 flags.DEFINE_enum("labels", "truth", ["truth", "clean_prediction"],
@@ -39,7 +41,7 @@ flags.DEFINE_list("checkpoints", [], "Comma-separated name=path weights for --mo
 flags.DEFINE_string("model_dir", None, "Folder(s) searched for weights (os.pathsep separated), before TFATTACK_MODEL_DIR.")
 flags.DEFINE_boolean("random_weights", False, "Random weights instead of checkpoints (tests and timing only).")
 flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
-flags.DEFINE_integer("seed", 0, "Seed of the random defenses (rp).")
+flags.DEFINE_integer("seed", 0, "Seed of the random defenses (rp, rs).")
 flags.DEFINE_integer("examples", 4, "Example images in the examples plot (0 = none).")
 flags.DEFINE_boolean("allow_partial", False, "Accept adversarial sets with missing or unreadable images: the rates "
                      "are then over the images that were read (the count is next to every rate). Without it, a "
