@@ -325,9 +325,14 @@ class Estimator(Component):
         """The most points of the batch stacked into one `inner` call (memory: images per pass grow with it)."""
         return 1
 
-    def bare_passes(self) -> int:
-        """Extra forward+backward passes of the batch through the model alone (no copies) per estimate (RAP's inner
-        steps), for the benchmarks' pass counts."""
+    def bare_passes(self, steps: int) -> int:
+        """Extra forward+backward passes of the batch through the model alone (no copies) in a run of `steps`
+        iterations (RAP's inner steps), for the benchmarks' pass counts."""
+        return 0
+
+    def forward_only_passes(self, members: int) -> int:
+        """Forward passes without a gradient per estimate on an ensemble of `members`, in whole-ensemble passes
+        (an ensemble strategy's weighting), for the benchmarks' pass counts."""
         return 0
 
 

@@ -179,20 +179,32 @@ class AttackConfig:
         per_copy = 1
         for transform in self.active_transforms:
             per_copy += transform.search_passes()
-        bare = 0
-        for estimator in self.estimators:
-            bare += estimator.bare_passes()
-        per_step = self.copies * per_copy * self.gradient_evaluations + bare
-        return (steps * per_step + self.copies * per_copy * self.update.init_evaluations()
-                + self.objective.setup_passes()[0])
+        bare = sum(estimator.bare_passes(steps) for estimator in self.estimators)
+        one_run = (steps * self.copies * per_copy * self.gradient_evaluations + bare
+                   + self.copies * per_copy * self.update.init_evaluations())
+        return self.restarts * one_run + self.objective.setup_passes()[0]
 
-    def forward_only_passes(self, steps=None) -> int:
-        """Batch-sized forward passes without a gradient in a run of `steps` iterations: the feature-level
-        objectives' set-up (ILA's pair of clean and guide features, NAA's black baseline) and the forward edits'
-        reference passes (CFM once, ILPD every step)."""
+    def forward_only_passes(self, steps=None, members: int = 1) -> int:
+        """Batch-sized forward passes without a gradient in a run of `steps` iterations on an ensemble of `members`
+        (in whole-ensemble passes): the predicted labels' pass, the feature-level objectives' set-up (ILA's pair of
+        clean and guide features, NAA's black baseline), the forward edits' reference passes (CFM once, ILPD every
+        step), the ensemble strategies' weighting passes (AdaEA's scores, SMER's reweighing) and, with restarts,
+        the scoring of each restart."""
         steps = self.steps if steps is None else steps
-        return self.objective.setup_passes()[1] + sum(f.forward_only_passes(steps) for f in self.forward
-                                                      if not f.is_identity)
+        labels = 1 if self.label_source == "predicted" and not self.self_labelled else 0
+        strategies = steps * sum(e.forward_only_passes(members) for e in self.estimators)
+        scoring = self.restarts if self.restarts > 1 else 0
+        return (labels + self.objective.setup_passes()[1] + self.restarts * strategies + scoring
+                + sum(f.forward_only_passes(steps) for f in self.forward if not f.is_identity))
+
+    @property
+    def self_labelled(self) -> bool:
+        """True when the predicted labels can be read off the attack's own first forward pass instead of a
+        separate one: a single step from the clean image (zero start, no restarts) through one untransformed
+        copy and the plain gradient, as in FGSM on predicted labels."""
+        return (self.label_source == "predicted" and self.steps == 1 and self.restarts == 1
+                and self.start == "zero" and self.copies == 1 and not self.estimators
+                and not self.active_transforms)
 
     def find(self, cls):
         """The first component of class `cls` in any slot, or None."""

@@ -506,15 +506,6 @@ def make_gradient_estimator(model, config: AttackConfig, objective=None):
     return estimate
 
 
-def self_labelled(config: AttackConfig) -> bool:
-    """True when the predicted labels can be read off the attack's own first forward pass instead of a
-    separate one: a single step from the clean image (zero start, no restarts) through one untransformed
-    copy and the plain gradient, as in FGSM on predicted labels."""
-    return (config.label_source == "predicted" and config.steps == 1 and config.restarts == 1
-            and config.start == "zero" and config.copies == 1 and not config.estimators
-            and not config.active_transforms)
-
-
 class Attack:
     """`attack(model, images, labels=None, target=None, seed=None) -> adv`, a built `AttackConfig`.
 
@@ -631,7 +622,7 @@ class Attack:
 
         def run(clean, labels, targets, generator, targeted):
             self.trace_count += 1
-            if self_labelled(config):
+            if config.self_labelled:
                 labels = None  # read off the step's own forward pass of the clean image
             elif config.label_source == "predicted":
                 labels = tf.argmax(model(clean), axis=-1, output_type=tf.int32)

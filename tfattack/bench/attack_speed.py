@@ -125,8 +125,8 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
             batch = batch_for(config, batch_size)
             row = {"preset": preset, "jit_compile": jit, "batch": batch, "num_iter": num_iter,
                    "gradient_evaluations": evaluations, "model_passes_per_call": passes,
-                   "forward_only_passes_per_call": config.forward_only_passes(num_iter), "members": list(names),
-                   "compute_dtype": compute_dtype}
+                   "forward_only_passes_per_call": config.forward_only_passes(num_iter, len(names)),
+                   "members": list(names), "compute_dtype": compute_dtype}
             if jit and images_per_pass(config, batch) > xla_max_images_per_pass:
                 row["error"] = (f"not run: {images_per_pass(config, batch)} images per pass under XLA "
                                 f"(> {xla_max_images_per_pass}, memory; see XLA_MAX_IMAGES_PER_PASS)")

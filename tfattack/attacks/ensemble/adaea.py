@@ -45,9 +45,12 @@ class AdaEA(EnsembleStrategy):
                                    "-0.3; -1 keeps every pixel).", low=-1.0, high=1.0)
 
     def evaluations(self) -> int:
-        # in whole-ensemble passes: every member's gradient, then the weighted ensemble's; the scores add K
-        # forward-only passes of the ensemble over the K one-step examples
+        # in whole-ensemble passes: every member's gradient, then the weighted ensemble's
         return 2
+
+    def forward_only_passes(self, members: int) -> int:
+        # the scores: every member on the K one-step examples, K ensemble passes
+        return members
 
     def weights(self, ctx, point, gradients):
         """softmax_j of beta x the summed loss ratios of member j's one-step example on the other members: [B, K]."""

@@ -35,8 +35,12 @@ class SMER(EnsembleStrategy):
     inner_decay: float = param(1.0, "Momentum decay of the inner loop (code: 1.0).", low=0.0)
 
     def evaluations(self) -> int:
-        # in whole-ensemble passes: 4K single-member gradients; the reweighing adds 4K forward-only ensemble passes
+        # in whole-ensemble passes: 4K single-member gradients
         return self.rounds
+
+    def forward_only_passes(self, members: int) -> int:
+        # each of the 4K inner steps reweighs the members on every member's logits: 4K ensemble passes
+        return self.rounds * members
 
     def init(self, ctx):
         return {"weights": tf.ones(tf.stack([tf.shape(ctx.clean)[0], ctx.members]))}

@@ -46,8 +46,8 @@ class RAP(Estimator):
         # Calls of `inner`; the K_in inner steps are extra bare-model passes (no copies) from the late start on.
         return 1
 
-    def bare_passes(self) -> int:
-        return self.inner_steps if self.radius > 0 else 0
+    def bare_passes(self, steps: int) -> int:
+        return self.inner_steps * max(0, steps - self.late_start) if self.radius > 0 else 0
 
     def reverse(self, ctx, point):
         """n: the inner minimisation of the objective around `point` (a stack of any number of groups)."""
