@@ -53,6 +53,9 @@ class Component:
     name: ClassVar[str] = ""
     positional: ClassVar[Optional[str]] = None
     paper: ClassVar[str] = ""
+    # The integer field whose value multiplies the passes (copies, samples, neighbours): what a compute-matched
+    # comparison turns to bring the component to a common budget (`tfattack.bench.budget`). None: no such field.
+    budget_param: ClassVar[Optional[str]] = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

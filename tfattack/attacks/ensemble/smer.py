@@ -26,6 +26,7 @@ class SMER(EnsembleStrategy):
     batches); the orders are drawn per step for the whole batch."""
 
     name = "smer"
+    budget_param = "rounds"
     positional = "rounds"
     paper = "Tang et al., Ensemble diversity facilitates adversarial transferability, CVPR 2024"
     stateful = True

@@ -26,6 +26,7 @@ class SVRE(EnsembleStrategy):
     inner step for the whole batch, as in their code."""
 
     name = "svre"
+    budget_param = "inner_per_member"
     positional = "inner_per_member"
     paper = ("Xiong et al., Stochastic variance reduced ensemble adversarial attack for boosting the adversarial "
              "transferability, CVPR 2022")

@@ -20,6 +20,7 @@ class VT(Estimator):
     authors' code; `grad` at the look-ahead point is the one corrected."""
 
     name = "vt"
+    budget_param = "samples"
     positional = "samples"
     paper = "Wang & He, Enhancing the transferability of adversarial attacks through variance tuning, CVPR 2021"
     stateful = True

@@ -30,6 +30,7 @@ class EMI(Estimator):
     asks for; not clipped (authors' code). Keeps state: must be the outermost estimator."""
 
     name = "emi"
+    budget_param = "samples"
     positional = "samples"
     paper = "Wang et al., Boosting adversarial transferability through enhanced momentum, BMVC 2021"
     stateful = True

@@ -36,6 +36,7 @@ class GRA(Estimator):
     decay indicator) for the paper's attack; with `mi` it is GRA without the decay indicator."""
 
     name = "gra"
+    budget_param = "samples"
     positional = "samples"
     paper = "Zhu et al., Boosting adversarial transferability via gradient relevance attack, ICCV 2023"
     samples: int = param(20, "Neighbours N (paper and code: 20).", low=1)

@@ -544,6 +544,7 @@ class L2T(Estimator):
     size + 1, blockshuffle falls back to cumulative rounding where its strips would get negative lengths)."""
 
     name = "l2t"
+    budget_param = "samples"
     positional = "samples"
     paper = "Zhu et al., Learning to transform dynamically for better adversarial transferability, CVPR 2024"
     stateful = True

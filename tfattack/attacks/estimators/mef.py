@@ -30,6 +30,7 @@ class MEF(Estimator):
     (authors' code) under L-inf, by the L2 length under L2."""
 
     name = "mef"
+    budget_param = "samples"
     positional = "samples"
     paper = ("Qiu et al., Boosting adversarial transferability with low-cost optimization via maximin expected "
              "flatness, arXiv 2405.16181, 2024")

@@ -28,6 +28,7 @@ class MIG(Estimator):
     it with the objective `prob` for the paper's attack."""
 
     name = "mig"
+    budget_param = "samples"
     positional = "samples"
     paper = ("Ma et al., Transferable adversarial attack for both vision transformers and convolutional networks "
              "via momentum integrated gradients, ICCV 2023")

@@ -57,6 +57,7 @@ class OPS(Estimator):
     each operator copy, before its gradient is carried back through the operator."""
 
     name = "ops"
+    budget_param = "neighbours"
     positional = "neighbours"
     paper = ("Guo et al., Boosting adversarial transferability through augmentation in hypothesis space, "
              "CVPR 2025")

@@ -27,6 +27,7 @@ class PGN(Estimator):
     look-ahead step is alpha * g / mean|g| (authors' code) under L-inf, alpha * g / ||g||_2 under L2."""
 
     name = "pgn"
+    budget_param = "samples"
     positional = "samples"
     paper = "Ge et al., Boosting adversarial transferability by achieving flat local maxima, NeurIPS 2023"
     samples: int = param(20, "Neighbours N (paper and code: 20).", low=1)

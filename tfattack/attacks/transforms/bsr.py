@@ -154,6 +154,7 @@ class BSR(Transform):
     blocks shuffled (rows and columns of blocks permuted) and each rotated by a uniform random angle."""
 
     name = "bsr"
+    budget_param = "copies"
     positional = "blocks"
     paper = "Wang et al., Boosting adversarial transferability by block shuffle and rotation, CVPR 2024"
     blocks: int = param(2, "Blocks per side n (paper and the authors' code: 2, i.e. 2x2 blocks; TransferAttack: 3).",

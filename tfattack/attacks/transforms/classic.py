@@ -114,6 +114,7 @@ class SI(Transform):
     """Scale invariance: the copies x / 2^i, i < copies."""
 
     name = "si"
+    budget_param = "copies"
     positional = "copies"
     paper = "Lin et al., Nesterov accelerated gradient and scale invariance for adversarial attacks, ICLR 2020"
     copies: int = param(5, "Scale copies m (paper: 5).", low=1)
@@ -161,6 +162,7 @@ class Admix(Transform):
     batch 2 every copy mixes in the same single partner and transfer drops, see docs/benchmarks.md)."""
 
     name = "admix"
+    budget_param = "copies"
     positional = "strength"
     paper = "Wang et al., Admix: enhancing the transferability of adversarial attacks, ICCV 2021"
     strength: float = param(0.2, "Mixing strength eta (paper: 0.2).", low=0.0)

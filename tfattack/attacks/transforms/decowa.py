@@ -108,6 +108,7 @@ class DeCoWA(Transform):
     `steps` gradient steps of size rho down the attack objective (needs `objective`, see the module doc)."""
 
     name = "decowa"
+    budget_param = "copies"
     positional = "copies"
     paper = ("Lin et al., Boosting adversarial transferability across model genus by deformation-constrained "
              "warping, AAAI 2024")

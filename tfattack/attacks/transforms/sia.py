@@ -204,6 +204,7 @@ class SIA(Transform):
     points, each block transformed by one of `ops` drawn uniformly (per block, copy and image)."""
 
     name = "sia"
+    budget_param = "copies"
     positional = "blocks"
     paper = "Wang et al., Structure invariant transformation for better adversarial transferability, ICCV 2023"
     blocks: int = param(3, "Blocks per side (paper and authors' code: 3).", low=1)

@@ -61,6 +61,7 @@ class SSA(Transform):
     mask ~ U[1 - rho, 1 + rho]."""
 
     name = "ssa"
+    budget_param = "copies"
     positional = "rho"
     paper = "Long et al., Frequency domain model augmentation for adversarial attack, ECCV 2022"
     rho: float = param(0.5, "Spectrum mask uniform in [1 - rho, 1 + rho] (paper and authors' code: 0.5).",
