@@ -41,3 +41,9 @@ def test_a_matched_attack_passes_as_many_images_as_promised(preset, target):
     images = np.random.default_rng(0).uniform(0.2, 0.8, (2, 6, 6, 3)).astype(np.float32)
     counted = passes.measure(Attack(result.config), model, images, np.array([1, 2]))
     assert counted.per_image == result.passes == target
+
+
+def test_a_knob_another_component_pins_is_left_alone():
+    su = budget.matched(build("su", steps=10).config, 200)  # SU pairs each image with one local copy: views=1
+    assert su.knob is None and su.config == build("su", steps=10).config
+    assert su.how == "unchanged (views is pinned by objective 'su')"

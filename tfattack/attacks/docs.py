@@ -115,6 +115,30 @@ def presets_section() -> str:
     return "\n".join(out)
 
 
+MATCHED_STEPS, MATCHED_BUDGET, STRATEGY_MEMBERS = 10, 200, 3
+
+
+def compute_section() -> str:
+    from tfattack.bench import budget  # the benchmarks build on the attacks, not the other way round
+
+    out = ["## Compute per preset", "",
+           "Passes per image through the surrogate (batch-sized forward passes, each with its backward unless "
+           "forward-only) at the preset's own steps, from `AttackConfig.model_passes` and `forward_only_passes`; "
+           "`tests/test_bench_passes.py` checks these against the images each compiled loop really sends through a "
+           f"model. Ensemble strategies count whole-ensemble passes of {STRATEGY_MEMBERS} members. The last column "
+           f"is what `tfattack.bench.budget.matched` turns to bring the preset to {MATCHED_BUDGET} gradient passes "
+           f"per image at {MATCHED_STEPS} steps (the leaderboard's compute-matched budget).", "",
+           "| preset | steps | gradient passes | forward-only passes | matched to "
+           f"{MATCHED_BUDGET} at {MATCHED_STEPS} steps |", "|---|---|---|---|---|"]
+    for name, config in PRESETS.items():
+        members = STRATEGY_MEMBERS if any(getattr(e, "ensemble_strategy", False) for e in config.estimators) else 1
+        at_ten = budget.matched(dataclasses.replace(config, steps=MATCHED_STEPS), MATCHED_BUDGET)
+        how = at_ten.how if at_ten.knob is None else f"{at_ten.how} ({at_ten.passes} passes)"
+        out.append(f"| `{name}` | {config.steps} | {config.model_passes()} | "
+                   f"{config.forward_only_passes(members=members)} | {markdown_cell(how)} |")
+    return "\n".join(out)
+
+
 def fields_section() -> str:
     out = ["## `AttackConfig` fields", "", "| field | default | meaning |", "|---|---|---|"]
     for field in dataclasses.fields(AttackConfig):
@@ -144,5 +168,5 @@ def legacy_section() -> str:
 
 
 def render() -> str:
-    return "\n\n".join([INTRO.rstrip(), components_section().rstrip(), presets_section(), fields_section(),
-                        legacy_section()]) + "\n"
+    return "\n\n".join([INTRO.rstrip(), components_section().rstrip(), presets_section(), compute_section(),
+                        fields_section(), legacy_section()]) + "\n"

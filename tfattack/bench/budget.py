@@ -32,11 +32,12 @@ class Matched:
     value: Optional[int]
     paper_passes: int
     passes: int
+    reason: str = "no random draw or sample count to scale"  # why the knob is None
 
     @property
     def how(self) -> str:
         if self.knob is None:
-            return "unchanged (no random draw or sample count to scale)"
+            return f"unchanged ({self.reason})"
         return f"{self.knob} {self.paper_value} -> {self.value}"
 
 
@@ -68,6 +69,12 @@ def matched(config: AttackConfig, budget: int) -> Matched:
     if slot is None:
         return Matched(config, None, None, None, paper_passes, paper_passes)
     paper_value = config.views if slot == "views" else getattr(getattr(config, slot)[index], field)
+    knob = "views" if slot == "views" else f"{getattr(config, slot)[index].name}.{field}"
+    try:
+        _with_value(config, slot, index, field, paper_value + 1)
+    except ValueError as error:  # another component pins the knob (SU's local copy needs views=1)
+        pinned_by = str(error).split(":")[0]  # errors start with the component: "objective 'su': ..."
+        return Matched(config, None, None, None, paper_passes, paper_passes, reason=f"{knob} is pinned by {pinned_by}")
     best = None
     for value in range(1, MAX_KNOB + 1):
         candidate = _with_value(config, slot, index, field, value)
@@ -77,5 +84,4 @@ def matched(config: AttackConfig, budget: int) -> Matched:
         if passes >= budget:  # passes grow with the knob: nothing further can be closer
             break
     value, passes, candidate = best
-    knob = "views" if slot == "views" else f"{getattr(config, slot)[index].name}.{field}"
     return Matched(candidate, knob, paper_value, value, paper_passes, passes)
