@@ -44,6 +44,7 @@ from PIL import Image
 
 from tfattack import files
 from tfattack.errors import UserError
+from tfattack.names import first_few
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Metadata file names tried, next to the images first, then in their parent folder (the DEV layout is
@@ -378,11 +379,6 @@ def _reason(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def examples(items: Sequence[str], limit: int = 3) -> str:
-    """The first `limit` names, and how many there are in all when there are more (for one-line messages)."""
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
 
 def _format_notes(input_dir, ids, sizes, modes, skipped) -> List[str]:
     notes = []
@@ -392,7 +388,7 @@ def _format_notes(input_dir, ids, sizes, modes, skipped) -> List[str]:
             by_mode[mode].append(image_id)
     for mode, members in sorted(by_mode.items()):
         what = _CONVERSIONS.get(mode, f"mode {mode}: converted to RGB by PIL")
-        notes.append(f"{len(members)} image(s) {what} ({examples(members)})")
+        notes.append(f"{len(members)} image(s) {what} ({first_few(members)})")
     odd = collections.Counter(s for s in sizes if s != (NIPS17_IMAGE_SIZE, NIPS17_IMAGE_SIZE))
     if odd:
         listed = ", ".join(f"{w}x{h}: {n}" for (h, w), n in sorted(odd.items()))
@@ -683,7 +679,7 @@ def make_output_dir(output_dir: str) -> str:
 
 
 def to_uint8(image01) -> np.ndarray:
-    """float [H, W, 3] in [0, 1] (or uint8) -> uint8 pixels, rounded to the nearest level."""
+    """float images in [0, 1] (any shape; or uint8) -> uint8 pixels, rounded to the nearest level (not truncated)."""
     array = np.asarray(image01)
     if array.dtype == np.uint8:
         return array

@@ -1,9 +1,16 @@
-"""Suggestions for mistyped names (models, attacks, components)."""
+"""Names in one-line messages: suggestions for mistyped ones (models, attacks, components) and short lists."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Sequence
+
+
+def first_few(items: Sequence[str], limit: int = 3) -> str:
+    """The first `limit` of `items`, comma-separated, and how many there are in all when there are more."""
+    items = [str(item) for item in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfattack import data, files
 from tfattack import record as record_lib
 from tfattack.attacks import quantize
+from tfattack.names import first_few
 from tfattack.record import RecordError, RunRecord
 
 
@@ -117,7 +118,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
         return _Plan(list(dataset.ids), {}, [])
     if earlier is None:
         raise RecordError(f"output_dir {output_dir} already holds {len(present)} of this run's images "
-                          f"({data.examples([i + '.png' for i in present])}) but no run record says how they "
+                          f"({first_few([i + '.png' for i in present])}) but no run record says how they "
                           f"were made: pass --overwrite to attack them again, or choose another output folder")
     differences = earlier.differences(current)
     if differences:
@@ -152,7 +153,7 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
     if redo:
         notes.append(f"{len(redo)} image(s) in {output_dir} are not vouched for by its run record (a killed batch, "
                      f"a changed input or label, or a file put there): attacking them again "
-                     f"({data.examples(redo)})")
+                     f"({first_few(redo)})")
     return _Plan([i for i in dataset.ids if i not in kept], kept, notes)
 
 

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import textwrap
 from typing import Dict, List, Optional, Sequence
 
 from tfattack import files
@@ -140,7 +141,11 @@ def _flatten(value, prefix: str = "") -> Dict[str, object]:
 
 def _short(value, limit: int = 48) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    # At a word boundary where there is one; a single long token (a path, a digest) is cut inside it.
+    shortened = textwrap.shorten(text, limit, placeholder="...")
+    return shortened if shortened != "..." else text[:limit - 3] + "..."
 
 
 @dataclasses.dataclass

@@ -22,7 +22,8 @@ from tfattack.attacks.components import ComponentError, available, parse
 from tfattack.attacks.config import FIELD_DOCS, SLOTS, AttackConfig, Execution
 from tfattack.attacks.loop import Attack
 from tfattack.attacks.presets import PRESET_DOCS, PRESETS
-from tfattack.attacks.projection import quantize, to_uint8
+from tfattack.attacks.projection import quantize
+from tfattack.data import to_uint8  # one rounding rule for every saved image
 from tfattack.attacks.transforms import AUGMENTATIONS
 
 __all__ = ["build", "presets", "PRESETS", "quantize", "to_uint8", "Attack", "AttackConfig", "Execution", "FIELD_DOCS",

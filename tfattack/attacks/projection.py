@@ -23,12 +23,6 @@ def project(images, clean, eps, norm: str = "linf"):
     return tf.clip_by_value(clean + delta * scale, 0.0, 1.0)
 
 
-def to_uint8(images) -> np.ndarray:
-    """float images in [0, 1] -> uint8 pixels, rounded to the nearest level (not truncated)."""
-    images = np.asarray(images, np.float64)
-    return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
-
-
 def quantize(adv, clean, eps, norm: str = "linf") -> np.ndarray:
     """Rounds `adv` to the 8-bit grid and keeps it in the ball, so that the saved PNG is a legal attack.
 

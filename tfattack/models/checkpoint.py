@@ -16,6 +16,8 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfattack.names import first_few
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot serve a model: missing, unreadable, or of another architecture."""
@@ -83,11 +85,6 @@ def detect_scope(checkpoint_shapes: Mapping[str, list], relative_names, official
     return best, best_count
 
 
-def _summarise(names, limit=5):
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
 
 def restore_slim(variables: Dict[str, tf.Variable], official_scope: str, path: str, model_name: str) -> dict:
     """Assigns every variable in `variables` (relative name -> tf.Variable) from the checkpoint at `path`.
@@ -101,16 +98,16 @@ def restore_slim(variables: Dict[str, tf.Variable], official_scope: str, path: s
         top = sorted({n.split("/", 1)[0] for n in shapes})
         raise CheckpointError(
             f"checkpoint {prefix} holds no variable of model {model_name!r} (expected scope {official_scope}/...); "
-            f"its top-level scopes are: {_summarise(top)}")
+            f"its top-level scopes are: {first_few(top, 5)}")
     missing = [f"{scope}/{rel}" for rel in variables if f"{scope}/{rel}" not in shapes]
     if missing:
         raise CheckpointError(f"checkpoint {prefix} lacks {len(missing)} variable(s) of model {model_name!r}: "
-                              f"{_summarise(missing)} (a checkpoint of another architecture or depth?)")
+                              f"{first_few(missing, 5)} (a checkpoint of another architecture or depth?)")
     wrong = [f"{scope}/{rel} {tuple(shapes[f'{scope}/{rel}'])} != {tuple(var.shape)}"
              for rel, var in variables.items() if tuple(shapes[f"{scope}/{rel}"]) != tuple(var.shape)]
     if wrong:
         raise CheckpointError(f"checkpoint {prefix} has mis-shaped variable(s) for model {model_name!r}: "
-                              f"{_summarise(wrong, 3)}")
+                              f"{first_few(wrong, 3)}")
     for rel, var in variables.items():
         try:
             value = reader.get_tensor(f"{scope}/{rel}")

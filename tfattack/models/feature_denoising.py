@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfattack import backward, edits
 from tfattack.models import features, layers, loading, registry, torch_layers
 from tfattack.models.registry import ModelSpec
+from tfattack.names import first_few
 
 BN_EPSILON = 1e-5
 IMAGE_SIZE = 224
@@ -176,8 +177,8 @@ class FeatureDenoisingNetwork(layers.SlimNetwork):
         missing = [k for k in expected if k not in present]
         unexpected = [k for k in present if k not in expected]
         if missing or unexpected:
-            parts = ([f"lacks {len(missing)} key(s): {torch_layers.summarise(missing)}"] if missing else []) + \
-                    ([f"has {len(unexpected)} unexpected key(s): {torch_layers.summarise(unexpected)}"]
+            parts = ([f"lacks {len(missing)} key(s): {first_few(missing, 5)}"] if missing else []) + \
+                    ([f"has {len(unexpected)} unexpected key(s): {first_few(unexpected, 5)}"]
                      if unexpected else [])
             raise TensorpackNpzError(f"{source} does not fit model {model_name!r} ({self.scope}): {'; '.join(parts)} "
                                      f"(the npz of another feature-denoising network?)")
@@ -185,7 +186,7 @@ class FeatureDenoisingNetwork(layers.SlimNetwork):
                  if tuple(present[k].shape) != tuple(var.shape)]
         if wrong:
             raise TensorpackNpzError(f"{source} has mis-shaped tensor(s) for model {model_name!r}: "
-                                     f"{torch_layers.summarise(wrong, 3)}")
+                                     f"{first_few(wrong, 3)}")
         for name, var in expected.items():
             var.assign(np.asarray(present[name], np.float32))
         return len(expected)

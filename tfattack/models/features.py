@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Dict, Sequence, Tuple
 
 from tfattack.errors import UserError
-from tfattack.names import did_you_mean
+from tfattack.names import did_you_mean, first_few
 
 ALIASES = ("early", "mid", "late")
 
@@ -81,6 +81,6 @@ def resolve(model_name: str, architecture: str, end_points: Sequence[str], tap: 
     if tap in short:
         return short[tap]
     shown = list(feature_points([short_name for short_name in short]))
-    listed = ", ".join(shown[:12]) + (f", ... ({len(shown)} in all)" if len(shown) > 12 else "")
+    listed = first_few(shown, 12)
     raise FeatureError(f"model {model_name!r} has no feature tap {tap!r}{did_you_mean(tap, list(ALIASES) + shown)}; "
                        f"its taps: {', '.join(ALIASES)}, {listed}")

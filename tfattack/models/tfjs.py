@@ -32,6 +32,7 @@ from tfattack import backward, edits
 from tfattack.models import labels, layers, loading, registry
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
+from tfattack.names import first_few
 
 MODEL_JSON = "model.json"
 DARKNET_WNIDS = "darknet_imagenet1k_wnids_darknet_order.txt"
@@ -640,11 +641,6 @@ def output_classes(nodes, output, shapes: Dict[str, tuple]) -> Optional[int]:
     return None
 
 
-def _summarise(names, limit=4) -> str:
-    names = list(names)
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
 
 def first_weight_mismatch(expected: Dict[str, tuple], found: Dict[str, tuple], layer_order) -> Optional[str]:
     """The first difference between the record's weights and the file's, in network order, or None."""
@@ -653,7 +649,7 @@ def first_weight_mismatch(expected: Dict[str, tuple], found: Dict[str, tuple], l
         layer = name.rsplit("/", 1)[0]
         if layer not in found_layers:
             present = [n for n in layer_order if n in found_layers]
-            return f"layer {layer!r} missing; found layers {_summarise(present)}"
+            return f"layer {layer!r} missing; found layers {first_few([repr(n) for n in present], 4)}"
         if name not in found:
             return f"weight {name!r} missing"
         if found[name] != shape:

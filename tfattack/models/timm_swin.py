@@ -39,6 +39,7 @@ from tfattack import backward, edits
 from tfattack.models import features, layers, registry, torch_layers
 from tfattack.models.timm_vit import attention, mlp, patch_embed
 from tfattack.models.torch_layers import layer_norm, timm_record, token_linear
+from tfattack.names import first_few
 
 IMAGE_SIZE = 224
 PATCH_SIZE = 4
@@ -188,7 +189,7 @@ class TimmSwinTransformer(torch_layers.TorchStateDictNetwork):
         if wrong:
             raise torch_layers.StateDictMismatchError(
                 f"{source} has buffer(s) that differ from model {model_name!r}'s ({self.scope}; another window size "
-                f"or resolution?): {torch_layers.summarise(wrong, 3)}")
+                f"or resolution?): {first_few(wrong, 3)}")
         return super().load_state_dict(present, source, model_name)
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from tfattack.models import inception_resnet_v2 as slim_irv2
 from tfattack.models import registry, torch_layers
 from tfattack.models.inception_v3 import Conv, Mixed
-from tfattack.models.torch_layers import StateDictMismatchError, summarise, timm_record
+from tfattack.models.torch_layers import StateDictMismatchError, timm_record
+from tfattack.names import first_few
 
 # timm suffix -> slim suffix, for a convolution followed by batch norm, and for a biased layer.
 BATCH_NORM_CONV = {"conv.weight": "weights", "bn.bias": "BatchNorm/beta", "bn.running_mean": "BatchNorm/moving_mean",
@@ -95,10 +96,10 @@ def load_onto_slim(network, state_dict: Mapping[str, np.ndarray], source: str, m
     variables = network.store.by_name
     unmapped = [name for name in variables if name not in set(names.values())]
     if unmapped:  # the slim port built a variable no timm key feeds (an aux head): the record is wrong
-        raise ValueError(f"model {model_name!r}: the network has variables no timm key maps to: {summarise(unmapped)}")
+        raise ValueError(f"model {model_name!r}: the network has variables no timm key maps to: {first_few(unmapped, 5)}")
     if missing or unexpected:
-        parts = ([f"lacks {len(missing)} key(s): {summarise(missing)}"] if missing else []) + \
-                ([f"has {len(unexpected)} unexpected key(s): {summarise(unexpected)}"] if unexpected else [])
+        parts = ([f"lacks {len(missing)} key(s): {first_few(missing, 5)}"] if missing else []) + \
+                ([f"has {len(unexpected)} unexpected key(s): {first_few(unexpected, 5)}"] if unexpected else [])
         raise StateDictMismatchError(f"{source} does not fit model {model_name!r} (timm's {network.scope} TF port): "
                                      f"{'; '.join(parts)}")
     wrong = [f"{key} {tuple(present[key].shape)} != {tuple(reversed_shape)}"
@@ -107,10 +108,10 @@ def load_onto_slim(network, state_dict: Mapping[str, np.ndarray], source: str, m
              if tuple(present[key].shape) != tuple(reversed_shape)]
     if wrong:
         raise StateDictMismatchError(f"{source} has mis-shaped tensor(s) for model {model_name!r}: "
-                                     f"{summarise(wrong, 3)}")
+                                     f"{first_few(wrong, 3)}")
     scaled = [key for key in sorted(scales) if not np.allclose(present[key], 1.0, rtol=0, atol=1e-6)]
     if scaled:
-        raise StateDictMismatchError(f"{source}: batch-norm scale(s) {summarise(scaled, 3)} are not 1, which TF's "
+        raise StateDictMismatchError(f"{source}: batch-norm scale(s) {first_few(scaled, 3)} are not 1, which TF's "
                                      f"{network.scope} has no variable for (model {model_name!r} takes timm's ports "
                                      f"of TF checkpoints only)")
     for key, name in names.items():

@@ -18,6 +18,7 @@ from tfattack import backward, edits
 from tfattack.models import layers, loading, safetensors_file, torch_pickle
 from tfattack.models.checkpoint import naming_model
 from tfattack.models.registry import ModelSpec
+from tfattack.names import first_few
 
 # Running-statistics counters that PyTorch keeps next to batch-norm weights; inference ignores them.
 IGNORED_KEY_SUFFIX = ".num_batches_tracked"
@@ -136,10 +137,6 @@ def torch_to_tf_axes(ndim: int, depthwise: bool = False) -> Tuple[int, ...]:
     return tuple(range(ndim))
 
 
-def summarise(names, limit=5):
-    names = list(names)
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
 
 class TorchStateDictNetwork(layers.SlimNetwork):
     """A network whose variables are named by PyTorch state-dict keys. Subclasses set `family` (for messages),
@@ -168,9 +165,9 @@ class TorchStateDictNetwork(layers.SlimNetwork):
         if missing or unexpected:
             parts = []
             if missing:
-                parts.append(f"lacks {len(missing)} key(s): {summarise(missing)}")
+                parts.append(f"lacks {len(missing)} key(s): {first_few(missing, 5)}")
             if unexpected:
-                parts.append(f"has {len(unexpected)} unexpected key(s): {summarise(unexpected)}")
+                parts.append(f"has {len(unexpected)} unexpected key(s): {first_few(unexpected, 5)}")
             raise StateDictMismatchError(
                 f"{source} does not fit model {model_name!r} ({self.scope}): {'; '.join(parts)} "
                 f"(a state dict of another {self.family}?)")
@@ -181,7 +178,7 @@ class TorchStateDictNetwork(layers.SlimNetwork):
             count = (f" (the file has {classes} classes, the record says {record_classes})"
                      if classes != record_classes else "")
             raise StateDictMismatchError(f"{source} has mis-shaped tensor(s) for model {model_name!r} "
-                                                f"({self.scope}): {summarise(wrong, 3)}{count}")
+                                                f"({self.scope}): {first_few(wrong, 3)}{count}")
         for name, var in self.store.by_name.items():
             value = np.asarray(present[name], np.float32)
             var.assign(value.transpose(self.tf_axes(name, value.ndim)))
