@@ -171,9 +171,13 @@ def test_a_stack_applies_its_parts_left_to_right_with_the_same_seeded_draws():
     stack = defenses.parse("jpeg:75+bits:4+rp", seed=3)
     assert (stack.spec, stack.name, stack.differentiable) == ("jpeg:75+bits:4+rp", "jpeg75+bits4+rp", False)
     by_hand = x
-    for part in ("jpeg:75", "bits:4", "rp"):
-        by_hand = defenses.parse(part, seed=3)(by_hand)
-    np.testing.assert_array_equal(stack(x).numpy(), by_hand.numpy())
+    for index, part in enumerate(("jpeg:75", "bits:4", "rp")):  # part k draws from seed + k
+        by_hand = defenses.parse(part, seed=3 + index)(by_hand)
+    first = stack(x).numpy()
+    np.testing.assert_array_equal(first, by_hand.numpy())
+    # a fresh copy starts its draws over; the original's next call draws on
+    np.testing.assert_array_equal(defenses.fresh(stack)(x).numpy(), first)
+    assert not np.array_equal(stack(x).numpy(), first) and defenses.fresh(stack).spec == stack.spec
     wrapped = defenses.wrap(TinyModel(), "bits:4+median:3")
     assert wrapped.name == "tiny+bits4+median3"
     np.testing.assert_allclose(wrapped(x).numpy(), TinyModel()(defenses.parse("median:3")(

@@ -388,3 +388,18 @@ def test_report_shows_no_coverage_note_when_every_image_counted(layout, tmp_path
     assert " of 4 images]" not in text and "| untargeted | red | none | 4 | 0 |" in text
     with open(paths["csv"]) as handle:
         assert [row["not_evaluated"] for row in csv.DictReader(handle)] == ["0", "0"]
+
+
+def test_a_victims_numbers_behind_a_random_defense_do_not_depend_on_the_other_victims(layout):
+    """Each (victim, defense) pair draws from its own copy of the seeded defense, so a victim's predictions behind rp
+    are the same whether it is evaluated alone or after another victim (and a run split by victims, or spread over
+    workers, gives the same numbers)."""
+    dataset = data.read_dataset(str(layout / "images"))
+    sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16)]
+    both = evaluate.evaluate(dataset, sets, [ChannelModel("red", RED), ChannelModel("blue", BLUE)], ["rp", "rs:0.2:3"],
+                             batch_size=2, seed=5)
+    alone = evaluate.evaluate(dataset, sets, [ChannelModel("blue", BLUE)], ["rp", "rs:0.2:3"], batch_size=2, seed=5)
+    for spec in ("rp", "rs:0.2:3"):
+        np.testing.assert_array_equal(both.clean_predictions[("blue", spec)], alone.clean_predictions[("blue", spec)])
+        np.testing.assert_array_equal(both.adv_predictions[("untargeted", "blue", spec)],
+                                      alone.adv_predictions[("untargeted", "blue", spec)])

@@ -138,7 +138,8 @@ def test_unknown_defense_exits_2_listing_the_forms(tmp_path):
     line = error_line(run_evaluate(f"--input_dir={tmp_path}", f"--adv_dirs={tmp_path}", "--models=inception_v3",
                                    "--defenses=none,blur:3"))
     assert line == ("evaluate.py: error: unknown defense 'blur:3'; valid forms: none, jpeg:QUALITY (integer 1-100), "
-                    "bits:BITS (integer 1-8), rp, median:K (odd integer K >= 1), gauss:SIGMA (number > 0)")
+                    "bits:BITS (integer 1-8), rp, median:K (odd integer K >= 1), gauss:SIGMA (number > 0), "
+                    "rs:SIGMA:N (sigma > 0, N >= 1 noisy copies), A+B+... (applied left to right, rs last)")
 
 
 def test_missing_input_dir_and_missing_checkpoint_exit_2(tmp_path):

@@ -61,6 +61,7 @@ class Defense:
     spec = "none"
     name = ""
     differentiable = True
+    seed = 0  # of the random ones (rp, rs; a stack's parts take seed, seed + 1, ...)
     replaces_prediction = False  # True: `scores` is its own rule (votes), not the model's logits
 
     def __call__(self, images):
@@ -235,8 +236,8 @@ class RandomizedSmoothing(Defense):
 class Stack(Defense):
     """Defenses applied left to right (`jpeg:75+bits:4+rp`); only the last may change the prediction rule."""
 
-    def __init__(self, parts: Sequence[Defense]):
-        self.parts = list(parts)
+    def __init__(self, parts: Sequence[Defense], seed: int = 0):
+        self.parts, self.seed = list(parts), int(seed)
         self.spec = "+".join(d.spec for d in self.parts)
         self.name = "+".join(d.name for d in self.parts)
         self.differentiable = all(d.differentiable for d in self.parts)
@@ -283,12 +284,12 @@ def parse(spec: str, seed: int = 0) -> Defense:
     if "+" in text:
         if any(not part.strip() for part in text.split("+")):
             raise _error(f"defense {spec!r}: a stack has an empty part")
-        parts = [parse(part, seed) for part in text.split("+")]
+        parts = [parse(part, seed + index) for index, part in enumerate(text.split("+"))]
         if any(part.spec == "none" for part in parts):
             raise _error(f"defense {spec!r}: a stack cannot contain none")
         if any(isinstance(part, RandomizedSmoothing) for part in parts[:-1]):
             raise _error(f"defense {spec!r}: rs changes the prediction rule and must come last in a stack")
-        return Stack(parts)
+        return Stack(parts, seed)
     kind, _, arg = text.partition(":")
     if kind == "rs":
         sigma, _, samples = arg.partition(":")
@@ -311,6 +312,12 @@ def parse(spec: str, seed: int = 0) -> Defense:
     if kind in ("gauss", "gaussian") and arg:
         return GaussianBlur(_number(arg, spec, "sigma"))
     raise _error(f"unknown defense {spec!r}")
+
+
+def fresh(defense: Defense) -> Defense:
+    """A new `defense` with the same spec and seed: its random draws start over (one per victim, so a victim's
+    numbers do not depend on which victims were evaluated before it)."""
+    return parse(defense.spec, defense.seed)
 
 
 def parse_list(specs: Sequence[str], seed: int = 0) -> List[Defense]:

@@ -414,7 +414,8 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
       dataset: the clean images (`data.read_dataset`); adversarial files are matched by ImageId.
       adv_sets: from `read_adv_set`; targeted sets need `dataset.targets`.
       victims: model-like callables (float32 [N, H, W, 3] in [0, 1] -> [N, 1000] logits) with a `name`.
-      defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed`.
+      defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed` (specs) and
+        drawn afresh for each victim.
       label_source: "truth" (dataset labels) or "clean_prediction" (`label_model`'s clean top-1).
       label_model: the surrogate whose clean predictions are the labels (label_source="clean_prediction");
         None: the labels the attack runs recorded (each set's run.json `predicted_labels`, which must agree
@@ -455,7 +456,7 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
 
     if compiled is None:
         compiled = len(dataset) >= COMPILE_FROM_BATCHES * batch_size
-    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d), compiled)
+    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, defenses_lib.fresh(d)), compiled)
                   for v, vn in zip(victims, victim_names) for d in defense_list}
     label_predictor = _predictor(label_model) if given_labels is None else None
     found = _PerImage.empty(len(dataset), given_labels, names, list(predictors))
