@@ -1,0 +1,133 @@
+"""The leaderboard's table (issue 19): one long-format row per (method, source, eps, budget, victim), with a 95 %
+Wilson interval for every success rate, a paired exact McNemar test of each method against the reference method on
+the same images, and the Pareto front of transfer against compute.
+
+The numbers come from an `tfattack.evaluate.Evaluation` of the crafted sets (its per-image predictions), and what
+each set is from a `SetInfo` per set name. Crafting and scoring stay separate: the rows can be rebuilt from a saved
+evaluation without crafting anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from typing import Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from tfattack.bench.stats import paired_test, wilson_interval
+
+# The CSV's columns, in order (issue 19's contract first, then the extra ones).
+COLUMNS = ("method", "source", "eps_pixels", "budget", "grad_evals_per_image", "craft_s_per_image", "n_images",
+           "victim", "success_pct", "ci_low", "ci_high", "n_images_all", "success_pct_all", "reference",
+           "p_vs_reference")
+BUDGETS = ("paper", "matched")
+REFERENCE_METHOD = "ti_di_mi_fgsm"
+
+
+@dataclasses.dataclass(frozen=True)
+class SetInfo:
+    """What one crafted set is: the preset, the surrogate source (`single` or `ensemble`), eps in pixels, the
+    budget (`paper` or `matched`), gradient passes per image and crafting seconds per image."""
+
+    method: str
+    source: str
+    eps_pixels: float
+    budget: str
+    grad_evals_per_image: float
+    craft_s_per_image: float
+
+    def __post_init__(self):
+        if self.budget not in BUDGETS:
+            raise ValueError(f"set of {self.method}: budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+
+    @property
+    def setting(self) -> tuple:
+        """The comparison group: sets of one source, eps and budget are ranked against each other."""
+        return self.source, self.eps_pixels, self.budget
+
+
+def victim_label(victim: str, defense: str) -> str:
+    """`efficientnet_lite2`, or `efficientnet_lite2+rs:0.25:100` behind a defense (its spec)."""
+    return victim if defense in ("", "none") else f"{victim}+{defense}"
+
+
+def success_vectors(evaluation, attack: str, victim: str, defense: str):
+    """(success, clean_correct, evaluated): per-image booleans aligned with the dataset."""
+    clean = evaluation.clean_predictions[(victim, defense)]
+    adv = evaluation.adv_predictions[(attack, victim, defense)]
+    labels = evaluation.labels
+    evaluated = (clean >= 0) & (adv >= 0) & (labels >= 0)
+    targeted = next(s.targeted for s in evaluation.adv_sets if s.name == attack)
+    success = (adv == evaluation.targets) if targeted else (adv != labels)
+    return success & evaluated, (clean == labels) & evaluated, evaluated
+
+
+def _pct(count: int, total: int) -> float:
+    return 100.0 * count / total if total else math.nan
+
+
+def rows(evaluation, sets: Mapping[str, SetInfo], reference: str = REFERENCE_METHOD) -> List[Dict]:
+    """One row per (set, victim, defense) of `evaluation`: success over the images the victim classified correctly
+    when clean (`success_pct`, with its interval) and over all evaluated images (`success_pct_all`), and the paired
+    test against the set of `reference` with the same source, eps and budget (on the images both have, clean-correct
+    for the victim); `p_vs_reference` is empty for the reference itself and where it has no set."""
+    unknown = [s.name for s in evaluation.adv_sets if s.name not in sets]
+    if unknown:
+        raise ValueError(f"leaderboard: no SetInfo for the evaluated set(s) {', '.join(unknown)}")
+    references = {info.setting: name for name, info in sets.items() if info.method == reference}
+    out = []
+    for adv_set in evaluation.adv_sets:
+        info = sets[adv_set.name]
+        reference_set = references.get(info.setting)
+        for victim in evaluation.victims:
+            for defense in evaluation.defenses:
+                success, correct, evaluated = success_vectors(evaluation, adv_set.name, victim, defense)
+                fooled, count = int((success & correct).sum()), int(correct.sum())
+                low, high = wilson_interval(fooled, count)
+                p_value = ""
+                if reference_set is not None and reference_set != adv_set.name:
+                    other, other_correct, _ = success_vectors(evaluation, reference_set, victim, defense)
+                    both = correct & other_correct
+                    p_value = paired_test(success[both], other[both]).p_value
+                out.append({
+                    "method": info.method, "source": info.source, "eps_pixels": info.eps_pixels,
+                    "budget": info.budget, "grad_evals_per_image": info.grad_evals_per_image,
+                    "craft_s_per_image": info.craft_s_per_image, "n_images": count,
+                    "victim": victim_label(victim, defense), "success_pct": _pct(fooled, count),
+                    "ci_low": 100.0 * low, "ci_high": 100.0 * high, "n_images_all": int(evaluated.sum()),
+                    "success_pct_all": _pct(int(success.sum()), int(evaluated.sum())),
+                    "reference": reference_set or "", "p_vs_reference": p_value})
+    return out
+
+
+def write_csv(table: Sequence[Mapping], path: str) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in table:
+            writer.writerow({key: row[key] for key in COLUMNS})
+
+
+def pareto_front(points: Sequence[tuple]) -> List[int]:
+    """Indices of the (cost, value) points no other point beats: none has a lower or equal cost with a higher value,
+    or a lower cost with an equal value. In order of cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for index in order:
+        if points[index][1] > best:
+            front.append(index)
+            best = points[index][1]
+    return front
+
+
+def mean_over_victims(table: Sequence[Mapping], victims: Sequence[str]) -> Dict[tuple, float]:
+    """Mean `success_pct` over `victims` (victim labels) per (method, source, eps, budget); NaN rates count as
+    missing, and a key lacking any of the victims is left out."""
+    grouped: Dict[tuple, Dict[str, float]] = {}
+    for row in table:
+        key = (row["method"], row["source"], row["eps_pixels"], row["budget"])
+        grouped.setdefault(key, {})[row["victim"]] = row["success_pct"]
+    return {key: float(np.nanmean([rates[v] for v in victims]))
+            for key, rates in grouped.items() if all(v in rates for v in victims)}
