@@ -176,8 +176,8 @@ def test_a_stack_applies_its_parts_left_to_right_with_the_same_seeded_draws():
     first = stack(x).numpy()
     np.testing.assert_array_equal(first, by_hand.numpy())
     # a fresh copy starts its draws over; the original's next call draws on
-    np.testing.assert_array_equal(defenses.fresh(stack)(x).numpy(), first)
-    assert not np.array_equal(stack(x).numpy(), first) and defenses.fresh(stack).spec == stack.spec
+    np.testing.assert_array_equal(stack.fresh()(x).numpy(), first)
+    assert not np.array_equal(stack(x).numpy(), first) and stack.fresh().spec == stack.spec
     wrapped = defenses.wrap(TinyModel(), "bits:4+median:3")
     assert wrapped.name == "tiny+bits4+median3"
     np.testing.assert_allclose(wrapped(x).numpy(), TinyModel()(defenses.parse("median:3")(

@@ -61,7 +61,6 @@ class Defense:
     spec = "none"
     name = ""
     differentiable = True
-    seed = 0  # of the random ones (rp, rs; a stack's parts take seed, seed + 1, ...)
     replaces_prediction = False  # True: `scores` is its own rule (votes), not the model's logits
 
     def __call__(self, images):
@@ -71,6 +70,11 @@ class Defense:
         """The defended model's output on `images`: the model's logits on the transformed images (a defense that
         changes the prediction rule itself, such as randomized smoothing, returns its own scores)."""
         return model(self(images))
+
+    def fresh(self) -> "Defense":
+        """This defense with its random draws started over from its seed (one per victim, so a victim's numbers do
+        not depend on the victims evaluated before it); a defense without draws is itself."""
+        return self
 
     def __repr__(self):
         return f"Defense({self.spec!r})"
@@ -108,6 +112,9 @@ class RandomResizePad(Defense):
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
         self._generator = tf.random.Generator.from_seed(self.seed)
+
+    def fresh(self) -> "RandomResizePad":
+        return RandomResizePad(self.seed)
 
     @staticmethod
     def output_size(height: int, width: int):
@@ -214,6 +221,9 @@ class RandomizedSmoothing(Defense):
         self.spec, self.name = f"rs:{self.sigma:g}:{self.samples}", f"rs{self.sigma:g}x{self.samples}"
         self._generator = tf.random.Generator.from_seed(self.seed)
 
+    def fresh(self) -> "RandomizedSmoothing":
+        return RandomizedSmoothing(self.sigma, self.samples, self.seed)
+
     def __call__(self, images):
         images = tf.convert_to_tensor(images, tf.float32)
         return images + self._generator.normal(tf.shape(images), stddev=self.sigma)
@@ -242,6 +252,9 @@ class Stack(Defense):
         self.name = "+".join(d.name for d in self.parts)
         self.differentiable = all(d.differentiable for d in self.parts)
         self.replaces_prediction = self.parts[-1].replaces_prediction
+
+    def fresh(self) -> "Stack":
+        return Stack([part.fresh() for part in self.parts], self.seed)
 
     @staticmethod
     def _through(parts, images):
@@ -312,12 +325,6 @@ def parse(spec: str, seed: int = 0) -> Defense:
     if kind in ("gauss", "gaussian") and arg:
         return GaussianBlur(_number(arg, spec, "sigma"))
     raise _error(f"unknown defense {spec!r}")
-
-
-def fresh(defense: Defense) -> Defense:
-    """A new `defense` with the same spec and seed: its random draws start over (one per victim, so a victim's
-    numbers do not depend on which victims were evaluated before it)."""
-    return parse(defense.spec, defense.seed)
 
 
 def parse_list(specs: Sequence[str], seed: int = 0) -> List[Defense]:

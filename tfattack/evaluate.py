@@ -456,7 +456,7 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
 
     if compiled is None:
         compiled = len(dataset) >= COMPILE_FROM_BATCHES * batch_size
-    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, defenses_lib.fresh(d)), compiled)
+    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d.fresh()), compiled)
                   for v, vn in zip(victims, victim_names) for d in defense_list}
     label_predictor = _predictor(label_model) if given_labels is None else None
     found = _PerImage.empty(len(dataset), given_labels, names, list(predictors))

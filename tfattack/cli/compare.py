@@ -23,7 +23,8 @@ flags.DEFINE_list("models", ["efficientnet_lite0"], "Surrogate ensemble for ever
 flags.DEFINE_string("attack", "ti_di_mi_fgsm", "Your attack preset, compared with the baselines.")
 flags.DEFINE_list("baselines", ["fgsm", "i_fgsm", "mi_fgsm"], "Baseline presets (NIPS 2017: FGSM, I-FGSM, MI-FGSM).")
 flags.DEFINE_list("victims", ["efficientnet_lite2"], "Victim models for the evaluation (each separately).")
-flags.DEFINE_list("defenses", ["none"], "Defenses in front of each victim (none, jpeg:Q, bits:B, rp, median:K, gauss:S, rs:SIGMA:N; A+B stacks).")
+flags.DEFINE_list("defenses", ["none"], "Defenses in front of each victim (none, jpeg:Q, bits:B, rp, median:K, gauss:S, "
+                  "rs:SIGMA:N; A+B stacks).")
 flags.DEFINE_string("csv", None, "Metadata CSV (default: dev_dataset.csv or images.csv in --input_dir or its parent).")
 flags.DEFINE_string("target_class_csv", None, "NIPS'17 target_class.csv for --targeted runs (default: the metadata "
                     "CSV's TargetClass, else target_class.csv in --input_dir).")
