@@ -2,8 +2,8 @@
 Wilson interval for every success rate, a paired exact McNemar test of each method against the reference method on
 the same images, and the Pareto front of transfer against compute.
 
-The numbers come from an `tfattack.evaluate.Evaluation` of the crafted sets (its per-image predictions), and what
-each set is from a `SetInfo` per set name. Crafting and scoring stay separate: the rows can be rebuilt from a saved
+The numbers come from the per-image predictions of an evaluation of the crafted sets (`Predictions`, or a
+`tfattack.evaluate.Evaluation` itself), and what each set is from a `SetInfo` per set name. Crafting and scoring stay separate: the rows can be rebuilt from a saved
 evaluation without crafting anything.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,6 +48,85 @@ class SetInfo:
         return self.source, self.eps_pixels, self.budget
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoredSet:
+    name: str
+    targeted: bool
+
+
+@dataclasses.dataclass
+class Predictions:
+    """The per-image top-1 predictions an evaluation found, all that the rows need, kept so that scoring is paid
+    once: `clean_predictions[(victim, defense)]` and `adv_predictions[(set, victim, defense)]` (-1 where an image was
+    not evaluated), aligned with `labels` (and `targets`, or None)."""
+
+    adv_sets: List[ScoredSet]
+    labels: np.ndarray
+    targets: Optional[np.ndarray]
+    clean_predictions: Dict[Tuple[str, str], np.ndarray]
+    adv_predictions: Dict[Tuple[str, str, str], np.ndarray]
+
+    @classmethod
+    def of(cls, *evaluations) -> "Predictions":
+        """The predictions of evaluations of the same sets on the same images (e.g. all victims without a defense,
+        then one victim behind the defenses), their (victim, defense) pairs in order."""
+        first = evaluations[0]
+        for other in evaluations[1:]:
+            if [s.name for s in other.adv_sets] != [s.name for s in first.adv_sets] or not np.array_equal(
+                    other.labels, first.labels):
+                raise ValueError("Predictions.of: the evaluations must score the same sets on the same images")
+        clean, adv = {}, {}
+        for evaluation in evaluations:
+            clean.update(evaluation.clean_predictions)
+            adv.update(evaluation.adv_predictions)
+        return cls([ScoredSet(s.name, bool(s.targeted)) for s in first.adv_sets], np.asarray(first.labels),
+                   None if first.targets is None else np.asarray(first.targets), clean, adv)
+
+    def renamed(self, names: Mapping[str, str]) -> "Predictions":
+        """The predictions under new set names: `names[new] = scored name`; one scored set may take several names
+        (a compute-matched set that is its paper set is listed under both budgets)."""
+        scored = {s.name: s for s in self.adv_sets}
+        missing = sorted(set(names.values()) - set(scored))
+        if missing:
+            raise KeyError(f"no predictions for the set(s) {', '.join(missing)}")
+        adv = {(new, victim, defense): self.adv_predictions[(old, victim, defense)]
+               for new, old in names.items() for victim, defense in self.clean_predictions}
+        return Predictions([ScoredSet(new, scored[old].targeted) for new, old in names.items()], self.labels,
+                           self.targets, self.clean_predictions, adv)
+
+    def save(self, path: str) -> None:
+        """An .npz of the arrays and a JSON index of their keys, written atomically (a cut run leaves no half file)."""
+        import json
+        import os
+
+        arrays = {"labels": self.labels}
+        if self.targets is not None:
+            arrays["targets"] = self.targets
+        index = {"sets": [[s.name, s.targeted] for s in self.adv_sets], "clean": [], "adv": []}
+        for position, (key, values) in enumerate(self.clean_predictions.items()):
+            arrays[f"clean{position}"] = values
+            index["clean"].append(list(key))
+        for position, (key, values) in enumerate(self.adv_predictions.items()):
+            arrays[f"adv{position}"] = values
+            index["adv"].append(list(key))
+        arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
+        partial = path + ".partial.npz"
+        np.savez_compressed(partial, **arrays)
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: str) -> "Predictions":
+        import json
+
+        with np.load(path) as arrays:
+            index = json.loads(arrays["index"].tobytes().decode())
+            clean = {tuple(key): arrays[f"clean{i}"] for i, key in enumerate(index["clean"])}
+            adv = {tuple(key): arrays[f"adv{i}"] for i, key in enumerate(index["adv"])}
+            targets = arrays["targets"] if "targets" in arrays.files else None
+            return cls([ScoredSet(name, targeted) for name, targeted in index["sets"]], arrays["labels"], targets,
+                       clean, adv)
+
+
 def victim_label(victim: str, defense: str) -> str:
     """`efficientnet_lite2`, or `efficientnet_lite2+rs:0.25:100` behind a defense (its spec)."""
     return victim if defense in ("", "none") else f"{victim}+{defense}"
@@ -81,24 +160,23 @@ def rows(evaluation, sets: Mapping[str, SetInfo], reference: str = REFERENCE_MET
     for adv_set in evaluation.adv_sets:
         info = sets[adv_set.name]
         reference_set = references.get(info.setting)
-        for victim in evaluation.victims:
-            for defense in evaluation.defenses:
-                success, correct, evaluated = success_vectors(evaluation, adv_set.name, victim, defense)
-                fooled, count = int((success & correct).sum()), int(correct.sum())
-                low, high = wilson_interval(fooled, count)
-                p_value = ""
-                if reference_set is not None and reference_set != adv_set.name:
-                    other, other_correct, _ = success_vectors(evaluation, reference_set, victim, defense)
-                    both = correct & other_correct
-                    p_value = paired_test(success[both], other[both]).p_value
-                out.append({
-                    "method": info.method, "source": info.source, "eps_pixels": info.eps_pixels,
-                    "budget": info.budget, "grad_evals_per_image": info.grad_evals_per_image,
-                    "craft_s_per_image": info.craft_s_per_image, "n_images": count,
-                    "victim": victim_label(victim, defense), "success_pct": _pct(fooled, count),
-                    "ci_low": 100.0 * low, "ci_high": 100.0 * high, "n_images_all": int(evaluated.sum()),
-                    "success_pct_all": _pct(int(success.sum()), int(evaluated.sum())),
-                    "reference": reference_set or "", "p_vs_reference": p_value})
+        for victim, defense in evaluation.clean_predictions:  # the (victim, defense) pairs scored, in their order
+            success, correct, evaluated = success_vectors(evaluation, adv_set.name, victim, defense)
+            fooled, count = int((success & correct).sum()), int(correct.sum())
+            low, high = wilson_interval(fooled, count)
+            p_value = ""
+            if reference_set is not None and reference_set != adv_set.name:
+                other, other_correct, _ = success_vectors(evaluation, reference_set, victim, defense)
+                both = correct & other_correct
+                p_value = paired_test(success[both], other[both]).p_value
+            out.append({
+                "method": info.method, "source": info.source, "eps_pixels": info.eps_pixels,
+                "budget": info.budget, "grad_evals_per_image": info.grad_evals_per_image,
+                "craft_s_per_image": info.craft_s_per_image, "n_images": count,
+                "victim": victim_label(victim, defense), "success_pct": _pct(fooled, count),
+                "ci_low": 100.0 * low, "ci_high": 100.0 * high, "n_images_all": int(evaluated.sum()),
+                "success_pct_all": _pct(int(success.sum()), int(evaluated.sum())),
+                "reference": reference_set or "", "p_vs_reference": p_value})
     return out
 
 

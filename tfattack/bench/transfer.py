@@ -27,6 +27,13 @@ from tfattack.record import RecordError
 MAX_EPSILON = 16  # pixels (of 255): the protocol's eps; --max_epsilon runs the table at another one
 COMMON = dict(steps=10, step_size=0.0)  # step_size 0: eps / steps
 _TI7, _DI = dict(ti_kernel=7), dict(diversity_prob=0.5)
+
+
+def keeps_own_schedule(config) -> bool:
+    """Whether a preset's paper fixes its own schedule: steps other than 1 or the protocol's, or a step size."""
+    return config.steps not in (1, COMMON["steps"]) or bool(config.step_size)
+
+
 # name -> (preset, overrides); overrides pin the issue's protocol where a preset's paper differs.
 ATTACKS = {
     "FGSM": ("fgsm", {}),
@@ -73,8 +80,7 @@ ATTACKS["OPS"] = ("ops", {"copies_per_pass": 30})  # 901 inputs per image per gr
 # Rows whose paper fixes its own schedule (MIG 25 steps, MEF 20 of 1.6/255, RAP 400 of 2/255, the targeted rows'
 # 300 of 2/255): the preset's steps are kept and an explicit step size scales with eps (the papers' eps is 16).
 PAPER_SCHEDULE = tuple(name for name, preset in {**MODERN, **TARGETED}.items()
-                       if tfattack.attacks.PRESETS[preset].steps not in (1, COMMON["steps"])
-                       or tfattack.attacks.PRESETS[preset].step_size)
+                       if keeps_own_schedule(tfattack.attacks.PRESETS[preset]))
 # The protocol's table; the other rows (the bf16 variant, the engine-v2 methods) are asked for by name.
 TABLE = tuple(n for n in ATTACKS if not n.endswith(" bf16") and n not in MODERN and n not in TARGETED)
 EXPENSIVE = ("SI-NI-TI-DIM", "VMI-TI-DIM", "Admix-TI-DIM", "TI-DI-MI+Aug") + tuple(
@@ -102,14 +108,20 @@ DEFENDED_VICTIM = "efficientnet_lite2"
 DEFENSES = ("jpeg:75", "bits:4", "rp", "median:3")
 
 
-def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
-    preset, overrides = ATTACKS[name]
-    config = tfattack.attacks.PRESETS[preset]
+def schedule(config, max_epsilon: float) -> Dict:
+    """The protocol's eps and schedule for a preset's config: 10 steps of eps/10; FGSM a single step of eps; a
+    paper's own schedule keeps its steps, with its step size scaled from the papers' eps 16 to this one."""
+    if keeps_own_schedule(config):
+        return dict(eps=max_epsilon / 255, step_size=config.step_size * max_epsilon / MAX_EPSILON)
     common = dict(COMMON, eps=max_epsilon / 255)
     if config.steps == 1:
-        common.pop("steps")  # FGSM stays a single step of eps
-    if name in PAPER_SCHEDULE:
-        common = dict(eps=max_epsilon / 255, step_size=config.step_size * max_epsilon / MAX_EPSILON)
+        common.pop("steps")
+    return common
+
+
+def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
+    preset, overrides = ATTACKS[name]
+    common = schedule(tfattack.attacks.PRESETS[preset], max_epsilon)
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
@@ -138,7 +150,7 @@ def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
     return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
 
 
-def _progress_log(log, what: str, total: int):
+def _progress_log(log, what: str, total: int, prefix: str = "transfer"):
     """A progress callback that logs each tenth of the images (crafting or scoring 1000 takes a while)."""
     total = max(total, 1)
     done = [0]
@@ -146,9 +158,33 @@ def _progress_log(log, what: str, total: int):
     def update(count):
         before, done[0] = done[0], done[0] + count
         if done[0] * 10 // total > before * 10 // total:
-            log(f"transfer: {what}: {done[0]}/{total}")
+            log(f"{prefix}: {what}: {done[0]}/{total}")
 
     return update
+
+
+def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label: str, info: Dict, log,
+              targeted: bool = False, prefix: str = "transfer") -> Optional[float]:
+    """Crafts the images of `dataset` not yet in `folder` (resumable), adding this run's crafting time to the earlier
+    runs' in the set's record; returns the crafting seconds per image over all runs (None before any image)."""
+    try:
+        earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
+        # The earlier runs' crafting time goes into the record from its first write: a run killed in
+        # this set leaves it there for the next one to add to.
+        summary = pipeline.attack_dataset(
+            dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
+            info={**info, "environment": runs.environment(), **({"crafting": earlier} if earlier else {})},
+            progress=lambda total: _progress_log(log, f"crafting {label}", total, prefix))
+    except RecordError as err:
+        raise RecordError(_bench_advice(err)) from None
+    for note in summary.notes:
+        log(f"{prefix}: {label}: {note}")
+    crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
+    summary.record.info["crafting"] = crafting
+    summary.record.save()
+    log(f"{prefix}: {label}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
+        f"({len(summary.already_done)} already there)")
+    return crafting["seconds"] / crafting["images"] if crafting["images"] else None
 
 
 SCORES_FORMAT = 1  # bump when _score's rows change, so kept scores of the old form are not reused
@@ -213,7 +249,8 @@ def scoring_sources() -> List[str]:
     return paths
 
 
-def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False) -> str:
+def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
+               defenses: Sequence[str] = DEFENSES) -> str:
     """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
     (targeted-ness and the targets among them: a targeted set is scored by target hits).
 
@@ -228,7 +265,7 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
         with open(path, "rb") as f:
             digest.update(os.path.basename(path).encode() + f.read())
     digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims,
-                              "defenses": DEFENSES, "sets": keys, "targeted": targeted}).encode())
+                              "defenses": list(defenses), "sets": keys, "targeted": targeted}).encode())
     labels = dataset.require_labels()
     targets = dataset.require_targets() if targeted else [None] * len(dataset)
     for image_id, path, label, target in zip(dataset.ids, dataset.paths, labels, targets):
@@ -275,26 +312,10 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         # The many-copy attacks stack 15-210 gradient evaluations per image into one graph: smaller batches
         # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
         size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
-        try:
-            earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
-            # The earlier runs' crafting time goes into the record from its first write: a run killed in
-            # this set leaves it there for the next one to add to.
-            summary = pipeline.attack_dataset(
-                dataset, folder, surrogate, attack, batch_size=size, targeted=targeted,
-                info={"surrogates": list(SOURCES[source]), "environment": runs.environment(),
-                      **({"crafting": earlier} if earlier else {})},
-                progress=lambda total, what=f"crafting {source} {name}": _progress_log(log, what, total))
-        except RecordError as err:
-            raise RecordError(_bench_advice(err)) from None
-        for note in summary.notes:
-            log(f"transfer: {source} {name}: {note}")
-        crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
-        summary.record.info["crafting"] = crafting
-        summary.record.save()
-        if crafting["images"]:
-            timings[f"{source}/{name}"] = crafting["seconds"] / crafting["images"]
-        log(f"transfer: {source} {name}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
-            f"({len(summary.already_done)} already there)")
+        per_image = craft_set(dataset, folder, surrogate, attack, batch_size=size, targeted=targeted,
+                              label=f"{source} {name}", info={"surrogates": list(SOURCES[source])}, log=log)
+        if per_image is not None:
+            timings[f"{source}/{name}"] = per_image
     if craft_only:
         return None
     # One evaluation per image subset scores all its sets together: each clean image goes through each
@@ -409,10 +430,7 @@ def write_csv(payload, path: str) -> None:
 
 
 def heatmap(payload, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tfattack.bench import plots
 
     cols = columns(payload)
     keys = []
@@ -421,19 +439,8 @@ def heatmap(payload, path: str) -> None:
             keys.append((r["source"], r["attack"]))
     index = {(r["source"], r["attack"], r["victim"], r["defense"]): r["success_rate"] for r in payload["rows"]}
     grid = np.array([[100 * index.get(k + c, np.nan) for c in cols] for k in keys])
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 3, 0.4 * len(keys) + 1.5))
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(cols)), [f"{v}\n{d}" for v, d in cols], rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(keys)), [f"{s}: {a}" for s, a in keys], fontsize=7)
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if grid[i, j] < 50 else "black")
     protocol, targeted = payload["protocol"], payload.get("targeted")
-    fig.colorbar(image, ax=ax, label="target hit rate (%)" if targeted else "success rate (%)")
-    ax.set_title(f"Targeted transfer: target hit rate (%) (eps {protocol['eps']}, {_per_row(protocol['steps'])} "
-                 f"iterations)" if targeted else f"Transfer success rate (untargeted, eps {protocol['eps']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = (f"Targeted transfer: target hit rate (%) (eps {protocol['eps']}, {_per_row(protocol['steps'])} "
+             f"iterations)" if targeted else f"Transfer success rate (untargeted, eps {protocol['eps']})")
+    plots.heatmap(grid, [f"{s}: {a}" for s, a in keys], [f"{v}\n{d}" for v, d in cols], title,
+                  "target hit rate (%)" if targeted else "success rate (%)", path)

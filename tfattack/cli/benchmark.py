@@ -4,6 +4,7 @@
   tfattack-benchmark --what=accuracy [--num_images=1000]
   tfattack-benchmark --what=transfer --num_images=50 --num_images_expensive=10
   tfattack-benchmark --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single]
+  tfattack-benchmark --what=leaderboard [--methods=mi_fgsm,pgn] [--sources=single] [--eps_pixels=8] [--plan]
   tfattack-benchmark --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
   tfattack-benchmark --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
   tfattack-benchmark --what=memory [--memory_runs=admix_ti_dim:0,admix_ti_dim:5]
@@ -24,7 +25,7 @@ from tfattack import cli
 from tfattack.runs import UsageError  # a bad flag value: one line, exit code 2
 
 FLAGS = flags.FLAGS
-WHATS = ("models", "accuracy", "attacks", "transfer", "speed", "memory")
+WHATS = ("models", "accuracy", "attacks", "transfer", "leaderboard", "speed", "memory")
 flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
 flags.DEFINE_integer("batch_size", 8, "Batch size for speed measurements.")
@@ -43,8 +44,9 @@ flags.DEFINE_integer("num_iter", 2, "Attack iterations per timed call (after one
 flags.DEFINE_enum("xla", "both", ("both", "off", "on"), "Attack timing with XLA (jit_compile) off, on or both.")
 flags.DEFINE_integer("peer_iter", 10, "MI-FGSM iterations of the TF1 peer comparison.")
 flags.DEFINE_boolean("profile", False, "--what=attacks: also profile one call per preset and list its time by op type.")
-flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer: images for the attacks with many gradient "
-                     "evaluations per step (SI, VT, Admix, augmentations).")
+flags.DEFINE_integer("num_images_expensive", 200, "--what=transfer and leaderboard: images for the attacks with "
+                     "many gradient evaluations per step (SI, VT, Admix, augmentations); for the leaderboard, those "
+                     "above 2 passes per iteration (its default: 500).")
 flags.DEFINE_list("attack_names", [], "--what=transfer: the attacks (rows) to run; default: the protocol's table "
                   "(every attack but the 'TI-DI-MI bf16' variant and the engine-v2 methods), with --targeted every "
                   "targeted row.")
@@ -54,10 +56,22 @@ flags.DEFINE_boolean("targeted", False, "--what=transfer: the targeted table ins
                      "with its sets under OUTPUT_DIR/transfer_targeted.")
 flags.DEFINE_float("max_epsilon", 16, "--what=transfer: eps in pixels (of 255); the protocol's is 16. Another eps "
                    "needs its own --output_dir (crafted images are reused only for the same settings).")
-flags.DEFINE_list("sources", [], "--what=transfer: the source settings (single, ensemble) to run; default both.")
-flags.DEFINE_boolean("craft_only", False, "--what=transfer: craft the adversarial sets (resumable) and stop before "
+flags.DEFINE_list("sources", [], "--what=transfer and leaderboard: the source settings (single, ensemble) to run; "
+                  "default both.")
+flags.DEFINE_boolean("craft_only", False, "--what=transfer and leaderboard: craft the adversarial sets (resumable) and stop before "
                      "scoring; a later run without it reuses them and writes the table.")
-flags.DEFINE_integer("seed", 0, "--what=transfer: seed of every attack (same seed -> same table).")
+flags.DEFINE_integer("seed", 0, "--what=transfer and leaderboard: seed of every attack (same seed -> same table).")
+flags.DEFINE_list("methods", [], "--what=leaderboard: the presets to rank (default: every untargeted preset but the "
+                  "NIPS'17 sample attacks; the ensemble strategies on the ensemble source only).")
+flags.DEFINE_list("eps_pixels", ["4", "8"], "--what=leaderboard: the eps settings, in pixels (of 255).")
+flags.DEFINE_list("budgets", ["paper", "matched"], "--what=leaderboard: each method at its paper's settings "
+                  "(paper) and brought to --matched_passes gradient passes per image (matched).")
+flags.DEFINE_integer("matched_passes", 200, "--what=leaderboard: the matched budget, network passes per image over "
+                     "the whole attack (200 = 20 per iteration of 10).")
+flags.DEFINE_integer("rs_samples", 100, "--what=leaderboard: noisy copies per image of the randomized-smoothing "
+                     "victims (rs:0.25:N, rs:0.5:N).")
+flags.DEFINE_boolean("plan", False, "--what=leaderboard: list the sets it would craft (budget, passes, images) and "
+                     "the total passes, then stop.")
 flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
                   "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
 flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
@@ -321,8 +335,62 @@ def run_transfer():
     write_result(table, payload, transfer.markdown(payload))
 
 
+def leaderboard_plan():
+    """The planned sets from the flags; bad values are one line naming the flag."""
+    from tfattack.bench import leaderboard_run
+    eps = []
+    for value in FLAGS.eps_pixels:
+        try:
+            eps.append(float(value))
+        except ValueError:
+            raise UsageError(f"--eps_pixels: {value!r} is not a number of pixels") from None
+        if not 0 < eps[-1] <= 255:
+            raise UsageError(f"--eps_pixels: {value} is not in (0, 255] pixels")
+    eps = [int(e) if e.is_integer() else e for e in eps]
+    # The issue's protocol: 500 images for the methods above 2 passes per iteration (transfer's default is 200).
+    expensive = FLAGS.num_images_expensive if FLAGS["num_images_expensive"].present else 500
+    for name in ("num_images", "num_images_expensive", "matched_passes", "rs_samples"):
+        if FLAGS[name].value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    try:
+        planned = leaderboard_run.plan(FLAGS.methods or leaderboard_run.METHODS,
+                                       FLAGS.sources or tuple(leaderboard_run.SOURCES), eps, FLAGS.budgets,
+                                       num_images=FLAGS.num_images, num_images_expensive=expensive,
+                                       matched_passes=FLAGS.matched_passes, seed=FLAGS.seed)
+    except ValueError as err:  # "methods: unknown ...": the flag of the same name
+        raise UsageError(f"--{err}") from None
+    if not planned:
+        raise UsageError("--methods: only ensemble strategies chosen, and --sources has no ensemble; add "
+                         "--sources=ensemble")
+    return planned
+
+
+def run_leaderboard():
+    from tfattack.bench import leaderboard, leaderboard_run
+    planned = leaderboard_plan()
+    if FLAGS.plan:
+        crafted = leaderboard_run.crafted_sets(planned)
+        for entry in planned:
+            shared = "" if entry.crafted_as == entry.name else f" (the images of {entry.crafted_as})"
+            print(f"{entry.name}: {entry.passes} passes/image x {entry.images} images; {entry.how}{shared}")
+        total = sum(e.passes * e.images * len(leaderboard_run.SOURCES[e.source]) for e in crafted)
+        print(f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes")
+        return
+    folder = os.path.join(FLAGS.output_dir, "leaderboard")
+    payload = leaderboard_run.run(required_data_dir(), default_model_dir(), folder, planned,
+                                  num_images=FLAGS.num_images, seed=FLAGS.seed, rs_samples=FLAGS.rs_samples,
+                                  craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
+    if payload is None:
+        print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
+              file=sys.stderr)
+        return
+    leaderboard.write_csv(payload["rows"], os.path.join(FLAGS.output_dir, "leaderboard.csv"))
+    leaderboard_run.write_figures(payload, FLAGS.output_dir)
+    write_result("leaderboard", payload, leaderboard_run.markdown(payload))
+
+
 def run() -> int:
-    runners = {"transfer": run_transfer, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
+    runners = {"transfer": run_transfer, "leaderboard": run_leaderboard, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
                "attacks": run_attacks, "speed": run_speed, "memory": run_memory, "_peer": run_peer,
                "_copies_memory": run_copies_memory}
     if FLAGS.what not in runners:

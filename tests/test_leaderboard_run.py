@@ -1,0 +1,163 @@
+"""The leaderboard's runner: its plan (budgets, shared folders, image counts), kept predictions, and
+scripts/benchmark.py --what=leaderboard end to end on two real images (the CSV contract, reuse, reproduction)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfattack
+from tfattack.bench import budget, leaderboard, leaderboard_run
+from shared_data import requires_shared
+from test_attack_script import ENV, REPO
+from test_transfer_bench import REPRODUCIBLE_ENV, digests
+
+
+def test_every_untargeted_preset_is_planned_once_per_setting_and_budget():
+    planned = leaderboard_run.plan(num_images=1000, num_images_expensive=500)
+    targeted = {"logit_ti_di_mi_fgsm", "po_trip_ti_di_mi_fgsm", "logit_margin", "cfm", "su"}
+    assert set(leaderboard_run.METHODS) == {p for p in tfattack.attacks.presets()
+                                            if p not in targeted and not p.startswith("nips17_")}
+    names = [e.name for e in planned]
+    assert len(names) == len(set(names))
+    single = {e.method for e in planned if e.source == "single"}
+    assert single == set(leaderboard_run.METHODS) - {"svre", "cwa", "adaea", "smer"}
+    assert {e.method for e in planned if e.source == "ensemble"} == set(leaderboard_run.METHODS)
+    assert {(e.eps_pixels, e.budget) for e in planned} == {(4, "paper"), (4, "matched"), (8, "paper"), (8, "matched")}
+    for entry in planned:
+        config = entry.config
+        assert config.eps == pytest.approx(entry.eps_pixels / 255) and entry.passes == config.model_passes()
+        cheap = config.model_passes() <= 2 * config.steps
+        assert entry.images == (1000 if cheap else 500), entry.name
+        if entry.budget == "matched":
+            paper = leaderboard_run.protocol_config(entry.method, entry.eps_pixels, seed=0)
+            want = budget.matched(paper, leaderboard_run.MATCHED_PASSES)
+            assert config == want.config and entry.how == want.how
+            # A method the budget leaves as it is shares its paper set's images, and only then.
+            shares = want.knob is None or want.value == want.paper_value
+            assert (entry.crafted_as == entry.name.replace("/matched/", "/paper/")) == shares, entry.name
+        else:
+            assert entry.crafted_as == entry.name and entry.how == "the paper's settings"
+    crafted = leaderboard_run.crafted_sets(planned)
+    assert sorted(e.crafted_as for e in crafted) == sorted({e.crafted_as for e in planned})
+    by_name = {e.name: e for e in planned}
+    mig = by_name["single/eps4/paper/mig"].config  # a paper schedule: 25 steps, its step scaled from eps 16
+    assert mig.steps == 25 and mig.step_size == pytest.approx(tfattack.attacks.PRESETS["mig"].step_size * 4 / 16)
+    assert by_name["single/eps8/paper/mi_fgsm"].config.steps == 10
+    assert by_name["ensemble/eps8/paper/ops"].config.execution.copies_per_pass == 30  # memory, not the method
+
+
+def test_unknown_names_are_value_errors_naming_the_known_ones():
+    for kwargs, start in ((dict(methods=["mi_fgsm", "cfm"]), "methods: unknown cfm; known: fgsm, "),
+                          (dict(sources=["triple"]), "sources: unknown triple; known: single, ensemble"),
+                          (dict(budgets=["free"]), "budgets: unknown free; known: paper, matched")):
+        with pytest.raises(ValueError) as err:
+            leaderboard_run.plan(**kwargs)
+        assert str(err.value).startswith(start)
+
+
+def predictions():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 1000, 7)
+    clean = {("lite2", "none"): labels.copy(), ("lite2", "rs:0.25:4"): rng.integers(0, 1000, 7)}
+    adv = {(s, v, d): rng.integers(-1, 1000, 7) for s in ("a", "b") for v, d in clean}
+    return leaderboard.Predictions([leaderboard.ScoredSet("a", False), leaderboard.ScoredSet("b", True)], labels,
+                                   (labels + 1) % 1000, clean, adv)
+
+
+def test_kept_predictions_load_back_equal_and_take_new_names(tmp_path):
+    kept = predictions()
+    kept.save(str(tmp_path / "p.npz"))
+    loaded = leaderboard.Predictions.load(str(tmp_path / "p.npz"))
+    assert loaded.adv_sets == kept.adv_sets and list(loaded.clean_predictions) == list(kept.clean_predictions)
+    assert np.array_equal(loaded.labels, kept.labels) and np.array_equal(loaded.targets, kept.targets)
+    assert all(np.array_equal(loaded.adv_predictions[k], v) for k, v in kept.adv_predictions.items())
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]  # no partial file left
+    view = kept.renamed({"paper/x": "a", "matched/x": "a", "paper/y": "b"})
+    assert [(s.name, s.targeted) for s in view.adv_sets] == [("paper/x", False), ("matched/x", False),
+                                                            ("paper/y", True)]
+    assert view.adv_predictions[("matched/x", "lite2", "none")] is kept.adv_predictions[("a", "lite2", "none")]
+    with pytest.raises(KeyError, match="no predictions for the set"):
+        kept.renamed({"z": "c"})
+
+
+def run_leaderboard(output_dir, *extra, env=REPRODUCIBLE_ENV):
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=leaderboard", "--num_images=2",
+         "--num_images_expensive=1", "--methods=mi_fgsm,ti_di_mi_fgsm", "--sources=single", "--eps_pixels=8",
+         "--matched_passes=40", "--rs_samples=3", f"--output_dir={output_dir}", *extra],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
+
+
+@requires_shared
+def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    result = run_leaderboard(first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(first / "leaderboard.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0])[:12] == ["method", "source", "eps_pixels", "budget", "grad_evals_per_image",
+                                   "craft_s_per_image", "n_images", "victim", "success_pct", "ci_low", "ci_high",
+                                   "n_images_all"]
+    victims = ["efficientnet_lite2", "mobilenet_v2_quant_int8", "mobilenet_v1_075_192_quant_int8",
+               "mobilenet_v1_05_160_quant_int8"] + [f"efficientnet_lite2+{d}" for d in (
+                   "jpeg:75", "bits:4", "rp", "median:3", "jpeg:75+bits:4+rp", "rs:0.25:3", "rs:0.5:3")]
+    keys = [(r["method"], r["budget"]) for r in table]
+    assert keys == [(m, b) for m, b in (("mi_fgsm", "paper"), ("mi_fgsm", "matched"), ("ti_di_mi_fgsm", "paper"),
+                                        ("ti_di_mi_fgsm", "matched")) for _ in victims]
+    assert [r["victim"] for r in table] == victims * 4
+    payload = json.loads((first / "leaderboard.json").read_text())
+    sets = {s["name"]: s for s in payload["sets"]}
+    # MI-FGSM has nothing to scale: its matched entry is its paper set, same images, same numbers.
+    assert sets["single/eps8/matched/mi_fgsm"]["crafted_as"] == "single/eps8/paper/mi_fgsm"
+    paper, matched = ([{k: v for k, v in r.items() if k not in ("budget", "reference", "p_vs_reference")}
+                       for r in table if r["method"] == "mi_fgsm" and r["budget"] == b] for b in ("paper", "matched"))
+    assert paper == matched
+    # TI-DI-MI's matched set: DI views 1 -> 4 for 40 passes, on the expensive subset (4 passes per iteration).
+    tdm = sets["single/eps8/matched/ti_di_mi_fgsm"]
+    assert (tdm["how"], tdm["grad_evals_per_image"], tdm["images"]) == ("views 1 -> 4", 40, 1)
+    assert {r["n_images_all"] for r in table if r["method"] == "ti_di_mi_fgsm" and r["budget"] == "matched"} == {"1"}
+    assert {r["n_images_all"] for r in table if r["budget"] == "paper"} == {"2"}
+    for row in table:
+        low, rate, high = float(row["ci_low"]), float(row["success_pct"] or "nan"), float(row["ci_high"])
+        if row["n_images"] == "0":  # the victim got neither image right when clean: no rate, no interval
+            assert rate != rate and low != low and high != high
+        else:
+            assert 0 <= low <= rate <= high <= 100
+    for name in ("leaderboard.md", "leaderboard.png", "leaderboard_heatmap.png"):
+        assert (first / name).stat().st_size > 0
+    assert "### single, eps 8/255, matched budget" in (first / "leaderboard.md").read_text()
+    # The same command again: nothing crafted, nothing scored, the same table.
+    result = run_leaderboard(first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already scored" in result.stderr and "scoring" not in result.stderr.replace("already scored", "")
+    assert json.loads((first / "leaderboard.json").read_text())["rows"] == payload["rows"]
+    # A fresh folder, crafted then scored in two runs, with the same seed: the same files and numbers (crafting
+    # seconds aside).
+    result = run_leaderboard(second, "--craft_only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (second / "leaderboard.json").exists()
+    result = run_leaderboard(second)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert digests(first / "leaderboard" / "sets") == digests(second / "leaderboard" / "sets")
+    again = json.loads((second / "leaderboard.json").read_text())["rows"]
+    assert [{k: v for k, v in r.items() if k != "craft_s_per_image"} for r in again] == [
+        {k: v for k, v in r.items() if k != "craft_s_per_image"} for r in payload["rows"]]
+
+
+def test_bad_leaderboard_flags_are_one_line_errors_before_any_work(tmp_path):
+    def error(*flags):
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=leaderboard",
+                                 f"--output_dir={tmp_path / 'out'}", *flags], capture_output=True, text=True, env=ENV,
+                                cwd=REPO, timeout=300)
+        assert result.returncode == 2 and not (tmp_path / "out").exists()
+        (line,) = [l for l in result.stderr.splitlines() if l.startswith("benchmark.py: error:")]
+        return line[len("benchmark.py: error: "):]
+
+    assert error("--methods=mi_fgsm,cfm").startswith("--methods: unknown cfm; known: fgsm, i_fgsm, ")
+    assert error("--eps_pixels=4,x") == "--eps_pixels: 'x' is not a number of pixels"
+    assert error("--methods=svre", "--sources=single") == (
+        "--methods: only ensemble strategies chosen, and --sources has no ensemble; add --sources=ensemble")
