@@ -1,5 +1,6 @@
 """The leaderboard's runner: its plan (budgets, shared folders, image counts), kept predictions, and
-scripts/benchmark.py --what=leaderboard end to end on two real images (the CSV contract, reuse, reproduction)."""
+scripts/benchmark.py --what=leaderboard end to end on two real images (the CSV contract, reuse, reproduction, crafting
+on Ray)."""
 
 import csv
 import json
@@ -135,11 +136,12 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already scored" in result.stderr and "scoring" not in result.stderr.replace("already scored", "")
     assert json.loads((first / "leaderboard.json").read_text())["rows"] == payload["rows"]
-    # A fresh folder, crafted then scored in two runs, with the same seed: the same files and numbers (crafting
-    # seconds aside).
-    result = run_leaderboard(second, "--craft_only")
+    # A fresh folder, crafted on Ray workers then scored here in a second run, with the same seed: the same files
+    # and numbers (crafting seconds aside).
+    pytest.importorskip("ray")
+    result = run_leaderboard(second, "--craft_only", "--engine=ray", "--num_workers=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not (second / "leaderboard.json").exists()
+    assert not (second / "leaderboard.json").exists() and "2 Ray worker(s) ready on" in result.stderr
     result = run_leaderboard(second)
     assert result.returncode == 0, result.stderr[-3000:]
     assert digests(first / "leaderboard" / "sets") == digests(second / "leaderboard" / "sets")
@@ -161,3 +163,13 @@ def test_bad_leaderboard_flags_are_one_line_errors_before_any_work(tmp_path):
     assert error("--eps_pixels=4,x") == "--eps_pixels: 'x' is not a number of pixels"
     assert error("--methods=svre", "--sources=single") == (
         "--methods: only ensemble strategies chosen, and --sources has no ensemble; add --sources=ensemble")
+
+
+def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason():
+    planned = leaderboard_run.plan(methods=("sgm", "linbp", "mi_fgsm"), sources=("single",), eps_pixels=(8,))
+    surrogates = leaderboard_run.load_surrogates(("single",), None)
+    kept, left_out = leaderboard_run.applicable(planned, surrogates)
+    assert [e.name for e in kept] == [e.name for e in planned if e.method != "linbp"]
+    assert sorted(left_out) == ["single/eps8/matched/linbp", "single/eps8/paper/linbp"]
+    assert all(why.startswith("backward 'linbp': model 'efficientnet_lite0' has no residual units")
+               for why in left_out.values())

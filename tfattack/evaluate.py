@@ -355,6 +355,23 @@ def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerIma
             progress(len(planned))
 
 
+def predict_pair(dataset: data.Dataset, adv_paths: Dict[str, Sequence[str]], victim, defense, batch_size: int,
+                 compiled: bool = False):
+    """(clean top-1, {set name: adversarial top-1}) of `victim` behind `defense` over every image (-1 where a file
+    is missing or unreadable): what `evaluate` computes for this one pair, batch for batch and draw for draw (a random
+    defense draws from its own fresh copy), on its own. The unit of work of an evaluation spread over workers."""
+    key = ("victim", getattr(defense, "spec", str(defense)))
+    found = _PerImage.empty(len(dataset), None, list(adv_paths), [key])
+    predictor = _predictor(defenses_lib.wrap(victim, defense.fresh()), compiled)
+    _run_batches(dataset, adv_paths, {key: predictor}, None, found, batch_size, None)
+    return found.clean_pred[key], {name: found.adv_pred[(name,) + key] for name in adv_paths}
+
+
+def _progress_shares(total: int, parts: int) -> List[int]:
+    """`total` split into `parts` whole shares that add up to it (progress per finished pair)."""
+    return [(i + 1) * total // parts - i * total // parts for i in range(parts)]
+
+
 def _summarise_perturbation(adv_set: AdvSet, ids, mask, sizes, missing, skipped) -> Perturbation:
     evaluated = int(mask.sum())
 
@@ -407,7 +424,8 @@ def recorded_labels(dataset: data.Dataset, adv_sets: Sequence[AdvSet]) -> np.nda
 
 def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
              label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
-             batch_size: int = 8, seed: int = 0, compiled: Optional[bool] = None, progress=None) -> Evaluation:
+             batch_size: int = 8, seed: int = 0, compiled: Optional[bool] = None, progress=None,
+             scorer=None) -> Evaluation:
     """Evaluates every adversarial set against every victim behind every defense.
 
     Args:
@@ -424,7 +442,11 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
       batch_size: images per forward pass (batches hold images of one size).
       compiled: run each (victim, defense) forward pass as a `tf.function` (its tracing pays off over many
         batches); None: compiled when the dataset spans at least COMPILE_FROM_BATCHES batches.
-      progress: optional callable(count) called after each batch.
+      progress: optional callable(count) called after each batch (with a `scorer`: after each pair, its share of
+        the images).
+      scorer: where the (victim, defense) pairs are predicted: None, here (each batch read once for all pairs), or
+        a `tfattack.scale.RayScorer` holding a recipe for each victim's name (each pair on a Ray worker; the same
+        predictions). This process still reads every file once, for the perturbation sizes and unreadable files.
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
@@ -456,11 +478,22 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
 
     if compiled is None:
         compiled = len(dataset) >= COMPILE_FROM_BATCHES * batch_size
-    predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d.fresh()), compiled)
-                  for v, vn in zip(victims, victim_names) for d in defense_list}
     label_predictor = _predictor(label_model) if given_labels is None else None
-    found = _PerImage.empty(len(dataset), given_labels, names, list(predictors))
-    _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
+    pairs = [(vn, d) for vn in victim_names for d in defense_list]
+    found = _PerImage.empty(len(dataset), given_labels, names, [(vn, d.spec) for vn, d in pairs])
+    if scorer is None:
+        predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d.fresh()), compiled)
+                      for v, vn in zip(victims, victim_names) for d in defense_list}
+        _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
+    else:
+        _run_batches(dataset, adv_paths, {}, label_predictor, found, batch_size, None)
+        shares = iter(_progress_shares(len(dataset), len(pairs)))
+        for (vn, d), (clean, adv) in scorer.predict_pairs(dataset, adv_paths, pairs, batch_size, compiled):
+            found.clean_pred[(vn, d.spec)][:] = clean
+            for name in names:
+                found.adv_pred[(name, vn, d.spec)][:] = adv[name]
+            if progress is not None:
+                progress(next(shares))
 
     notes = [n for n in dataset.notes if label_source == "truth" or not n.startswith("labels:")]
     if label_source == "clean_prediction" and label_model is not None:

@@ -18,8 +18,9 @@ How a run goes:
     tf.function. An attack resets its generator from its seed at every call, so a batch's images depend only on the
     batch and the settings: a Ray run writes byte-identical PNGs to a local run with the same seed and batch size,
     provided TensorFlow runs the same kernels in both (oneDNN rewrites off, `TF_ENABLE_ONEDNN_OPTS=0`, which the
-    workers inherit from the driver; and the same number of CPU threads, since TensorFlow's CPU kernels split
-    work by it: workers on machines with another core count can differ in the last bit of a few pixels).
+    workers inherit from the driver; op determinism, which they take over when the driver has it on; and the same
+    number of CPU threads, since TensorFlow's CPU kernels split work by it: workers on machines with another core
+    count can differ in the last bit of a few pixels).
   - One batch is in flight per worker; results are handled in the order they finish. The driver writes every PNG
     (atomically) and saves the run record after each batch's files, as a local run does, so a run stopped under
     Ray can be finished locally and the other way round.
@@ -42,6 +43,7 @@ When to use which:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -114,27 +116,52 @@ class EnsembleRecipe:
 class AttackRecipe:
     """A preset name and `tfattack.attacks.build` overrides: each worker builds its own attack from it."""
 
-    preset: str
+    preset: Optional[str]
     overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    config: Optional[object] = None  # a full tfattack AttackConfig instead of a preset (then no overrides)
 
     def build(self):
         import tfattack
 
+        if self.config is not None:
+            return tfattack.attacks.build(config=self.config, **dict(self.overrides))
         return tfattack.attacks.build(self.preset, **dict(self.overrides))
+
+
+def driver_settings() -> Dict[str, bool]:
+    """TensorFlow settings of this process that change which kernels run, for the workers to take over: op
+    determinism (`enable_op_determinism`, which the benchmarks turn on) selects other kernels for some ops (a
+    resize's gradient among them), and so other last bits."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return {"op_determinism": False}
+    from tensorflow.python.framework import config  # the public API can set it but not read it
+
+    return {"op_determinism": bool(config.is_op_determinism_enabled())}
+
+
+def _start_worker_tensorflow(quiet: bool, settings: Mapping[str, bool]) -> None:
+    if quiet:
+        # TensorFlow's start-up lines (CUDA probing, CPU notices), once per worker, hidden as the tools do.
+        from tfattack.cli import start_tensorflow_quietly
+        start_tensorflow_quietly(verbose=False)
+    import tensorflow as tf
+
+    if settings.get("op_determinism"):
+        tf.config.experimental.enable_op_determinism()
 
 
 class _Worker:
     """The actor: one ensemble and one attack, built once; `craft(batch)` -> `(labels, legal)`."""
 
-    def __init__(self, ensemble: EnsembleRecipe, attack: AttackRecipe, targeted: bool, quiet: bool):
+    def __init__(self, ensemble: EnsembleRecipe, attack: AttackRecipe, targeted: bool, quiet: bool,
+                 settings: Mapping[str, bool]):
         from tfattack.errors import UserError
 
         self.error = None
         try:
-            if quiet:
-                # TensorFlow's start-up lines (CUDA probing, CPU notices), once per worker, hidden as the tools do.
-                from tfattack.cli import start_tensorflow_quietly
-                start_tensorflow_quietly(verbose=False)
+            _start_worker_tensorflow(quiet, settings)
             import tensorflow as tf
 
             # Workers sharing a GPU (--worker_gpus < 1) each take memory as they need it, not all of it up front.
@@ -156,6 +183,53 @@ class _Worker:
         if self.error is not None:
             raise self.error
         return pipeline.craft_batch(self.model, self.attack, batch, self.targeted)
+
+
+@dataclasses.dataclass(frozen=True)
+class VictimRecipe:
+    """What `tfattack.runs.load_models` is given for one victim: each scoring worker loads its own copy."""
+
+    name: str
+    checkpoint: Optional[str] = None
+    model_dir: Optional[str] = None
+    random_weights: bool = False
+
+    def build(self):
+        from tfattack import runs
+
+        checkpoints = {self.name: self.checkpoint} if self.checkpoint else {}
+        return runs.load_models([self.name], checkpoints, self.model_dir, self.random_weights)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringJob:
+    """One (victim, defense) pair of an evaluation over all its images: the unit of work of a RayScorer."""
+
+    victim: VictimRecipe
+    defense: object  # a tfattack.defenses.Defense; the worker draws from its fresh() copy
+    dataset: object
+    adv_paths: Mapping[str, Sequence[str]]
+    batch_size: int
+    compiled: bool
+
+
+class _Scorer:
+    """The scoring actor: loads each victim once (kept for later jobs) and predicts whole (victim, defense) pairs."""
+
+    def __init__(self, quiet: bool, settings: Mapping[str, bool]):
+        _start_worker_tensorflow(quiet, settings)
+        self.models = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def predict(self, job: ScoringJob):
+        from tfattack import evaluate
+
+        if job.victim not in self.models:
+            self.models[job.victim] = job.victim.build()
+        return evaluate.predict_pair(job.dataset, job.adv_paths, self.models[job.victim], job.defense,
+                                     job.batch_size, job.compiled)
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -182,29 +256,64 @@ def _unwrap(ray, err: BaseException) -> BaseException:
     return cause if isinstance(err, ray.exceptions.RayTaskError) and isinstance(cause, UserError) else err
 
 
-class RayCrafter:
-    """Crafts batches on Ray actors: the `crafter` of `tfattack.pipeline.attack_dataset`.
+def connect(address: Optional[str] = None, num_workers: Optional[int] = None, worker_cpus: float = 1.0):
+    """(the ray module, whether this call started the connection): joins the cluster at `address`, or starts an
+    embedded Ray on this machine sized for `num_workers` workers; an existing connection of this process is used as
+    it is."""
+    import logging
 
-        with RayCrafter(ensemble_recipe, attack_recipe, targeted, num_workers=4) as crafter:
-            pipeline.attack_dataset(dataset, out, model, attack, ..., crafter=crafter)
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray, False
+    if address is None:
+        cpus = os.cpu_count() or 1
+        if num_workers is not None:
+            # Logical CPUs: enough for the workers asked for (they share the machine's cores).
+            cpus = max(cpus, int(-(-num_workers * worker_cpus // 1)))
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise UsageError(f"--ray_address={address}: cannot connect to a Ray cluster "
+                             f"({' '.join(str(err).split())})") from None
+    return ray, True
 
-    The workers (and an embedded Ray) start at the first `craft` call with work to do, after the run's plan and
-    record checks; with an `address`, the cluster is joined and sized on entering the `with` block, so that a wrong
-    address fails before the run touches its folder. Leaving the block ends the workers and this process's Ray
-    connection (an embedded Ray ends with it; a cluster joined by address keeps running). If Ray is already
-    initialised in this process (`ray.init` by the caller), that cluster is used and the connection left open.
-    `num_workers` defaults to what the cluster holds: its GPUs / `worker_gpus`, else its CPUs / `worker_cpus`.
-    `say(text)` receives one-line notes (workers ready, a worker lost); `quiet` hides TensorFlow's start-up lines in
-    the workers (Ray forwards the workers' output to this process).
+
+@contextlib.contextmanager
+def session(address: Optional[str] = None, num_workers: Optional[int] = None, worker_cpus: float = 1.0):
+    """`with scale.session(...):` one Ray connection for several pools in a row (a benchmark's sets), instead of each
+    pool starting and ending an embedded Ray of its own; ended on leaving if this call started it."""
+    ray, started = connect(address, num_workers, worker_cpus)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class RayPool:
+    """Long-lived Ray actors working through a stream of items, each item exactly once, surviving lost workers.
+
+    `actor` is the worker class (built on each worker from `actor_args`, with a `pid()` method) and `method` the name
+    of the method each item is sent to. The workers (and an embedded Ray) start at the first `run` with work to do;
+    with an `address`, the cluster is joined and sized on entering the `with` block, so that a wrong address fails
+    before any work. Leaving the block ends the workers and this process's Ray connection (an embedded Ray ends with
+    it; a cluster joined by address keeps running). If Ray is already initialised in this process (`ray.init` by the
+    caller), that cluster is used and the connection left open. `num_workers` defaults to what the cluster holds: its
+    GPUs / `worker_gpus`, else its CPUs / `worker_cpus`. `say(text)` receives one-line notes (workers ready, a worker
+    lost); `quiet` hides TensorFlow's start-up lines in the workers (Ray forwards their output to this process).
+    Subclasses name an item in messages (`holding_text`, `lost_text`).
     """
 
-    def __init__(self, ensemble: EnsembleRecipe, attack: AttackRecipe, targeted: bool, *,
-                 address: Optional[str] = None, num_workers: Optional[int] = None, worker_gpus: float = 0.0,
-                 worker_cpus: float = 1.0, max_retries: int = MAX_RETRIES,
+    method = "run"
+
+    def __init__(self, actor, actor_args: tuple, *, address: Optional[str] = None, num_workers: Optional[int] = None,
+                 worker_gpus: float = 0.0, worker_cpus: float = 1.0, max_retries: int = MAX_RETRIES,
                  say: Optional[Callable[[str], None]] = None, quiet: bool = True):
         check_engine("ray", num_workers=num_workers, worker_gpus=worker_gpus, worker_cpus=worker_cpus,
                      ray_address=address)
-        self.ensemble, self.attack, self.targeted = ensemble, attack, targeted
+        self.actor, self.actor_args = actor, tuple(actor_args)
         self.address, self.num_workers = address, num_workers
         self.worker_gpus, self.worker_cpus = float(worker_gpus), float(worker_cpus)
         self.max_retries = int(max_retries)
@@ -214,13 +323,23 @@ class RayCrafter:
         self._started_ray = False
         self._workers: List = []
         self._pids: Dict[int, int] = {}  # id(actor handle) -> its current process id
-        self._running: Dict[object, tuple] = {}  # ObjectRef -> (worker, batch, failed attempts)
+        self._running: Dict[object, tuple] = {}  # ObjectRef -> (worker, item, failed attempts)
+
+    # ----- what an item is called -----
+
+    def holding_text(self, item) -> str:
+        """The item a dead worker held, in a note: 'a Ray worker died holding <this>'."""
+        return repr(item)
+
+    def lost_text(self, item, failures: int, reason: str) -> str:
+        """The one-line error when an item is lost more than `max_retries` times."""
+        return f"{self.holding_text(item)} was lost {failures} time(s) with its Ray worker (the last time: {reason})"
 
     # ----- lifecycle -----
 
-    def __enter__(self) -> "RayCrafter":
+    def __enter__(self):
         if self.address is not None:
-            self._connect()  # a wrong address or a cluster too small is said before the run touches its folder
+            self._connect()  # a wrong address or a cluster too small is said before any work
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,43 +365,25 @@ class RayCrafter:
         """The workers' current process ids (a restarted worker has a new one), for monitoring and fault tests."""
         return [self._pids[id(worker)] for worker in self._workers if id(worker) in self._pids]
 
-    def holding(self) -> Dict[int, Tuple[str, ...]]:
-        """The image ids of the batch each busy worker holds, by process id."""
-        return {self._pids[id(worker)]: tuple(batch.ids) for worker, batch, _ in self._running.values()
-                if id(worker) in self._pids}
+    def holding_items(self) -> Dict[int, object]:
+        """The item each busy worker holds, by process id."""
+        return {self._pids[id(worker)]: item for worker, item, _ in self._running.values() if id(worker) in self._pids}
 
     def _connect(self) -> None:
         """Joins (or starts) Ray and sizes the pool; no workers yet."""
-        import logging
-
         if self._ray is not None:
             return
-        ray = require_ray()
-        if not ray.is_initialized():
-            if self.address is None:
-                cpus = os.cpu_count() or 1
-                if self.num_workers is not None:
-                    # Logical CPUs: enough for the workers asked for (they share the machine's cores).
-                    cpus = max(cpus, int(-(-self.num_workers * self.worker_cpus // 1)))
-                ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
-            else:
-                try:
-                    ray.init(address=self.address, logging_level=logging.WARNING)
-                except (ConnectionError, ValueError, RuntimeError) as err:
-                    raise UsageError(f"--ray_address={self.address}: cannot connect to a Ray cluster "
-                                     f"({' '.join(str(err).split())})") from None
-            self._started_ray = True
-        self._ray = ray
-        self._count = self._worker_count(ray.cluster_resources())
+        self._ray, self._started_ray = connect(self.address, self.num_workers, self.worker_cpus)
+        self._count = self._worker_count(self._ray.cluster_resources())
 
     def _start(self) -> None:
         self._connect()
         ray, count = self._ray, self._count
         env = {name: os.environ[name] for name in INHERITED_ENVIRONMENT if name in os.environ}
-        actor = ray.remote(_Worker).options(
+        actor = ray.remote(self.actor).options(
             num_cpus=self.worker_cpus, num_gpus=self.worker_gpus, max_restarts=self.max_retries,
             max_task_retries=0, runtime_env={"env_vars": env} if env else None)
-        self._workers = [actor.remote(self.ensemble, self.attack, self.targeted, self.quiet) for _ in range(count)]
+        self._workers = [actor.remote(*self.actor_args) for _ in range(count)]
         refs = [worker.pid.remote() for worker in self._workers]
         try:
             pids = ray.get(refs)
@@ -304,20 +405,20 @@ class RayCrafter:
                              f"{gpus:g} GPUs): ask for fewer or smaller workers")
         return count
 
-    # ----- crafting -----
+    # ----- work -----
 
-    def craft(self, batches: Iterable) -> Iterator[tuple]:
-        """Yields `(batch, labels, legal)` for every batch of `batches`, each exactly once, in the order they finish.
+    def run(self, items: Iterable) -> Iterator[tuple]:
+        """Yields `(item, result)` for every item of `items`, each exactly once, in the order they finish.
 
-        Batches are read from `batches` only as workers come free. Each failed attempt (the worker died) puts the
-        batch back at the front of the queue; its worker is used again once Ray has restarted it."""
-        if hasattr(batches, "__len__") and len(batches) == 0:
+        Items are read from `items` only as workers come free. Each failed attempt (the worker died) puts the item
+        back at the front of the queue; its worker is used again once Ray has restarted it."""
+        if hasattr(items, "__len__") and len(items) == 0:
             return
         if not self._workers:
             self._start()
         ray = self._ray
-        source = iter(batches)
-        queue = collections.deque()  # (batch, failed attempts) to send again, before new batches
+        source = iter(items)
+        queue = collections.deque()  # (item, failed attempts) to send again, before new items
         idle = list(self._workers)
         running = self._running = {}
         probes = {}  # ObjectRef of a restarted worker's pid() -> worker
@@ -327,16 +428,16 @@ class RayCrafter:
             nonlocal exhausted
             while idle:
                 if queue:
-                    batch, failures = queue.popleft()
+                    item, failures = queue.popleft()
                 elif not exhausted:
-                    batch, failures = next(source, None), 0
-                    if batch is None:
+                    item, failures = next(source, None), 0
+                    if item is None:
                         exhausted = True
                         return
                 else:
                     return
                 worker = idle.pop(0)
-                running[worker.craft.remote(batch)] = (worker, batch, failures)
+                running[getattr(worker, self.method).remote(item)] = (worker, item, failures)
 
         feed()
         while running or probes:
@@ -354,16 +455,17 @@ class RayCrafter:
                     self.say(f"a Ray worker is gone for good ({len(self._workers)} left)")
                 feed()
                 continue
-            worker, batch, failures = running.pop(ref)
+            worker, item, failures = running.pop(ref)
             try:
-                labels, legal = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayActorError as err:
                 failures += 1
                 if failures > self.max_retries:
-                    raise WorkerError(self._lost(batch, failures, err)) from None
-                self.say(f"a Ray worker died holding images {', '.join(batch.ids)}: crafting them again "
+                    reason = " ".join(str(getattr(err, "error_msg", None) or type(err).__name__).split())[:200]
+                    raise WorkerError(self.lost_text(item, failures, reason)) from None
+                self.say(f"a Ray worker died holding {self.holding_text(item)}: sending it again "
                          f"(attempt {failures + 1} of {self.max_retries + 1})")
-                queue.appendleft((batch, failures))
+                queue.appendleft((item, failures))
                 # pid() with retries waits for Ray to restart the actor (and fails if it is out of restarts).
                 probes[worker.pid.options(max_task_retries=-1).remote()] = worker
                 feed()
@@ -371,18 +473,89 @@ class RayCrafter:
             except ray.exceptions.RayError as err:
                 raise _unwrap(ray, err) from None
             idle.append(worker)
-            feed()  # the next batch is on its way before this one's files are written
-            yield batch, labels, legal
+            feed()  # the next item is on its way before this one's result is handled
+            yield item, result
         if queue:
-            batch, failures = queue[0]
+            item, failures = queue[0]
             raise WorkerError(f"no Ray worker left: every worker died more than {self.max_retries} time(s); "
-                              f"images not crafted include {', '.join(batch.ids)}")
+                              f"not done: {self.holding_text(item)}")
 
-    @staticmethod
-    def _lost(batch, failures: int, err: BaseException) -> str:
-        reason = " ".join(str(getattr(err, "error_msg", None) or type(err).__name__).split())[:200]
-        return (f"the batch of images {', '.join(batch.ids)} was lost {failures} time(s) with its Ray worker "
-                f"(the last time: {reason}); the images finished so far are kept: run again to resume")
+
+class RayCrafter(RayPool):
+    """Crafts batches on Ray actors: the `crafter` of `tfattack.pipeline.attack_dataset`.
+
+        with RayCrafter(ensemble_recipe, attack_recipe, targeted, num_workers=4) as crafter:
+            pipeline.attack_dataset(dataset, out, model, attack, ..., crafter=crafter)
+
+    Each worker builds the ensemble and the attack once from the recipes; the unit of work is a batch. The workers
+    start after the run's plan and record checks (see `RayPool` for the cluster, the pool's size and lost workers).
+    """
+
+    method = "craft"
+
+    def __init__(self, ensemble: EnsembleRecipe, attack: AttackRecipe, targeted: bool, *,
+                 address: Optional[str] = None, num_workers: Optional[int] = None, worker_gpus: float = 0.0,
+                 worker_cpus: float = 1.0, max_retries: int = MAX_RETRIES,
+                 say: Optional[Callable[[str], None]] = None, quiet: bool = True):
+        super().__init__(_Worker, (ensemble, attack, targeted, quiet, driver_settings()), address=address, num_workers=num_workers,
+                         worker_gpus=worker_gpus, worker_cpus=worker_cpus, max_retries=max_retries, say=say,
+                         quiet=quiet)
+        self.ensemble, self.attack, self.targeted = ensemble, attack, targeted
+
+    def holding_text(self, batch) -> str:
+        return f"images {', '.join(batch.ids)}"
+
+    def lost_text(self, batch, failures: int, reason: str) -> str:
+        return (f"the batch of {super().lost_text(batch, failures, reason)}; the images finished so far are kept: "
+                f"run again to resume")
+
+    def holding(self) -> Dict[int, Tuple[str, ...]]:
+        """The image ids of the batch each busy worker holds, by process id."""
+        return {pid: tuple(batch.ids) for pid, batch in self.holding_items().items()}
+
+    def craft(self, batches: Iterable) -> Iterator[tuple]:
+        """Yields `(batch, labels, legal)` for every batch of `batches`, each exactly once, in the order they finish."""
+        for batch, (labels, legal) in self.run(batches):
+            yield batch, labels, legal
+
+
+class RayScorer(RayPool):
+    """Scores an evaluation's (victim, defense) pairs on Ray actors: the `scorer` of `tfattack.evaluate.evaluate`.
+
+        with RayScorer({"efficientnet_lite2": VictimRecipe("efficientnet_lite2")}, num_workers=2) as scorer:
+            evaluate.evaluate(dataset, sets, victims, defenses, scorer=scorer)
+
+    A worker reads the clean and adversarial files itself (on a cluster they must be on a shared file system, at the
+    same paths) and runs one victim behind one defense over every batch, exactly as a local evaluation runs that pair,
+    so the predictions are the local ones (a random defense draws from its own fresh copy in both).
+    """
+
+    method = "predict"
+
+    def __init__(self, victims: Mapping[str, VictimRecipe], *, address: Optional[str] = None,
+                 num_workers: Optional[int] = None, worker_gpus: float = 0.0, worker_cpus: float = 1.0,
+                 max_retries: int = MAX_RETRIES, say: Optional[Callable[[str], None]] = None, quiet: bool = True):
+        super().__init__(_Scorer, (quiet, driver_settings()), address=address, num_workers=num_workers, worker_gpus=worker_gpus,
+                         worker_cpus=worker_cpus, max_retries=max_retries, say=say, quiet=quiet)
+        self.victims = dict(victims)
+
+    def holding_text(self, job: ScoringJob) -> str:
+        return f"the predictions of {job.victim.name} behind {job.defense.spec}"
+
+    def lost_text(self, job: ScoringJob, failures: int, reason: str) -> str:
+        return f"{super().lost_text(job, failures, reason)}; no report was written: run again"
+
+    def predict_pairs(self, dataset, adv_paths, pairs, batch_size: int, compiled: bool) -> Iterator[tuple]:
+        """Yields `((victim name, defense), (clean predictions, {set: adversarial predictions}))` for every pair, in
+        the order they finish."""
+        unknown = sorted({name for name, _ in pairs} - set(self.victims))
+        if unknown:
+            raise ValueError(f"RayScorer has no VictimRecipe for {', '.join(unknown)}")
+        jobs = [ScoringJob(self.victims[name], defense, dataset, dict(adv_paths), batch_size, compiled)
+                for name, defense in pairs]
+        pair_of = {id(job): pair for job, pair in zip(jobs, pairs)}
+        for job, result in self.run(jobs):
+            yield pair_of[id(job)], result
 
 
 def attack_dataset(dataset, output_dir: str, ensemble: EnsembleRecipe, attack: AttackRecipe, *, batch_size: int,

@@ -132,6 +132,33 @@ def plan(methods: Sequence[str] = METHODS, sources: Sequence[str] = tuple(SOURCE
     return out
 
 
+def applicable(planned: Sequence[PlannedSet], surrogates: Dict) -> tuple:
+    """(the entries whose method can act on their source's surrogate, {left-out entry name: why}): a method that
+    edits a network (LinBP's slim ResNet units, Ghost's residual additions) needs the structure it edits."""
+    from tfattack.attacks import loop
+
+    kept, left_out, verdicts = [], {}, {}
+    for entry in planned:
+        key = (entry.method, entry.source)
+        if key not in verdicts:
+            try:
+                loop.check_surrogate(surrogates[entry.source], entry.config)
+                verdicts[key] = None
+            except ValueError as err:
+                verdicts[key] = str(err)
+        if verdicts[key] is None:
+            kept.append(entry)
+        else:
+            left_out[entry.name] = verdicts[key]
+    return kept, left_out
+
+
+def load_surrogates(sources, model_dir: Optional[str]) -> Dict:
+    """The sources' surrogates, members fused at the logits with equal weights."""
+    return {s: tfattack.models.Ensemble([tfattack.models.load(n, model_dir=model_dir) for n in SOURCES[s]])
+            for s in sources}
+
+
 def crafted_sets(planned: Sequence[PlannedSet]) -> List[PlannedSet]:
     """The sets that own a folder (a matched set equal to its paper set shares the paper set's), in plan order."""
     seen, out = set(), []
@@ -147,8 +174,9 @@ def folder_of(output_dir: str, crafted_as: str) -> str:
 
 
 def craft(planned: Sequence[PlannedSet], surrogates: Dict, subsets: Dict, output_dir: str, batch_size: int,
-          log) -> Dict[str, float]:
-    """Crafts every folder of `planned` (resumably); returns crafting seconds per image by crafted set name."""
+          log, make_crafter=None, model_dir: Optional[str] = None) -> Dict[str, float]:
+    """Crafts every folder of `planned` (resumably; on Ray with `make_crafter`, see `transfer.craft_set`); returns
+    crafting seconds per image by crafted set name."""
     timings = {}
     for entry in crafted_sets(planned):
         many = entry.passes > CHEAP_PASSES_PER_STEP * entry.config.steps
@@ -160,7 +188,8 @@ def craft(planned: Sequence[PlannedSet], surrogates: Dict, subsets: Dict, output
         per_image = transfer.craft_set(subsets[entry.images], folder_of(output_dir, entry.crafted_as),
                                        surrogates[entry.source], tfattack.attacks.Attack(entry.config),
                                        batch_size=size, label=entry.crafted_as, info=info, log=log,
-                                       prefix="leaderboard")
+                                       prefix="leaderboard", make_crafter=make_crafter,
+                                       members=SOURCES[entry.source], model_dir=model_dir)
         if per_image is not None:
             timings[entry.crafted_as] = per_image
     return timings
@@ -221,9 +250,10 @@ def table_rows(planned: Sequence[PlannedSet], predictions: Dict[tuple, leaderboa
 
 def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Sequence[PlannedSet], *,
         num_images: int, seed: int = 0, batch_size: int = 10, rs_samples: int = RS_SAMPLES,
-        craft_only: bool = False, log=print) -> Optional[Dict]:
+        craft_only: bool = False, log=print, make_crafter=None) -> Optional[Dict]:
     """Crafts the planned sets under `output_dir`/sets, scores them group by group and returns the table's payload
-    (None with `craft_only`). Every model loads, and every kept set's settings are checked, before long work."""
+    (None with `craft_only`). Every model loads before long work. `make_crafter`: each set crafted on Ray (see
+    `transfer.craft_set`)."""
     import tensorflow as tf
 
     if not planned:
@@ -234,11 +264,15 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         raise data.DataError(f"--num_images {num_images}: {data_dir} has {len(full)} images")
     subsets = {n: full.select(full.ids[:n]) for n in {e.images for e in planned} | {num_images}}
     sources = dict.fromkeys(e.source for e in planned)
-    surrogates = {s: tfattack.models.Ensemble([tfattack.models.load(n, model_dir=model_dir) for n in SOURCES[s]])
-                  for s in sources}
+    surrogates = load_surrogates(sources, model_dir)
+    planned, left_out = applicable(planned, surrogates)
+    for name, why in left_out.items():
+        log(f"leaderboard: {name} left out: {why}")
+    if not planned:
+        raise ValueError("leaderboard: none of the chosen methods can act on the chosen sources' surrogates")
     victims = None if craft_only else [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
     defense_specs = defenses(rs_samples)
-    timings = craft(planned, surrogates, subsets, output_dir, batch_size, log)
+    timings = craft(planned, surrogates, subsets, output_dir, batch_size, log, make_crafter, model_dir)
     if craft_only:
         return None
     fingerprint = transfer.victim_fingerprint(victims)
@@ -262,7 +296,7 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         "sets": [{"name": e.name, "method": e.method, "source": e.source, "eps_pixels": e.eps_pixels,
                   "budget": e.budget, "how": e.how, "grad_evals_per_image": e.passes, "images": e.images,
                   "crafted_as": e.crafted_as, "craft_s_per_image": timings.get(e.crafted_as)} for e in planned],
-        "rows": table}
+        "left_out": left_out, "rows": table}
 
 
 SHORT_NAMES = {"efficientnet_lite2": "Lite2", "mobilenet_v2_quant_int8": "MNv2 int8",

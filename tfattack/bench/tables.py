@@ -43,6 +43,11 @@ def _transfer(payload: Dict) -> str:
     return transfer.markdown(payload)
 
 
+def _leaderboard(payload: Dict) -> str:
+    from tfattack.bench import leaderboard_run
+    return leaderboard_run.markdown(payload)
+
+
 def _speed_part(part: str) -> Callable[[Dict], str]:
     def render_part(payload: Dict) -> str:
         from tfattack.bench import attack_speed, speed
@@ -55,7 +60,7 @@ def _speed_part(part: str) -> Callable[[Dict], str]:
 # JSON file stem -> renderer; `--what=attacks` runs are often kept under other stems (attacks_xla_rest, profile).
 BY_STEM: Dict[str, Callable[[Dict], str]] = {
     "models": _models, "accuracy": _accuracy, "attacks": _attacks, "profile": _attacks, "memory": _memory,
-    "transfer": _transfer, "transfer_targeted": _transfer}
+    "transfer": _transfer, "transfer_targeted": _transfer, "leaderboard": _leaderboard}
 SPEED_PARTS = ("models", "attacks", "peer", "options", "memory")
 
 

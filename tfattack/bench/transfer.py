@@ -12,6 +12,7 @@ the DEV CSV's TargetClass and a victim's prediction counts only when it is that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -163,10 +164,30 @@ def _progress_log(log, what: str, total: int, prefix: str = "transfer"):
     return update
 
 
+def ray_recipes(members: Sequence[str], model_dir: Optional[str], attack):
+    """The recipes a Ray crafter's workers build a set's surrogate (members fused at the logits, equal weights, as
+    the bench builds it) and attack (its full config) from."""
+    from tfattack import scale
+
+    return (scale.EnsembleRecipe(tuple((name, 1.0) for name in members), model_dir=model_dir),
+            scale.AttackRecipe(None, config=attack.config))
+
+
 def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label: str, info: Dict, log,
-              targeted: bool = False, prefix: str = "transfer") -> Optional[float]:
+              targeted: bool = False, prefix: str = "transfer", make_crafter=None,
+              members: Sequence[str] = (), model_dir: Optional[str] = None) -> Optional[float]:
     """Crafts the images of `dataset` not yet in `folder` (resumable), adding this run's crafting time to the earlier
-    runs' in the set's record; returns the crafting seconds per image over all runs (None before any image)."""
+    runs' in the set's record; returns the crafting seconds per image over all runs (None before any image).
+
+    `make_crafter(ensemble_recipe, attack_recipe, targeted)`: a `tfattack.scale.RayCrafter` for the set, built from
+    the surrogate's `members` (and `model_dir`) and the attack's config; None crafts here."""
+    # Its workers start only if some image is left to craft.
+    crafter = make_crafter(*ray_recipes(members, model_dir, attack), targeted) if make_crafter else None
+    with crafter if crafter is not None else contextlib.nullcontext():
+        return _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter)
+
+
+def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter):
     try:
         earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
         # The earlier runs' crafting time goes into the record from its first write: a run killed in
@@ -174,7 +195,7 @@ def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label
         summary = pipeline.attack_dataset(
             dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
             info={**info, "environment": runs.environment(), **({"crafting": earlier} if earlier else {})},
-            progress=lambda total: _progress_log(log, f"crafting {label}", total, prefix))
+            progress=lambda total: _progress_log(log, f"crafting {label}", total, prefix), crafter=crafter)
     except RecordError as err:
         raise RecordError(_bench_advice(err)) from None
     for note in summary.notes:
@@ -281,14 +302,14 @@ def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str 
 def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_images_expensive: int,
         attacks: Optional[Sequence[str]] = None, sources: Sequence[str] = tuple(SOURCES), batch_size: int = 10,
         seed: int = 0, max_epsilon: float = MAX_EPSILON, craft_only: bool = False, targeted: bool = False,
-        log=print) -> Dict | None:
+        log=print, make_crafter=None) -> Dict | None:
     """Crafts every (source, attack) set under `output_dir`, then scores them all; returns the table data.
 
     `attacks`: the rows; default TABLE, or with `targeted` every row of TARGETED. `targeted`: the targeted
     table, whose rows attack each image towards its TargetClass and are scored by target hits (rows of the
     other table are a ValueError). With `craft_only` it stops after crafting (returns None): the sets can be
     crafted in several runs, or on another machine, and scored once at the end (crafted images already on disk
-    are never redone).
+    are never redone). `make_crafter`: crafts each set on Ray (see `craft_set`); the same files as here.
     """
     attacks = tuple(attacks or (TARGETED if targeted else TABLE))
     mixed = of_the_other_kind(attacks, targeted)
@@ -313,7 +334,8 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
         # keep their activations within memory (an ensemble Admix at batch 10 needed > 11 GB).
         size = max(1, batch_size // 5) if name in EXPENSIVE and name not in BATCH_POOLED else batch_size
         per_image = craft_set(dataset, folder, surrogate, attack, batch_size=size, targeted=targeted,
-                              label=f"{source} {name}", info={"surrogates": list(SOURCES[source])}, log=log)
+                              label=f"{source} {name}", info={"surrogates": list(SOURCES[source])}, log=log,
+                              make_crafter=make_crafter, members=SOURCES[source], model_dir=model_dir)
         if per_image is not None:
             timings[f"{source}/{name}"] = per_image
     if craft_only:

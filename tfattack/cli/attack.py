@@ -19,7 +19,7 @@ import time
 from absl import flags
 
 from tfattack import cli
-from tfattack.cli import attack_flags
+from tfattack.cli import attack_flags, engine_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Folder of input images (PNG/JPEG), NIPS'17 layout.")
@@ -47,17 +47,11 @@ flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "mirrored: data-para
                   "(tf.distribute.MirroredStrategy).")
 flags.DEFINE_integer("logical_cpus", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical "
                      "devices (to test the mirrored path).")
-flags.DEFINE_enum("engine", "local", ["local", "ray"], "Where batches are crafted: local (this process) or ray (Ray "
-                  "actors, one or many machines; the same PNGs; needs pip install 'tfattack[ray]').")
-flags.DEFINE_string("ray_address", None, "With --engine=ray: the cluster to join (auto, or HOST:PORT); default: an "
-                    "embedded Ray on this machine, shut down at the end.")
-flags.DEFINE_integer("num_workers", None, "With --engine=ray: worker actors, each holding the ensemble (default: as "
-                     "many as the cluster's GPUs / --worker_gpus, else CPUs / --worker_cpus).")
-flags.DEFINE_float("worker_gpus", 0.0, "With --engine=ray: GPUs per worker (fractions share a GPU).")
-flags.DEFINE_float("worker_cpus", 1.0, "With --engine=ray: CPUs Ray reserves per worker.")
+engine_flags.define("Where batches are crafted", "the ensemble")
 flags.DEFINE_boolean("random_weights", False, "Use random weights instead of checkpoints (tests and speed only).")
 attack_flags.define_piece_flags()
 flags.adopt_module_key_flags(attack_flags)
+flags.adopt_module_key_flags(engine_flags)
 
 
 def check_flags():
@@ -85,9 +79,7 @@ def check_flags():
     if FLAGS.engine == "ray" and FLAGS.strategy != "none":
         raise UsageError(f"--strategy={FLAGS.strategy} and --engine=ray are alternatives: give one of them (each Ray "
                          f"worker takes --worker_gpus GPUs of its own)")
-    from tfattack import scale
-    scale.check_engine(FLAGS.engine, num_workers=FLAGS.num_workers, worker_gpus=FLAGS.worker_gpus,
-                       worker_cpus=FLAGS.worker_cpus, ray_address=FLAGS.ray_address)
+    engine_flags.check()
 
 
 def attack_recipe():
@@ -188,9 +180,8 @@ def run() -> int:
         # The driver built the ensemble above for the record and the surrogate checks; each worker builds its own.
         from tfattack import scale
         ensemble_recipe = scale.EnsembleRecipe(entries, checkpoints, FLAGS.model_dir, FLAGS.fuse, FLAGS.random_weights)
-        crafter = scale.RayCrafter(ensemble_recipe, recipe, FLAGS.targeted, address=FLAGS.ray_address,
-                                   num_workers=FLAGS.num_workers, worker_gpus=FLAGS.worker_gpus,
-                                   worker_cpus=FLAGS.worker_cpus, say=say, quiet=not FLAGS.verbose)
+        crafter = scale.RayCrafter(ensemble_recipe, recipe, FLAGS.targeted,
+                                   **engine_flags.pool_options(say, quiet=not FLAGS.verbose))
     try:
         with crafter:
             summary = pipeline.attack_dataset(

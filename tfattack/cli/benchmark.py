@@ -12,6 +12,7 @@
 Each figure is printed as a markdown table and written as JSON under --output_dir.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from absl import flags
 
 from tfattack import cli
+from tfattack.cli import engine_flags
 from tfattack.runs import UsageError  # a bad flag value: one line, exit code 2
 
 FLAGS = flags.FLAGS
@@ -77,6 +79,9 @@ flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES
 flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
 flags.DEFINE_boolean("keep_other_rows", False, "--what=accuracy with --models: keep the other models' rows of the "
                      "existing OUTPUT_DIR/accuracy.json (same images) instead of dropping them.")
+engine_flags.define("--what=transfer and leaderboard: where each set's batches are crafted", "the set's surrogate "
+                    "and attack")
+flags.adopt_module_key_flags(engine_flags)
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
 
 # Child processes (one per timed model or memory row, the TF1 peer) run this tool again with this Python.
@@ -293,6 +298,25 @@ def run_speed():
                            "minutes": minutes, "time": time.time()}, markdown)
 
 
+@contextlib.contextmanager
+def crafting_engine():
+    """None (crafting here), or with --engine=ray a maker of each set's Ray crafter, all on one Ray connection."""
+    engine_flags.check()
+    if FLAGS.engine == "local":
+        yield None
+        return
+    from tfattack import scale
+
+    def say(text):
+        print(f"benchmark.py: {text}", file=sys.stderr)
+
+    def make_crafter(ensemble, attack, targeted):
+        return scale.RayCrafter(ensemble, attack, targeted, **engine_flags.pool_options(say))
+
+    with scale.session(FLAGS.ray_address, FLAGS.num_workers, FLAGS.worker_cpus):
+        yield make_crafter
+
+
 def run_transfer():
     from tfattack.bench import transfer
     data_dir = required_data_dir()
@@ -321,11 +345,13 @@ def run_transfer():
     stranded = [n for n in FLAGS.attack_names if not transfer.table_sets(sources, [n])]
     if stranded:
         raise UsageError(f"--attack_names: {', '.join(stranded)} attack ensembles only; add --sources=ensemble")
-    payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
-                           num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
-                           attacks=FLAGS.attack_names or None, batch_size=10, seed=FLAGS.seed,
-                           max_epsilon=FLAGS.max_epsilon, sources=sources, craft_only=FLAGS.craft_only,
-                           targeted=FLAGS.targeted, log=lambda line: print(line, file=sys.stderr))
+    with crafting_engine() as make_crafter:
+        payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
+                               num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
+                               attacks=FLAGS.attack_names or None, batch_size=10, seed=FLAGS.seed,
+                               max_epsilon=FLAGS.max_epsilon, sources=sources, craft_only=FLAGS.craft_only,
+                               targeted=FLAGS.targeted, log=lambda line: print(line, file=sys.stderr),
+                               make_crafter=make_crafter)
     if payload is None:
         print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
               file=sys.stderr)
@@ -369,6 +395,10 @@ def run_leaderboard():
     from tfattack.bench import leaderboard, leaderboard_run
     planned = leaderboard_plan()
     if FLAGS.plan:
+        surrogates = leaderboard_run.load_surrogates(dict.fromkeys(e.source for e in planned), default_model_dir())
+        planned, left_out = leaderboard_run.applicable(planned, surrogates)
+        for name, why in left_out.items():
+            print(f"{name}: left out: {why}")
         crafted = leaderboard_run.crafted_sets(planned)
         for entry in planned:
             shared = "" if entry.crafted_as == entry.name else f" (the images of {entry.crafted_as})"
@@ -377,9 +407,11 @@ def run_leaderboard():
         print(f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes")
         return
     folder = os.path.join(FLAGS.output_dir, "leaderboard")
-    payload = leaderboard_run.run(required_data_dir(), default_model_dir(), folder, planned,
-                                  num_images=FLAGS.num_images, seed=FLAGS.seed, rs_samples=FLAGS.rs_samples,
-                                  craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr))
+    with crafting_engine() as make_crafter:
+        payload = leaderboard_run.run(required_data_dir(), default_model_dir(), folder, planned,
+                                      num_images=FLAGS.num_images, seed=FLAGS.seed, rs_samples=FLAGS.rs_samples,
+                                      craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr),
+                                      make_crafter=make_crafter)
     if payload is None:
         print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
               file=sys.stderr)

@@ -6,15 +6,18 @@
 Each entry of --models is a separate victim (registry names; weights found as `tfattack.models.load`
 finds them, or --checkpoints=name=path,...). Writes report.md plus report.csv, report.json and two PNG
 plots next to it. Bad input (unknown model or defense, missing folder, bad CSV) exits with code 2 and
-one line on stderr.
+one line on stderr. --engine=ray scores each (victim, defense) pair on a Ray worker (tfattack.scale.RayScorer): the
+same numbers as a local run.
 """
 
+import contextlib
 import os
 import sys
 
 from absl import flags
 
 from tfattack import cli
+from tfattack.cli import engine_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Folder of the clean images (<ImageId>.png).")
@@ -46,6 +49,9 @@ flags.DEFINE_integer("examples", 4, "Example images in the examples plot (0 = no
 flags.DEFINE_boolean("allow_partial", False, "Accept adversarial sets with missing or unreadable images: the rates "
                      "are then over the images that were read (the count is next to every rate). Without it, a "
                      "missing file stops the run before any model loads and an unreadable one makes it exit 1.")
+engine_flags.define("Where the (victim, defense) pairs are scored (each over every image)", "the victims it has "
+                    "scored")
+flags.adopt_module_key_flags(engine_flags)
 
 
 def run() -> int:
@@ -57,6 +63,7 @@ def run() -> int:
     if FLAGS.batch_size < 1:
         raise runs.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     defense_list = defenses.parse_list(FLAGS.defenses, seed=FLAGS.seed)
+    engine_flags.check()
     victims_names = [n for n, _ in runs.parse_models(FLAGS.models)]
     if len(set(victims_names)) != len(victims_names):
         raise runs.UsageError(f"--models: a victim is listed twice: {','.join(FLAGS.models)}")
@@ -101,12 +108,21 @@ def run() -> int:
 
     for note in dataset.notes:
         print(f"note: {note}", file=sys.stderr)
-    progress = runs.Progress(len(dataset))
-    result = evaluate.evaluate(dataset, adv_sets, victims, defense_list, label_source=FLAGS.labels,
-                               label_model=label_model if FLAGS.labels == "clean_prediction" else None,
-                               denominator=FLAGS.denominator, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                               progress=progress.update)
-    progress.close()
+    scorer = contextlib.nullcontext()
+    if FLAGS.engine == "ray":
+        # The victims loaded above (every weight file checked before any work); each worker loads its own.
+        from tfattack import scale
+        recipes = {n: scale.VictimRecipe(n, checkpoints.get(n), FLAGS.model_dir, FLAGS.random_weights)
+                   for n in victims_names}
+        scorer = scale.RayScorer(recipes, **engine_flags.pool_options(
+            lambda text: print(f"{cli.program('evaluate.py')}: {text}", file=sys.stderr)))
+    with scorer:
+        progress = runs.Progress(len(dataset))
+        result = evaluate.evaluate(dataset, adv_sets, victims, defense_list, label_source=FLAGS.labels,
+                                   label_model=label_model if FLAGS.labels == "clean_prediction" else None,
+                                   denominator=FLAGS.denominator, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                   progress=progress.update, scorer=None if FLAGS.engine == "local" else scorer)
+        progress.close()
     paths = report.write_report(result, FLAGS.report, examples=FLAGS.examples)
     for p in result.perturbations:
         if p.violations:
