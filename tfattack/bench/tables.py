@@ -48,6 +48,11 @@ def _leaderboard(payload: Dict) -> str:
     return leaderboard_run.markdown(payload)
 
 
+def _ray_speed(payload: Dict) -> str:
+    from tfattack.bench import ray_speed
+    return ray_speed.markdown(payload)
+
+
 def _speed_part(part: str) -> Callable[[Dict], str]:
     def render_part(payload: Dict) -> str:
         from tfattack.bench import attack_speed, speed
@@ -60,7 +65,8 @@ def _speed_part(part: str) -> Callable[[Dict], str]:
 # JSON file stem -> renderer; `--what=attacks` runs are often kept under other stems (attacks_xla_rest, profile).
 BY_STEM: Dict[str, Callable[[Dict], str]] = {
     "models": _models, "accuracy": _accuracy, "attacks": _attacks, "profile": _attacks, "memory": _memory,
-    "transfer": _transfer, "transfer_targeted": _transfer, "leaderboard": _leaderboard}
+    "transfer": _transfer, "transfer_targeted": _transfer, "leaderboard": _leaderboard,
+    "ray_speed": _ray_speed}
 SPEED_PARTS = ("models", "attacks", "peer", "options", "memory")
 
 

@@ -5,6 +5,7 @@
   tfattack-benchmark --what=transfer --num_images=50 --num_images_expensive=10
   tfattack-benchmark --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single]
   tfattack-benchmark --what=leaderboard [--methods=mi_fgsm,pgn] [--sources=single] [--eps_pixels=8] [--plan]
+  TF_ENABLE_ONEDNN_OPTS=0 tfattack-benchmark --what=ray [--num_images=40]   # here vs 1 and 2 Ray workers
   tfattack-benchmark --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
   tfattack-benchmark --what=speed [--quick]    # models, attacks, the TF1 peer, options (~20 min)
   tfattack-benchmark --what=memory [--memory_runs=admix_ti_dim:0,admix_ti_dim:5]
@@ -27,7 +28,7 @@ from tfattack.cli import engine_flags
 from tfattack.runs import UsageError  # a bad flag value: one line, exit code 2
 
 FLAGS = flags.FLAGS
-WHATS = ("models", "accuracy", "attacks", "transfer", "leaderboard", "speed", "memory")
+WHATS = ("models", "accuracy", "attacks", "transfer", "leaderboard", "ray", "speed", "memory")
 flags.DEFINE_enum("what", "models", WHATS + ("_one_model", "_peer", "_copies_memory"), "Which benchmark to run.")
 flags.DEFINE_list("models", [], "Models to measure (default: every registered architecture that builds without files).")
 flags.DEFINE_integer("batch_size", 8, "Batch size for speed measurements.")
@@ -421,8 +422,26 @@ def run_leaderboard():
     write_result("leaderboard", payload, leaderboard_run.markdown(payload))
 
 
+def run_ray():
+    """Crafting here against crafting on 1 and 2 Ray workers: the scaling row."""
+    from tfattack import data
+    from tfattack.bench import ray_speed
+    from tfattack.scale import require_ray
+    require_ray("--what=ray")
+    count = FLAGS.num_images if FLAGS["num_images"].present else 40
+    dataset = data.read_dataset(os.path.join(required_data_dir(), "images"))
+    if count > len(dataset):
+        raise UsageError(f"--num_images {count}: {FLAGS.data_dir} has {len(dataset)} images")
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        raise UsageError("--what=ray compares the engines' bytes, which needs TensorFlow's oneDNN rewrites off here "
+                         "and in the workers: run it with TF_ENABLE_ONEDNN_OPTS=0")
+    payload = ray_speed.measure(dataset.select(dataset.ids[:count]), default_model_dir(),
+                                log=lambda line: print(line, file=sys.stderr))
+    write_result("ray_speed", payload, ray_speed.markdown(payload))
+
+
 def run() -> int:
-    runners = {"transfer": run_transfer, "leaderboard": run_leaderboard, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
+    runners = {"transfer": run_transfer, "leaderboard": run_leaderboard, "ray": run_ray, "models": run_models, "_one_model": run_one_model, "accuracy": run_accuracy,
                "attacks": run_attacks, "speed": run_speed, "memory": run_memory, "_peer": run_peer,
                "_copies_memory": run_copies_memory}
     if FLAGS.what not in runners:
