@@ -354,13 +354,17 @@ def markdown(payload) -> str:
 
 
 def pareto_points(payload) -> Dict[str, List[dict]]:
-    """Per (source, eps): one point per (method, budget) at (grad evals, mean success), the Pareto front marked."""
+    """Per (source, eps): one point per (method, budget) at (grad evals, mean success), the Pareto front marked; a
+    matched entry that is its paper set is drawn once, as the paper point."""
     columns = victim_columns(payload)
     means = leaderboard.mean_over_victims(payload["rows"], columns)
     passes = {(r["method"], r["source"], r["eps_pixels"], r["budget"]): r["grad_evals_per_image"]
               for r in payload["rows"]}
+    shared = {s["name"] for s in payload["sets"] if s["crafted_as"] != s["name"]}
     panels: Dict[str, List[dict]] = {}
     for (method, source, eps, budget), mean in means.items():
+        if set_name(source, eps, budget, method) in shared:
+            continue
         panels.setdefault(f"{source}, eps {eps:g}/255", []).append(
             {"x": passes[(method, source, eps, budget)], "y": mean, "marker": "o" if budget == "paper" else "s",
              "label": method if budget == "paper" else f"{method} (matched)", "front": False})
