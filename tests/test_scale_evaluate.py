@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # as in test_scale: the same kernels in this process and the workers
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 ray = pytest.importorskip("ray")

@@ -5,9 +5,7 @@ Made once with the flat-field engine (commit 997f6a2, before engine v2) so that
 tests/test_attacks_goldens.py can check that every preset name and every legacy piece argument still gives the
 same images for the same seed. Rerun only to extend the cases, from a checkout whose engine is trusted:
 
-    TF_ENABLE_ONEDNN_OPTS=0 python tests/golden/make_attack_goldens.py
-
-(oneDNN's rewrites off: with them on, some CPUs compute other last bits; see tests/test_attacks_goldens.py.)
+    python tests/golden/make_attack_goldens.py
 """
 
 import hashlib
@@ -96,22 +94,18 @@ def float_digest(adv: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(adv, np.float32).tobytes()).hexdigest()
 
 
-def main(output: str = OUTPUT, names=None):
-    """Runs every case (or those `names`) and writes the pixels and float digests to `output`."""
+def main():
     model = GoldenNet()
     arrays, index = {}, {}
-    chosen = [case for case in cases() if names is None or case[0] in names]
-    for number, (name, preset, overrides, targeted) in enumerate(chosen):
+    for number, (name, preset, overrides, targeted) in enumerate(cases()):
         adv, pixels = run_case(model, preset, overrides, targeted)
         arrays[f"pixels_{number}"] = pixels
         index[name] = {"number": number, "float_sha256": float_digest(adv)}
         print(name, index[name]["float_sha256"][:12])
     arrays["index"] = np.array(json.dumps(index))
-    np.savez_compressed(output, **arrays)
-    print("wrote", output, os.path.getsize(output), "bytes")
+    np.savez_compressed(OUTPUT, **arrays)
+    print("wrote", OUTPUT, os.path.getsize(OUTPUT), "bytes")
 
 
 if __name__ == "__main__":
-    # make_attack_goldens.py [OUTPUT [CASE ...]]: the test runs the golden cases again this way, in a process of its
-    # own (see tests/test_attacks_goldens.py).
-    main(sys.argv[1] if len(sys.argv) > 1 else OUTPUT, set(sys.argv[2:]) or None)
+    main()
