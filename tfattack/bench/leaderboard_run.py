@@ -269,7 +269,8 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
     for name, why in left_out.items():
         log(f"leaderboard: {name} left out: {why}")
     if not planned:
-        raise ValueError("leaderboard: none of the chosen methods can act on the chosen sources' surrogates")
+        raise runs.UsageError("--methods: none of the chosen methods can act on the chosen sources' surrogates (the "
+                              "log above says why)")
     victims = None if craft_only else [tfattack.models.load(n, model_dir=model_dir) for n in VICTIMS]
     defense_specs = defenses(rs_samples)
     timings = craft(planned, surrogates, subsets, output_dir, batch_size, log, make_crafter, model_dir)

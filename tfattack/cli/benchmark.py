@@ -299,6 +299,10 @@ def run_speed():
                            "minutes": minutes, "time": time.time()}, markdown)
 
 
+def say_crafted_only(folder):
+    print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def crafting_engine():
     """None (crafting here), or with --engine=ray a maker of each set's Ray crafter, all on one Ray connection."""
@@ -354,8 +358,7 @@ def run_transfer():
                                targeted=FLAGS.targeted, log=lambda line: print(line, file=sys.stderr),
                                make_crafter=make_crafter)
     if payload is None:
-        print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
-              file=sys.stderr)
+        say_crafted_only(folder)
         return
     transfer.write_csv(payload, os.path.join(FLAGS.output_dir, f"{table}.csv"))
     transfer.heatmap(payload, os.path.join(FLAGS.output_dir, f"{table}.png"))
@@ -414,8 +417,7 @@ def run_leaderboard():
                                       craft_only=FLAGS.craft_only, log=lambda line: print(line, file=sys.stderr),
                                       make_crafter=make_crafter)
     if payload is None:
-        print(f"benchmark.py: crafted sets are in {folder}; run again without --craft_only to score them",
-              file=sys.stderr)
+        say_crafted_only(folder)
         return
     leaderboard.write_csv(payload["rows"], os.path.join(FLAGS.output_dir, "leaderboard.csv"))
     leaderboard_run.write_figures(payload, FLAGS.output_dir)
