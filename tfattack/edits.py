@@ -8,8 +8,10 @@ Some targeted methods change what the surrogate computes while the attack runs, 
                                 of the batch (recorded once per attack call), a ~ U[lower, upper] per image and
                                 channel: the adversarial features must win against mixed-in clean ones.
   Ghost networks (Li et al.     every residual addition's skip connection is scaled per channel by a fresh
-  AAAI 2020)                    U[1 - r, 1 + r] draw in each forward pass ("skip connection erosion"): each step
-                                attacks another ghost of the surrogate, a longitudinal ensemble for free.
+  AAAI 2020)                    U[1 - r, 1 + r] draw in each forward pass ("skip connection erosion"); in a
+                                network without residual additions, dropout of rate L acts at the output of
+                                every unit of the body but the last ("dropout erosion"): each step attacks
+                                another ghost of the surrogate, a longitudinal ensemble for free.
   ILPD (Li et al. NeurIPS      at one named end point, the output becomes gamma out + (1 - gamma) ref, `ref` the
   2023)                         same end point's output for the clean image plus Gaussian noise (recorded at each
                                 step): the perturbation's effect at that layer is decayed, and the attack has to
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import tensorflow as tf
 
@@ -150,18 +152,76 @@ class CleanFeatureMixup(Edit):
         return tf.where(self.generator.uniform([]) < self.prob, mixed, y)
 
 
-class SkipErosion(Edit):
-    """Ghost networks' skip connection erosion: skip * U[1 - r, 1 + r] per channel (shared by the images of the
-    pass, as in the authors' code), a fresh draw at every residual addition of every forward pass. `ranges` maps a
-    family to its r; `default` is the r of the others."""
+class GhostErosion(Edit):
+    """Ghost networks' erosions, fresh draws at every forward pass. Skip connection erosion: skip * U[1 - r, 1 + r]
+    per channel (shared by the images of the pass, as in the authors' code) at every residual addition; `ranges`
+    maps a family to its r, `default` is the r of the others. Dropout erosion: at the end points of `dropout`
+    ((network, name) -> rate), y * m / (1 - rate) with m ~ Bernoulli(1 - rate) per element, as `tf.nn.dropout`."""
 
-    def __init__(self, generator, ranges: dict, default: float):
+    def __init__(self, generator, ranges: dict, default: float, dropout: Optional[dict] = None):
         self.generator, self.ranges, self.default = generator, ranges, default
+        self.dropout = dict(dropout or {})
 
     def residual_skip(self, skip, architecture: str):
         r = self.ranges.get(architecture, self.default)
         shape = [1] * (skip.shape.rank - 1) + [skip.shape[-1]]
         return skip * tf.cast(self.generator.uniform(shape, 1.0 - r, 1.0 + r), skip.dtype)
+
+    def end_point(self, y, key):
+        rate = self.dropout.get(key)
+        if not rate:
+            return y
+        kept = tf.cast(self.generator.uniform(tf.shape(y)) >= rate, y.dtype)
+        return y * kept / tf.cast(1.0 - rate, y.dtype)
+
+
+class CallOrder(Edit):
+    """Notes, in forward order, each layer output (as None) and each end point (its name and static shape) of a
+    forward pass, unchanged: what `unit_end_points` reads."""
+
+    def __init__(self):
+        self.calls = []
+
+    def layer_output(self, y, key, width: int):
+        self.calls.append(None)
+        return y
+
+    def end_point(self, y, key):
+        self.calls.append((key[1], tuple(y.shape)))
+        return y
+
+
+def _spatial(shape) -> Optional[tuple]:
+    return tuple(shape[1:3]) if len(shape) == 4 and (shape[1] or 0) * (shape[2] or 0) > 1 else None
+
+
+def unit_end_points(model) -> Tuple[str, ...]:
+    """The end points of `model` that end a unit of its body, where ghost networks' dropout erosion acts (after
+    every block of the base network but the last, in the authors' Inception code): a feature map (rank 4, more
+    than one pixel) that is the last end point before the next convolution or linear layer, or that the next end
+    point changes the size of (a pooling); the last such one, which the head pools, is left out. A network that
+    names each of its layers (TF.js: conv, its batch norm, its activation) gives its activations; one that names
+    blocks (slim) gives its blocks. From one forward pass on a blank image, kept on the model."""
+    cached = getattr(model, "_unit_end_points", None)
+    if cached is not None:
+        return cached
+    order = CallOrder()
+    size = getattr(model, "image_size", None) or 224
+    with editing(order):
+        model(tf.zeros([1, size, size, 3]))
+    units = []
+    for index, call in enumerate(order.calls):
+        if call is None or _spatial(call[1]) is None:
+            continue
+        after = order.calls[index + 1] if index + 1 < len(order.calls) else None
+        if after is None or _spatial(after[1]) != _spatial(call[1]):
+            units.append(call[0])
+    units = tuple(units[:-1])
+    try:
+        model._unit_end_points = units
+    except (AttributeError, TypeError):  # a model that takes no attributes probes again next time
+        pass
+    return units
 
 
 class EndPointRecorder(Edit):

@@ -136,9 +136,10 @@ _PRESETS = {
             "authors' code and TransferAttack's settings)."),
     "ghost": (dict(forward=(Ghost(),), **_MI),
               "Ghost networks: every forward pass scales each residual skip connection per channel by U[1-r, 1+r] "
-              "(r 0.22 ResNet-50, 0.16 -101, 0.12 -152, 0.08 Inception-ResNet-v2), MI-FGSM mu=1, 10 steps (Li et al. "
-              "AAAI 2020; TransferAttack's MI-FGSM setting). Needs residual blocks; the paper's dropout erosion of "
-              "non-residual networks is not built."),
+              "(r 0.22 ResNet-50, 0.16 -101, 0.12 -152, 0.08 Inception-ResNet-v2); a network without residual "
+              "additions gets dropout of rate L after every unit of its body but the last (L 0.006 Inception-v3, "
+              "0.012 Inception-v4; authors' code), MI-FGSM mu=1, 10 steps (Li et al. AAAI 2020; TransferAttack's "
+              "MI-FGSM setting)."),
     "fia": (dict(objective=FIA(), **_MI),
             "FIA: maximise -sum(Delta * f_l(x)) with Delta the true-class logit's gradient at the paper's layer "
             "(Inception-v3 Mixed_5b, ResNets block2, VGG-16 conv3_3; see the component) summed over 30 copies with "

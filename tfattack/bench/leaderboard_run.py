@@ -134,7 +134,7 @@ def plan(methods: Sequence[str] = METHODS, sources: Sequence[str] = tuple(SOURCE
 
 def applicable(planned: Sequence[PlannedSet], surrogates: Dict) -> tuple:
     """(the entries whose method can act on their source's surrogate, {left-out entry name: why}): a method that
-    edits a network (LinBP's slim ResNet units, Ghost's residual additions) needs the structure it edits."""
+    edits a network (LinBP's slim ResNet units) needs the structure it edits."""
     from tfattack.attacks import loop
 
     kept, left_out, verdicts = [], {}, {}
