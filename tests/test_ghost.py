@@ -18,19 +18,25 @@ from tfattack.attacks.surrogate.ghost import PAPER_RANGES, Ghost
 EPS = 8 / 255
 
 
-class TinyResidualNet(tf.Module):
-    """h1 = x + relu(x A1); h2 = h1 + relu(h1 A2); logits = mean over pixels of h2 @ W (per-pixel 3x3 layers)."""
+class TinyNet(tf.Module):
+    """4x4 images through per-pixel 3x3 layers A1, A2, A3 and a 3x1000 head W, all seeded."""
+
+    image_size = 4
 
     def __init__(self, seed=0):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.a1, self.a2 = (rng.normal(size=(3, 3)).astype(np.float32) for _ in range(2))
+        self.a1, self.a2, self.a3 = (rng.normal(size=(3, 3)).astype(np.float32) for _ in range(3))
         self.w = rng.normal(size=(3, 1000)).astype(np.float32)
 
     def backward_primitives(self):
         with backward.counting() as counts:
             self(tf.zeros([1, 4, 4, 3]))
         return dict(counts)
+
+
+class TinyResidualNet(TinyNet):
+    """h1 = x + relu(x A1); h2 = h1 + relu(h1 A2); logits = mean over pixels of h2 @ W."""
 
     def __call__(self, images):
         edits.begin_forward(4, "tiny")
@@ -82,22 +88,9 @@ def test_ghost_preset_keeps_the_contract_on_a_real_network():
     assert not np.array_equal(first, build("mi_fgsm", eps=EPS, steps=2)(resnet, x, labels).numpy())
 
 
-class TinyPlainNet(tf.Module):
+class TinyPlainNet(TinyNet):
     """No residual additions; its end points, in forward order: conv1 (pre-activation), relu1, relu2, pool (2x2
-    average), relu3, Logits. Per-pixel 3x3 layers."""
-
-    image_size = 4
-
-    def __init__(self, seed=0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.a1, self.a2, self.a3 = (rng.normal(size=(3, 3)).astype(np.float32) for _ in range(3))
-        self.w = rng.normal(size=(3, 1000)).astype(np.float32)
-
-    def backward_primitives(self):
-        with backward.counting() as counts:
-            self(tf.zeros([1, 4, 4, 3]))
-        return dict(counts)
+    average), relu3, Logits."""
 
     def __call__(self, images):
         edits.begin_forward(4, "tiny_plain")
