@@ -131,6 +131,16 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     for name in ("leaderboard.md", "leaderboard.png", "leaderboard_heatmap.png"):
         assert (first / name).stat().st_size > 0
     assert "### single, eps 8/255, matched budget" in (first / "leaderboard.md").read_text()
+    # The analysis: one entry per (source, eps, budget); MI-FGSM is the only method TransferAttack has too (no
+    # ordering below 3), and the front of the (single, eps 8) panel, by passes.
+    analysis = payload["analysis"]
+    assert [(a["source"], a["eps_pixels"], a["budget"]) for a in analysis] == [("single", 8, "paper"),
+                                                                           ("single", 8, "matched")]
+    assert all(a["transferattack"] is None and a["di_mi_fgsm"] is None for a in analysis)
+    front = analysis[0]["pareto_front"]
+    assert front == analysis[1]["pareto_front"] and front and set(front) <= {
+        f"{m}{b}" for m in ("mi_fgsm", "ti_di_mi_fgsm") for b in ("", " (matched)")}
+    assert "### Orderings against the published ones" in (first / "leaderboard.md").read_text()
     # The same command again: nothing crafted, nothing scored, the same table.
     result = run_leaderboard(first)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -283,7 +283,7 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         predictions[group] = score_group(entries, subsets[num_images], victims, defense_specs, output_dir,
                                          fingerprint, seed, batch_size, log)
     table = table_rows(planned, predictions, timings)
-    return {
+    payload = {
         "protocol": {
             "steps": transfer.COMMON["steps"], "step": "eps/10 (a paper's own schedule: its steps, its step scaled "
                                                        "from eps 16)",
@@ -298,6 +298,8 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
                   "budget": e.budget, "how": e.how, "grad_evals_per_image": e.passes, "images": e.images,
                   "crafted_as": e.crafted_as, "craft_s_per_image": timings.get(e.crafted_as)} for e in planned],
         "left_out": left_out, "rows": table}
+    payload["analysis"] = analysis(payload)
+    return payload
 
 
 SHORT_NAMES = {"efficientnet_lite2": "Lite2", "mobilenet_v2_quant_int8": "MNv2 int8",
@@ -351,7 +353,22 @@ def markdown(payload) -> str:
             seconds = first["craft_s_per_image"]
             lines.append(f"| {rank} | {method} | {first['grad_evals_per_image']:g} | "
                          f"{'' if seconds != seconds else f'{seconds:.2f}'} | {mean:.1f} | " + " | ".join(cells) + " |")
+    from tfattack.bench import published
+
+    lines += ["", published.markdown(analysis(payload), published.load())]
     return "\n".join(lines)
+
+
+def analysis(payload) -> List[dict]:
+    """Per (source, eps, budget): the ordering's agreement with TransferAttack's published one, DI-MI-FGSM's
+    standing (TransferAttackEval's claim) and the Pareto front of the (source, eps) panel
+    (`tfattack.bench.published`)."""
+    from tfattack.bench import published
+
+    means = leaderboard.mean_over_victims(payload["rows"], victim_columns(payload))
+    fronts = {title: [p["label"] for p in sorted(points, key=lambda p: p["x"]) if p["front"]]
+              for title, points in pareto_points(payload).items()}
+    return published.analysis(means, fronts, published.load())
 
 
 def pareto_points(payload) -> Dict[str, List[dict]]:
