@@ -1,7 +1,10 @@
 """Ghost networks through `tfattack.edits`: a first step on a tiny residual network (skip connection erosion) and on a
 tiny plain one (dropout erosion) equals a NumPy transcription with the draws replayed; the per-family ranges; the
 eroded end points of real networks (the authors' list on Inception-v3); the contract on ResNet-50 and Inception-v3;
-the error paths."""
+the composition with a feature-level objective (a transcription) and with an ensemble strategy (each member's pass
+numbered as in the ensemble's); the error paths."""
+
+import types
 
 import numpy as np
 import pytest
@@ -12,8 +15,9 @@ from shared_data import SHARED, requires_shared
 import tfattack
 from tfattack import backward, edits
 from tfattack.attacks import build
-from tfattack.attacks.loop import check_surrogate
+from tfattack.attacks.loop import ForwardEdits, check_surrogate, make_member_logits
 from tfattack.attacks.surrogate.ghost import PAPER_RANGES, Ghost
+from tfattack.models.ensemble import Ensemble
 
 EPS = 8 / 255
 
@@ -171,6 +175,86 @@ def test_an_ensemble_member_gets_the_erosion_its_structure_allows():
     plain, residual = TinyPlainNet(), TinyResidualNet()
     assert Ghost(dropout=0.1).dropout_sites([residual, plain]) == {(1, n): 0.1 for n in ("relu1", "relu2", "pool")}
     assert Ghost().dropout_sites([plain, residual]) == {(0, n): 0.006 for n in ("relu1", "relu2", "pool")}
+
+
+class TinyTappedNet(TinyNet):
+    """h = relu(x A1) (end point "relu1", a unit), f = relu(h A2) (end point and feature tap "f", the last unit),
+    logits = mean over pixels of f^2 @ W[:3]: ghost's dropout erosion acts at relu1 only."""
+
+    spec = types.SimpleNamespace(name="tiny_tapped", architecture="tiny_tapped")
+
+    def feature_tap(self, tap):
+        return "f"
+
+    def outputs(self, images, features=()):
+        edits.begin_forward(4, "tiny_tapped")
+        points = {}
+        h = edits.end_point(points, "relu1", tf.nn.relu(edits.layer_output(images @ self.a1)))
+        f = edits.end_point(points, "f", tf.nn.relu(edits.layer_output(h @ self.a2)))
+        logits = edits.end_point(points, "Logits", tf.reduce_mean(f * f, axis=[1, 2]) @ self.w)
+        return types.SimpleNamespace(logits=logits, aux=None, features={t: points["f"] for t in features})
+
+    def __call__(self, images):
+        return self.outputs(images).logits
+
+
+def test_a_feature_level_objective_attacks_the_ghost():
+    # FIA weighs the tap's features on the unedited network (its masked copies), then ascends them through a ghost.
+    net, seed, rate, samples, drop = TinyTappedNet(seed=2), 3, 0.25, 4, 0.3  # seed 2: f is not all zero
+    assert edits.unit_end_points(net) == ("relu1",)
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
+    labels = np.array([2, 5])
+    adv = build(eps=EPS, steps=1, objective=f"fia:layer=f,samples={samples},drop={drop}",
+                forward=f"ghost:dropout={rate}", seed=seed)(net, x, labels).numpy()
+
+    draws = tf.random.Generator.from_seed(seed)
+    keep = (draws.uniform([samples, *x.shape]).numpy() >= drop).astype(np.float64)  # FIA's masks first
+    mask = (draws.uniform([2, 4, 4, 3]).numpy() >= rate) / (1 - rate)             # then the ghost's, at relu1
+    x64 = x.astype(np.float64)
+
+    def features(images, dropped=1.0):
+        pre1 = images @ net.a1
+        h = np.maximum(pre1, 0) * dropped
+        pre2 = h @ net.a2
+        return pre1, pre2, np.maximum(pre2, 0)
+
+    delta = sum(2 * features(x64 * keep[n])[2] * net.w[:, labels].T[:, None, None, :] / 16 for n in range(samples))
+    weights = -delta / np.sqrt((delta ** 2).sum(axis=(1, 2, 3), keepdims=True))
+    pre1, pre2, _ = features(x64, mask)
+    d_h = ((weights * (pre2 > 0)) @ net.a2.T) * mask / weights[0].size      # d mean(f * weights) / d h
+    d_x = (d_h * (pre1 > 0)) @ net.a1.T
+    np.testing.assert_allclose(adv, np.clip(x + EPS * np.sign(d_x), 0, 1), atol=1e-6)
+    plain = build(eps=EPS, steps=1, objective=f"fia:layer=f,samples={samples},drop={drop}", seed=seed)
+    assert not np.array_equal(adv, plain(net, x, labels).numpy())
+
+
+def test_an_ensemble_strategy_forwards_each_member_at_its_place_in_the_ensembles_pass():
+    residual, plain = TinyResidualNet(), TinyPlainNet()
+    ensemble = Ensemble([residual, plain])
+    config = build("cwa", forward="ghost:dropout=0.3").config
+
+    class Keys(edits.Edit):
+        def __init__(self):
+            self.seen = []
+
+        def end_point(self, y, key):
+            self.seen.append(key)
+            return y
+
+    whole, alone = Keys(), Keys()
+    with edits.editing(whole):
+        ensemble(tf.zeros([1, 4, 4, 3]))
+    forward_edits = ForwardEdits(ensemble, config)
+    forward_edits.edit = alone
+    make_member_logits(ensemble, config, forward_edits)[1](tf.zeros([1, 4, 4, 3]))
+    assert alone.seen == whole.seen == [(1, n) for n in ("conv1", "relu1", "relu2", "pool", "relu3", "Logits")]
+    # The strategy attacks the ghosts: the contract holds, and the erosion changes the result.
+    rng = np.random.default_rng(8)
+    x, labels = rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32), np.array([1, 2])
+    first = real_contract.check_contract(build("cwa", eps=EPS, steps=3, forward="ghost:dropout=0.3"), ensemble, x,
+                                         labels)
+    assert not np.array_equal(first, build("cwa", eps=EPS, steps=3)(ensemble, x, labels).numpy())
 
 
 def test_networks_with_nothing_to_erode_are_refused_in_one_line():

@@ -66,10 +66,11 @@ _STATE = _State()
 
 
 @contextlib.contextmanager
-def editing(edit: Optional[Edit]) -> Iterator[Optional[Edit]]:
-    """Networks traced inside this block have their layer outputs edited by `edit` (None: no edit)."""
+def editing(edit: Optional[Edit], first_network: int = 0) -> Iterator[Optional[Edit]]:
+    """Networks traced inside this block have their layer outputs edited by `edit` (None: no edit), numbered from
+    `first_network` (an ensemble member forwarded alone keeps its place in the ensemble's pass)."""
     saved = (_STATE.edit, _STATE.network, _STATE.index, _STATE.width, _STATE.architecture)
-    _STATE.edit, _STATE.network, _STATE.index = edit, -1, 0
+    _STATE.edit, _STATE.network, _STATE.index = edit, first_network - 1, 0
     try:
         yield edit
     finally:

@@ -472,8 +472,3 @@ class Forward(Component):
         if config.execution.copies_per_pass:
             raise self.error("draws per forward pass: use copies_per_pass=0 (splitting the copies into passes would "
                              "change the draws)")
-        if getattr(config.objective, "feature_level", False):
-            raise self.error(f"edits the logits' forward pass; objective {config.objective.name!r} is feature-level")
-        if any(getattr(e, "ensemble_strategy", False) for e in config.estimators):
-            raise self.error("edits the whole surrogate's forward pass; ensemble strategies forward members one at "
-                             "a time")

@@ -155,8 +155,8 @@ class FeatureObjectiveFunction:
     summed with the ensemble's weights). `prepare(clean, labels, targets, generator)` runs once per attack call,
     inside the trace, before the first forward pass; the state it leaves is tiled to each stack of copies."""
 
-    def __init__(self, model, config: AttackConfig, policy):
-        self.component, self.policy = config.objective, policy
+    def __init__(self, model, config: AttackConfig, policy, forward_edits: Optional[ForwardEdits] = None):
+        self.component, self.policy, self.forward_edits = config.objective, policy, forward_edits
         self.per_pass, self.eps = config.execution.copies_per_pass, config.eps
         if config.norm != "linf" and self.component.linf_only:
             raise ValueError(f"objective {self.component.name!r} works in the L-inf ball only; use norm='linf'")
@@ -195,7 +195,10 @@ class FeatureObjectiveFunction:
     def __call__(self, images, labels, targets):
         copies = images.shape[0] // self.batch
         values = []
-        with backward_lib.policy(self.policy):
+        # The forward edit (ghost, ILPD, CFM) acts on the attack's passes, the members in the order of the
+        # ensemble's own pass, as it was made; the weighting passes of `prepare` stay unedited.
+        edit = self.forward_edits.edit if self.forward_edits else None
+        with backward_lib.policy(self.policy), edits.editing(edit):
             inputs = fan_out(images, len(self.members))
             for member, x, tap, state, weight in zip(self.members, inputs, self.taps, self.states, self.weights):
                 outputs = member.outputs(x, features=[tap])
@@ -225,7 +228,7 @@ def make_objective(model, config: AttackConfig, forward_edits: Optional[ForwardE
     dtype = config.execution.compute_dtype
     component = config.objective
     if getattr(component, "feature_level", False):
-        return FeatureObjectiveFunction(model, config, surrogate_policy(model, config))
+        return FeatureObjectiveFunction(model, config, surrogate_policy(model, config), forward_edits)
     model = in_compute_dtype(model, dtype)
     fuse_loss = getattr(model, "fuse", None) == "loss"
     # The aux head's loss is added where the model has one (NIPS'17 samples: weight 0.4).
@@ -277,20 +280,22 @@ def make_objective(model, config: AttackConfig, forward_edits: Optional[ForwardE
     return objective
 
 
-def make_member_logits(model, config: AttackConfig):
+def make_member_logits(model, config: AttackConfig, forward_edits: Optional[ForwardEdits] = None):
     """One function per ensemble member (the model itself if it is not an ensemble), `images -> float32 logits`,
-    computed in the config's dtype under its backward policy: what ensemble strategies (SVRE, CWA, AdaEA, SMER)
-    weigh and differentiate member by member. Aux heads are not used here."""
+    computed in the config's dtype under its backward policy and forward edit: what ensemble strategies (SVRE,
+    CWA, AdaEA, SMER) weigh and differentiate member by member. Aux heads are not used here. A member's pass is
+    numbered by its place in the ensemble, as in the whole ensemble's pass the edit was made for."""
     policy = surrogate_policy(model, config)
     members = [in_compute_dtype(m, config.execution.compute_dtype) for m in getattr(model, "members", [model])]
 
-    def logits_of(member):
+    def logits_of(member, place):
         def logits(images):
-            with backward_lib.policy(policy):
+            edit = forward_edits.edit if forward_edits else None
+            with backward_lib.policy(policy), edits.editing(edit, first_network=place):
                 return tf.cast(member(images), tf.float32)
         return logits
 
-    return [logits_of(member) for member in members]
+    return [logits_of(member, place) for place, member in enumerate(members)]
 
 
 def check_ensemble_strategy(model, config: AttackConfig) -> None:
@@ -576,7 +581,7 @@ class Attack:
         objective = make_objective(model, config, forward_edits)
         estimators = config.estimators
         strategy = bool(estimators) and getattr(estimators[0], "ensemble_strategy", False)
-        member_logits = make_member_logits(model, config) if strategy else ()
+        member_logits = make_member_logits(model, config, forward_edits) if strategy else ()
         post_ops = [op for op in config.post if not op.is_identity]
 
         def start(ctx):
