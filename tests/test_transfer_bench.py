@@ -175,23 +175,23 @@ def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_p
         for image_id in dataset.ids:
             with open(data.output_path(folder, image_id), "wb") as f:
                 f.write(b"png")
-    key = transfer._score_key(dataset, keys, folders, seed=0, batch_size=10)
-    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) == key
-    assert transfer._score_key(dataset, keys, folders, seed=1, batch_size=10) != key
-    assert transfer._score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
-    assert transfer._score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
-    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10, victims="other weights") != key
+    key = transfer.score_key(dataset, keys, folders, seed=0, batch_size=10)
+    assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) == key
+    assert transfer.score_key(dataset, keys, folders, seed=1, batch_size=10) != key
+    assert transfer.score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
+    assert transfer.score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
+    assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10, victims="other weights") != key
     # Targeted sets are scored by target hits: their scores never stand for untargeted ones, nor for other targets.
-    targeted = transfer._score_key(dataset, keys, folders, seed=0, batch_size=10, targeted=True)
+    targeted = transfer.score_key(dataset, keys, folders, seed=0, batch_size=10, targeted=True)
     assert targeted != key
     retargeted = dataclasses.replace(dataset, targets=dataset.targets[::-1].copy())
-    assert transfer._score_key(retargeted, keys, folders, seed=0, batch_size=10, targeted=True) != targeted
-    assert transfer._score_key(retargeted, keys, folders, seed=0, batch_size=10) == key
+    assert transfer.score_key(retargeted, keys, folders, seed=0, batch_size=10, targeted=True) != targeted
+    assert transfer.score_key(retargeted, keys, folders, seed=0, batch_size=10) == key
     rewritten = data.output_path(folders[1], dataset.ids[1])
     os.utime(rewritten, ns=(1, 1))  # a re-crafted image (new mtime) invalidates the kept scores
-    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
+    assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) != key
     os.remove(rewritten)
-    assert transfer._score_key(dataset, keys, folders, seed=0, batch_size=10) != key
+    assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) != key
 
 
 @requires_shared

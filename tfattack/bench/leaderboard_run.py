@@ -213,7 +213,7 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
     DEFENDED_VICTIM behind each defense; kept under scores/ and reused while nothing they depend on changed."""
     names = [e.crafted_as for e in crafted_sets(entries)]
     folders = [folder_of(output_dir, name) for name in names]
-    key = transfer._score_key(dataset, names, folders, seed, batch_size, fingerprint,
+    key = transfer.score_key(dataset, names, folders, seed, batch_size, fingerprint,
                               defenses=[f"leaderboard{SCORES_FORMAT}", *defense_specs])
     path = os.path.join(output_dir, "scores", key + ".npz")
     kept = _read_kept(path, log)
@@ -223,10 +223,10 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
     label = "/".join(map(str, entries[0].group))
     log(f"leaderboard: scoring {len(sets)} sets of {label} on {len(dataset)} images")
     plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                    compiled=True, progress=transfer._progress_log(
+                                    compiled=True, progress=transfer.progress_log(
                                         log, f"scoring {label} on the victims", len(dataset), "leaderboard"))
     defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs), batch_size=batch_size,
-                                       seed=seed, compiled=True, progress=transfer._progress_log(
+                                       seed=seed, compiled=True, progress=transfer.progress_log(
                                            log, f"scoring {label} behind the defenses", len(dataset), "leaderboard"))
     predictions = leaderboard.Predictions.of(plain, defended)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -151,7 +151,7 @@ def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
     return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
 
 
-def _progress_log(log, what: str, total: int, prefix: str = "transfer"):
+def progress_log(log, what: str, total: int, prefix: str = "transfer"):
     """A progress callback that logs each tenth of the images (crafting or scoring 1000 takes a while)."""
     total = max(total, 1)
     done = [0]
@@ -195,7 +195,7 @@ def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log,
         summary = pipeline.attack_dataset(
             dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
             info={**info, "environment": runs.environment(), **({"crafting": earlier} if earlier else {})},
-            progress=lambda total: _progress_log(log, f"crafting {label}", total, prefix), crafter=crafter)
+            progress=lambda total: progress_log(log, f"crafting {label}", total, prefix), crafter=crafter)
     except RecordError as err:
         raise RecordError(_bench_advice(err)) from None
     for note in summary.notes:
@@ -236,9 +236,9 @@ def _score(dataset, keys, folders, victims, seed: int, batch_size: int, log, tar
     count = len(dataset)
     log(f"transfer: scoring {len(sets)} sets on {count} images")
     plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed, compiled=True,
-                                    progress=_progress_log(log, "scoring on the victims", count))
+                                    progress=progress_log(log, "scoring on the victims", count))
     defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(DEFENSES), batch_size=batch_size, seed=seed,
-                                       compiled=True, progress=_progress_log(log, "scoring behind the defenses", count))
+                                       compiled=True, progress=progress_log(log, "scoring behind the defenses", count))
     sizes = {p.attack: p for p in plain.perturbations}
     rows = []
     for result in plain.results + defended.results:
@@ -270,7 +270,7 @@ def scoring_sources() -> List[str]:
     return paths
 
 
-def _score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
+def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
                defenses: Sequence[str] = DEFENSES) -> str:
     """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
     (targeted-ness and the targets among them: a targeted set is scored by target hits).
@@ -351,7 +351,7 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
     fingerprint = victim_fingerprint(victims)
     for count, keys in groups.items():
         folders = [os.path.join(output_dir, source, name) for source, name in keys]
-        key = _score_key(subsets[count], keys, folders, seed, batch_size, fingerprint, targeted)
+        key = score_key(subsets[count], keys, folders, seed, batch_size, fingerprint, targeted)
         cache = os.path.join(output_dir, "scores", key + ".json")
         scored = _read_kept_scores(cache, len(keys), count, log)
         if scored is None:
