@@ -158,7 +158,8 @@ def measure_presets(presets: Sequence[str], names: Sequence[str], *, batch_size:
 HEADER_NOTE = (
     "ratio = attack s per call ÷ (model passes per call × Σ members' forward+input-gradient s at the same batch): "
     "the overhead of the attack machinery. Model passes count input copies × estimator samples per iteration, plus "
-    "DeCoWA's warp-search passes, RAP's bare inner steps (timed from its late start: late_start=0), GIMI's "
+    "DeCoWA's warp-search passes, RAP's bare inner steps (timed from its late start: late_start=0), OPS's "
+    "neighbour samples (timed with 3 of its 30 neighbours: the same machinery per pass), GIMI's "
     "pre-phase and the feature-level objectives' once-per-call weighting passes (FIA 30, RPA 60, NAA 30, BFA 31, "
     "ILA's 10-step base attack), all in the 'passes/call' column. Forward passes without a gradient (ILA's "
     "feature pair, CFM's recording, ILPD's reference at every step) are listed after the '+' and are not in the "
