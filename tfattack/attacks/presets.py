@@ -92,7 +92,8 @@ _PRESETS = {
     "l2t": (dict(estimators=(L2T(),), **_MI),
             "L2T: 3 trajectories of 2 ops per step drawn from a distribution over the authors' 98-op pool, learned "
             "during the attack (lr 0.01) by the drawn copies' loss; 29 model inputs per trajectory, MI-FGSM (Zhu et "
-            "al. CVPR 2024, authors' code)."),
+            "al. CVPR 2024, authors' code); 87 gradients per iteration: set copies_per_pass on real models (29: "
+            "one trajectory at a time)."),
     "ops": (dict(estimators=(OPS(),), **_MI),
             "OPS: the plain gradient plus 30 neighbours (a pool of 6x30 noises drawn once, radii 2 eps x 0.25..1.5) x "
             "30 random composites of 2-4 of 31 basic operators, MI-FGSM (Guo et al. CVPR 2025, authors' code; "

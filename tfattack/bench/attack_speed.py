@@ -52,8 +52,10 @@ def images_per_pass(config, batch: int) -> int:
 # Presets timed in another setting than their own. RAP adds its reverse perturbation only from iteration 100 on, so
 # a few timed iterations would not reach its cost: it is timed from there (late_start 0). OPS's 901 passes per
 # iteration would take over an hour per call on the origin ensemble: it is timed with 3 of its 30 neighbours
-# (91 passes), the same machinery per pass, which is what the ratio measures.
-TIMING_OVERRIDES = {"rap": {"estimators": "rap:0"}, "ops": {"estimators": "ops:neighbours=3"}}
+# (91 passes), the same machinery per pass, which is what the ratio measures. L2T and OPS push their copies through
+# the four networks in passes of one trajectory (29) / 30 copies: all at once they exceed this machine's 24 GiB.
+TIMING_OVERRIDES = {"rap": {"estimators": "rap:0"}, "ops": {"estimators": "ops:neighbours=3", "copies_per_pass": 30},
+                    "l2t": {"copies_per_pass": 29}}
 
 
 def batch_for(config, batch_size: int) -> int:
@@ -159,7 +161,8 @@ HEADER_NOTE = (
     "ratio = attack s per call ÷ (model passes per call × Σ members' forward+input-gradient s at the same batch): "
     "the overhead of the attack machinery. Model passes count input copies × estimator samples per iteration, plus "
     "DeCoWA's warp-search passes, RAP's bare inner steps (timed from its late start: late_start=0), OPS's "
-    "neighbour samples (timed with 3 of its 30 neighbours: the same machinery per pass), GIMI's "
+    "neighbour samples (timed with 3 of its 30 neighbours: the same machinery per pass; OPS 30 and L2T 29 copies "
+    "per pass, for memory), GIMI's "
     "pre-phase and the feature-level objectives' once-per-call weighting passes (FIA 30, RPA 60, NAA 30, BFA 31, "
     "ILA's 10-step base attack), all in the 'passes/call' column. Forward passes without a gradient (ILA's "
     "feature pair, CFM's recording, ILPD's reference at every step) are listed after the '+' and are not in the "

@@ -44,9 +44,10 @@ _TARGETED = set(transfer.TARGETED.values())
 METHODS = tuple(p for p in tfattack.attacks.presets() if p not in _TARGETED and not p.startswith("nips17_"))
 ENSEMBLE_ONLY = tuple(p for p in METHODS
                       if any(getattr(e, "ensemble_strategy", False) for e in tfattack.attacks.PRESETS[p].estimators))
-# Memory only, not the method: OPS's 901 inputs per image per gradient go through the surrogate 30 at a time, and
-# Admix 3 of its copies at a time (it crafts at the full batch: its x' are the batch's other images).
-COPIES_PER_PASS = {"ops": 30, "admix": 3, "admix_ti_dim": 3}
+# Memory only, not the method: OPS's 901 inputs per image per gradient go through the surrogate 30 at a time, L2T's
+# 87 one trajectory (29) at a time, and Admix 3 of its copies at a time (it crafts at the full batch: its x' are
+# the batch's other images).
+COPIES_PER_PASS = {"ops": 30, "l2t": 29, "admix": 3, "admix_ti_dim": 3}
 BATCH_POOLED = ("admix", "admix_ti_dim")
 SCORES_FORMAT = 1  # bump when the kept predictions change form
 
