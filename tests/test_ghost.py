@@ -22,6 +22,21 @@ from tfattack.models.ensemble import Ensemble
 EPS = 8 / 255
 
 
+def tiny_batch(seed):
+    """Two 4x4 images."""
+    return np.random.default_rng(seed).uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
+
+
+def first_step(net, x, labels, seed, **components):
+    return build(eps=EPS, steps=1, seed=seed, **components)(net, x, labels).numpy()
+
+
+def ce_gradient_at_logits(z, labels):
+    """d CE / d z = softmax(z) - onehot(labels)."""
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True) - np.eye(z.shape[1])[labels]
+
+
 class TinyNet(tf.Module):
     """4x4 images through per-pixel 3x3 layers A1, A2, A3 and a 3x1000 head W, all seeded."""
 
@@ -50,11 +65,8 @@ class TinyResidualNet(TinyNet):
 
 
 def test_first_step_equals_the_erosion_transcription():
-    net, seed, r = TinyResidualNet(), 2, 0.3
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
-    labels = np.array([4, 8])
-    adv = build(eps=EPS, steps=1, forward=f"ghost:{r}", seed=seed)(net, x, labels).numpy()
+    net, seed, r, x, labels = TinyResidualNet(), 2, 0.3, tiny_batch(1), np.array([4, 8])
+    adv = first_step(net, x, labels, seed, forward=f"ghost:{r}")
 
     draws = tf.random.Generator.from_seed(seed)
     u1, u2 = (draws.uniform([1, 1, 1, 3], 1 - r, 1 + r).numpy().astype(np.float64) for _ in range(2))
@@ -63,10 +75,7 @@ def test_first_step_equals_the_erosion_transcription():
     h1 = u1 * x64 + np.maximum(pre1, 0)
     pre2 = h1 @ net.a2
     h2 = u2 * h1 + np.maximum(pre2, 0)
-    z = h2.mean(axis=(1, 2)) @ net.w
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    d_z = p - np.eye(1000)[labels]                                       # d CE / d z
+    d_z = ce_gradient_at_logits(h2.mean(axis=(1, 2)) @ net.w, labels)
     d_h2 = np.broadcast_to((d_z @ net.w.T)[:, None, None, :] / 16.0, h2.shape)
     d_h1 = u2 * d_h2 + ((d_h2 * (pre2 > 0)) @ net.a2.T)
     d_x = u1 * d_h1 + ((d_h1 * (pre1 > 0)) @ net.a1.T)
@@ -113,11 +122,8 @@ def test_the_units_of_a_body_are_its_activations_and_poolings_but_the_last():
 
 
 def test_first_step_equals_the_dropout_erosion_transcription():
-    net, seed, rate = TinyPlainNet(), 5, 0.3
-    rng = np.random.default_rng(2)
-    x = rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
-    labels = np.array([1, 9])
-    adv = build(eps=EPS, steps=1, forward=f"ghost:dropout={rate}", seed=seed)(net, x, labels).numpy()
+    net, seed, rate, x, labels = TinyPlainNet(), 5, 0.3, tiny_batch(2), np.array([1, 9])
+    adv = first_step(net, x, labels, seed, forward=f"ghost:dropout={rate}")
 
     draws = tf.random.Generator.from_seed(seed)
     m1, m2, m3 = ((draws.uniform(shape).numpy() >= rate) / (1 - rate)
@@ -129,10 +135,7 @@ def test_first_step_equals_the_dropout_erosion_transcription():
     h2 = np.maximum(pre2, 0) * m2
     pooled = 0.25 * (h2[:, 0::2, 0::2] + h2[:, 1::2, 0::2] + h2[:, 0::2, 1::2] + h2[:, 1::2, 1::2]) * m3
     pre3 = pooled @ net.a3
-    z = np.maximum(pre3, 0).mean(axis=(1, 2)) @ net.w
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    d_z = p - np.eye(1000)[labels]                                       # d CE / d z
+    d_z = ce_gradient_at_logits(np.maximum(pre3, 0).mean(axis=(1, 2)) @ net.w, labels)
     d_h3 = np.broadcast_to((d_z @ net.w.T)[:, None, None, :] / 4.0, pre3.shape)
     d_pooled = ((d_h3 * (pre3 > 0)) @ net.a3.T) * m3
     d_h2 = 0.25 * np.repeat(np.repeat(d_pooled, 2, axis=1), 2, axis=2) * m2
@@ -202,11 +205,8 @@ def test_a_feature_level_objective_attacks_the_ghost():
     # FIA weighs the tap's features on the unedited network (its masked copies), then ascends them through a ghost.
     net, seed, rate, samples, drop = TinyTappedNet(seed=2), 3, 0.25, 4, 0.3  # seed 2: f is not all zero
     assert edits.unit_end_points(net) == ("relu1",)
-    rng = np.random.default_rng(6)
-    x = rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32)
-    labels = np.array([2, 5])
-    adv = build(eps=EPS, steps=1, objective=f"fia:layer=f,samples={samples},drop={drop}",
-                forward=f"ghost:dropout={rate}", seed=seed)(net, x, labels).numpy()
+    x, labels, fia = tiny_batch(6), np.array([2, 5]), f"fia:layer=f,samples={samples},drop={drop}"
+    adv = first_step(net, x, labels, seed, objective=fia, forward=f"ghost:dropout={rate}")
 
     draws = tf.random.Generator.from_seed(seed)
     keep = (draws.uniform([samples, *x.shape]).numpy() >= drop).astype(np.float64)  # FIA's masks first
@@ -225,8 +225,7 @@ def test_a_feature_level_objective_attacks_the_ghost():
     d_h = ((weights * (pre2 > 0)) @ net.a2.T) * mask / weights[0].size      # d mean(f * weights) / d h
     d_x = (d_h * (pre1 > 0)) @ net.a1.T
     np.testing.assert_allclose(adv, np.clip(x + EPS * np.sign(d_x), 0, 1), atol=1e-6)
-    plain = build(eps=EPS, steps=1, objective=f"fia:layer=f,samples={samples},drop={drop}", seed=seed)
-    assert not np.array_equal(adv, plain(net, x, labels).numpy())
+    assert not np.array_equal(adv, first_step(net, x, labels, seed, objective=fia))
 
 
 def test_an_ensemble_strategy_forwards_each_member_at_its_place_in_the_ensembles_pass():

@@ -356,7 +356,7 @@ def markdown(payload) -> str:
                          f"{'' if seconds != seconds else f'{seconds:.2f}'} | {mean:.1f} | " + " | ".join(cells) + " |")
     from tfattack.bench import published
 
-    lines += ["", published.markdown(analysis(payload), published.load())]
+    lines += ["", published.markdown(payload.get("analysis") or analysis(payload), published.load())]
     return "\n".join(lines)
 
 

@@ -93,22 +93,10 @@ def published_means(reference: Mapping, setting: str) -> Dict[str, float]:
             if r["preset"] and r["setting"] == setting}
 
 
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks from 1 (the smallest), ties sharing their mean rank."""
-    values = np.asarray(values, dtype=float)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def agreement(ours: Mapping[str, float], published: Mapping[str, float], worst: int = 5) -> Optional[Dict]:
-    """How our mean success rates order the methods both have, against the published ones: Spearman's rho (the
-    Pearson correlation of the ranks), Kendall's tau-b (scipy), and the `worst` method pairs the two order most
-    differently (by the product of the two rate differences). None below 3 common methods."""
+    """How our mean success rates order the methods both have, against the published ones: Spearman's rho (ties at
+    their mean rank) and Kendall's tau-b (scipy), and the `worst` method pairs the two order most differently (by
+    the product of the two rate differences). None below 3 common methods."""
     from scipy import stats
 
     common = sorted(set(ours) & set(published))
@@ -116,7 +104,7 @@ def agreement(ours: Mapping[str, float], published: Mapping[str, float], worst: 
         return None
     mine = np.array([ours[m] for m in common])
     theirs = np.array([published[m] for m in common])
-    rho = float(np.corrcoef(_ranks(mine), _ranks(theirs))[0, 1])
+    rho = float(stats.spearmanr(mine, theirs).statistic)
     tau = stats.kendalltau(mine, theirs)
     pairs = []
     for i in range(len(common)):

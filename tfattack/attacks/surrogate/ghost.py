@@ -19,11 +19,6 @@ PAPER_DROPOUT = {"inception_v3": 0.006, "inception_v4": 0.012}
 OTHER_DROPOUT = 0.006
 
 
-def _architecture(member) -> str:
-    spec = getattr(member, "spec", None)
-    return getattr(spec, "architecture", "") or getattr(member, "architecture", "")
-
-
 @register
 @dataclasses.dataclass(frozen=True)
 class Ghost(Forward):
@@ -49,7 +44,8 @@ class Ghost(Forward):
         for index, member in enumerate(members):
             if member.backward_primitives().get("residual_add", 0):
                 continue
-            rate = self.dropout or PAPER_DROPOUT.get(_architecture(member), OTHER_DROPOUT)
+            architecture = getattr(getattr(member, "spec", None), "architecture", "")
+            rate = self.dropout or PAPER_DROPOUT.get(architecture, OTHER_DROPOUT)
             sites.update({(index, name): rate for name in edits.unit_end_points(member)})
         return sites
 
