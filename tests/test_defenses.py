@@ -61,25 +61,49 @@ def test_gaussian_blur_equals_scipy(sigma):
     np.testing.assert_allclose(defenses.parse(f"gauss:{sigma}")(x).numpy(), expected, atol=2e-6)
 
 
-def test_random_resize_pad_shapes_placement_and_seeding():
+def test_random_resize_pad_shapes_placement_and_per_image_draws():
     x = np.ones((4, 299, 299, 3), np.float32)
+    keys = np.array([11, -5, 2 ** 62, 7], np.int64)
     rp = defenses.parse("rp", seed=3)
-    first = rp(x).numpy()
+    first = rp(x, keys).numpy()
     assert first.shape == (4, 331, 331, 3)
-    for image in first:
+    sides = []
+    for image, key in zip(first, keys):
         rows, cols = np.flatnonzero(image[..., 0].any(1)), np.flatnonzero(image[..., 0].any(0))
         side = rows.size
         # One filled square of side in [299, 331), the rest zero padding (Xie et al. 2018).
         assert 299 <= side < 331 and cols.size == side
         assert image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].min() == 1.0
         assert image.sum() == side * side * 3
-    second = rp(x).numpy()
-    assert not np.array_equal(first, second)  # fresh draws on every call
-    again = defenses.parse("rp", seed=3)
-    np.testing.assert_array_equal(again(x).numpy(), first)
-    np.testing.assert_array_equal(again(x).numpy(), second)
-    assert not np.array_equal(defenses.parse("rp", seed=4)(x).numpy(), first)
+        # The draws, transcribed: three uniforms from the stateless seed (key, seed << 32 | draw 0).
+        u = tf.random.stateless_uniform([3], tf.constant([key, 3 << 32], tf.int64)).numpy()
+        assert side == 299 + int(np.floor(u[0] * 32))
+        assert (rows[0], cols[0]) == (int(np.floor(u[1] * (331 - side))), int(np.floor(u[2] * (331 - side))))
+        sides.append((side, rows[0], cols[0]))
+    assert len(set(sides)) > 1  # each image its own draw
+    # An image's draw is its own: the same on every call, in any batch, at any position.
+    np.testing.assert_array_equal(rp(x, keys).numpy(), first)
+    np.testing.assert_array_equal(rp(x[2:3], keys[2:3]).numpy(), first[2:3])
+    np.testing.assert_array_equal(rp(x[::-1], keys[::-1]).numpy(), first[::-1])
+    assert not np.array_equal(defenses.parse("rp", seed=4)(x, keys).numpy(), first)
+    # Without keys an image is keyed by its pixels: identical images, identical draws.
+    unkeyed = rp(x).numpy()
+    assert all(np.array_equal(image, unkeyed[0]) for image in unkeyed)
+    np.testing.assert_array_equal(unkeyed, rp(x, defenses.image_keys(x)).numpy())
     assert defenses.parse("rp")(np.ones((1, 256, 200, 3), np.float32)).shape == (1, 283, 221, 3)
+
+
+def test_image_keys_follow_the_8_bit_pixels_and_id_keys_the_name():
+    x = eight_bit(3, (3, 8, 8, 3))
+    keys = defenses.image_keys(x).numpy()
+    assert keys.dtype == np.int64 and len(set(keys)) == 3
+    np.testing.assert_array_equal(defenses.image_keys(x + 0.4 / 255).numpy(), keys)  # the same 8-bit image
+    changed = x.copy()
+    changed[1, 0, 0, 0] = (round(changed[1, 0, 0, 0] * 255) ^ 1) / 255  # one pixel one level off
+    assert defenses.image_keys(changed).numpy().tolist() != keys.tolist()
+    assert defenses.image_keys(changed).numpy()[[0, 2]].tolist() == keys[[0, 2]].tolist()
+    assert defenses.id_key("0a1b") == defenses.id_key("0a1b") != defenses.id_key("0a1c")
+    assert -2 ** 63 <= defenses.id_key("0a1b") < 2 ** 63
 
 
 def test_random_resize_pad_is_a_nearest_neighbour_copy_of_the_image():
@@ -170,14 +194,12 @@ def test_a_stack_applies_its_parts_left_to_right_with_the_same_seeded_draws():
     x = smooth(7, (2, 40, 40, 3))
     stack = defenses.parse("jpeg:75+bits:4+rp", seed=3)
     assert (stack.spec, stack.name, stack.differentiable) == ("jpeg:75+bits:4+rp", "jpeg75+bits4+rp", False)
-    by_hand = x
+    by_hand, keys = x, defenses.image_keys(x)  # every part keys the stack's input images
     for index, part in enumerate(("jpeg:75", "bits:4", "rp")):  # part k draws from seed + k
-        by_hand = defenses.parse(part, seed=3 + index)(by_hand)
+        by_hand = defenses.parse(part, seed=3 + index)(by_hand, keys)
     first = stack(x).numpy()
     np.testing.assert_array_equal(first, by_hand.numpy())
-    # a fresh copy starts its draws over; the original's next call draws on
-    np.testing.assert_array_equal(stack.fresh()(x).numpy(), first)
-    assert not np.array_equal(stack(x).numpy(), first) and stack.fresh().spec == stack.spec
+    np.testing.assert_array_equal(stack(x).numpy(), first)  # an image's draws are its own, call after call
     wrapped = defenses.wrap(TinyModel(), "bits:4+median:3")
     assert wrapped.name == "tiny+bits4+median3"
     np.testing.assert_allclose(wrapped(x).numpy(), TinyModel()(defenses.parse("median:3")(
@@ -186,26 +208,32 @@ def test_a_stack_applies_its_parts_left_to_right_with_the_same_seeded_draws():
 
 def test_randomized_smoothing_votes_equal_a_replay_of_its_draws(monkeypatch):
     """Cohen et al.'s prediction: per image, the counts of the model's top-1 over N noisy copies (noise N(0, sigma^2)
-    added in [0, 1] units, not clipped). The draws are replayed from the same seeded generator, pass by pass
-    (passes of RS_IMAGES_PER_PASS // batch copies, sample-major)."""
-    monkeypatch.setattr(defenses, "RS_IMAGES_PER_PASS", 6)  # batch 2: 3 copies per pass, passes of 3, 3, 1
+    added in [0, 1] units, not clipped). Noise s of image k is replayed from its stateless seed (key k, seed << 32 | s);
+    the passes (RS_IMAGES_PER_PASS // batch copies each) do not change the votes."""
     model = TinyModel()
     x = eight_bit(8, (2, 6, 6, 3))
+    keys = np.array([41, -9], np.int64)
     sigma, samples, seed = 0.5, 7, 11
     smoothed = defenses.parse(f"rs:{sigma}:{samples}", seed=seed)
     assert (smoothed.spec, smoothed.name, smoothed.differentiable) == ("rs:0.5:7", "rs0.5x7", False)
-    votes = defenses.wrap(model, smoothed)(x).numpy()
+    monkeypatch.setattr(defenses, "RS_IMAGES_PER_PASS", 6)  # batch 2: 3 copies per pass, passes of 3, 3, 1
+    votes = defenses.wrap(model, smoothed)(x, keys).numpy()
 
-    generator = tf.random.Generator.from_seed(seed)
     weights = model.weights.numpy()
     expected = np.zeros((2, 1000))
-    for copies in (3, 3, 1):
-        noisy = np.tile(x, (copies, 1, 1, 1)) + generator.normal([copies * 2, 6, 6, 3], stddev=sigma).numpy()
-        top = (noisy.mean(axis=(1, 2)) @ weights).argmax(axis=1).reshape(copies, 2)
-        for row in top:
-            expected[np.arange(2), row] += 1
+    for k in range(2):
+        for s in range(samples):
+            noise = tf.random.stateless_normal([6, 6, 3], tf.constant([keys[k], (seed << 32) + s], tf.int64),
+                                               stddev=sigma).numpy()
+            expected[k, ((x[k] + noise).mean(axis=(0, 1)) @ weights).argmax()] += 1
     np.testing.assert_array_equal(votes, expected)
     assert votes.sum(axis=1).tolist() == [samples, samples]
+    monkeypatch.setattr(defenses, "RS_IMAGES_PER_PASS", 64)  # one pass of 7 copies
+    np.testing.assert_array_equal(defenses.wrap(model, smoothed)(x, keys).numpy(), votes)
+    np.testing.assert_array_equal(defenses.wrap(model, smoothed)(x[1:], keys[1:]).numpy(), votes[1:])
+    one = smoothed(x, keys).numpy()  # one noisy copy: draw 0
+    np.testing.assert_allclose(one[1], x[1] + tf.random.stateless_normal(
+        [6, 6, 3], tf.constant([keys[1], seed << 32], tf.int64), stddev=sigma).numpy(), atol=1e-6)
     logits, aux = defenses.wrap(model, "bits:8+rs:0.5:7").logits_and_aux(x)
     assert logits.shape == (2, 1000) and aux is None
 

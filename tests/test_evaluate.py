@@ -391,9 +391,9 @@ def test_report_shows_no_coverage_note_when_every_image_counted(layout, tmp_path
 
 
 def test_a_victims_numbers_behind_a_random_defense_do_not_depend_on_the_other_victims(layout):
-    """Each (victim, defense) pair draws from its own copy of the seeded defense, so a victim's predictions behind rp
-    are the same whether it is evaluated alone or after another victim (and a run split by victims, or spread over
-    workers, gives the same numbers)."""
+    """A random defense's draws follow each image's ImageId, so a victim's predictions behind rp are the same whether
+    it is evaluated alone or after another victim (and a run split by victims, or spread over workers, gives the same
+    numbers)."""
     dataset = data.read_dataset(str(layout / "images"))
     sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16)]
     both = evaluate.evaluate(dataset, sets, [ChannelModel("red", RED), ChannelModel("blue", BLUE)], ["rp", "rs:0.2:3"],
@@ -403,3 +403,34 @@ def test_a_victims_numbers_behind_a_random_defense_do_not_depend_on_the_other_vi
         np.testing.assert_array_equal(both.clean_predictions[("blue", spec)], alone.clean_predictions[("blue", spec)])
         np.testing.assert_array_equal(both.adv_predictions[("untargeted", "blue", spec)],
                                       alone.adv_predictions[("untargeted", "blue", spec)])
+
+
+def test_a_sets_numbers_behind_a_random_defense_do_not_depend_on_the_other_sets_or_the_batches(layout, tmp_path):
+    """Each image meets the draws of its ImageId: a set scored alone, after another set, or in other batches gets the
+    same predictions behind rp and rs (so scores can be kept per set), and an adversarial file equal to its clean image
+    gets the clean image's prediction (the same draw on both)."""
+    dataset = data.read_dataset(str(layout / "images"))
+    copy = tmp_path / "copy"
+    shutil.copytree(layout / "images", copy)
+    untargeted, targeted = (evaluate.read_adv_set(str(layout / name), max_epsilon=16)
+                            for name in ("untargeted", "targeted"))
+    unchanged = evaluate.read_adv_set(str(copy), max_epsilon=16)
+    specs = ["rp", "rs:0.2:3", "bits:4+rp"]
+    together = evaluate.evaluate(dataset, [untargeted, targeted, unchanged], [ChannelModel("blue", BLUE)], specs,
+                                 batch_size=2, seed=5)
+    alone = evaluate.evaluate(dataset, [unchanged, targeted], [ChannelModel("blue", BLUE)], specs, batch_size=3,
+                              seed=5)
+    for spec in specs:
+        clean = together.clean_predictions[("blue", spec)]
+        np.testing.assert_array_equal(alone.clean_predictions[("blue", spec)], clean)
+        for name in ("targeted", "copy"):
+            np.testing.assert_array_equal(alone.adv_predictions[(name, "blue", spec)],
+                                          together.adv_predictions[(name, "blue", spec)])
+        np.testing.assert_array_equal(together.adv_predictions[("copy", "blue", spec)], clean)
+    # the draw is the ImageId's: i2's adversarial file behind rp, by hand
+    adv = read(layout / "untargeted" / "i2.png")[None].astype(np.float32) / 255.0
+    by_hand = ChannelModel("blue", BLUE)(defenses.parse("rp", 5)(adv, [defenses.id_key("i2")])).numpy().argmax()
+    assert together.adv_predictions[("untargeted", "blue", "rp")][dataset.ids.index("i2")] == by_hand
+    # the draws matter: another seed moves some prediction behind rp
+    reseeded = evaluate.evaluate(dataset, [unchanged], [ChannelModel("blue", BLUE)], ["rp"], batch_size=2, seed=6)
+    assert not np.array_equal(reseeded.clean_predictions[("blue", "rp")], together.clean_predictions[("blue", "rp")])

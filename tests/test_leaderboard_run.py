@@ -158,6 +158,14 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     again = json.loads((second / "leaderboard.json").read_text())["rows"]
     assert [{k: v for k, v in r.items() if k != "craft_s_per_image"} for r in again] == [
         {k: v for k, v in r.items() if k != "craft_s_per_image"} for r in payload["rows"]]
+    # A method added later: only its set is scored, and the others' rows stay as they were (a set's predictions do
+    # not depend on the sets scored with it).
+    result = run_leaderboard(first, "--methods=mi_fgsm,fgsm,ti_di_mi_fgsm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scoring 1 set(s) of single/8 on 2 images (3 already scored)" in result.stderr
+    grown = json.loads((first / "leaderboard.json").read_text())["rows"]
+    assert [r for r in grown if r["method"] != "fgsm"] == payload["rows"]
+    assert {r["method"] for r in grown} == {"mi_fgsm", "fgsm", "ti_di_mi_fgsm"}
 
 
 def test_bad_leaderboard_flags_are_one_line_errors_before_any_work(tmp_path):

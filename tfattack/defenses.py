@@ -8,7 +8,7 @@ Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA, 
   - bits: bit-depth reduction to BITS bits per channel (Xu et al. NDSS 2018, "feature squeezing").
   - rp: random resize and pad (Xie et al. ICLR 2018): each image is resized (nearest neighbour) to a
     random side rnd in [299, 331) and zero-padded at a random offset to 331x331; other input sizes
-    scale these numbers by side/299. Seeded: the same seed gives the same draws in the same order.
+    scale these numbers by side/299.
   - median: k x k median filter per channel (Xu et al. NDSS 2018), edges mirrored like scipy's
     `median_filter(mode="reflect")`.
   - gauss: Gaussian blur with standard deviation SIGMA pixels, kernel radius int(4*SIGMA + 0.5) and
@@ -16,15 +16,22 @@ Spec forms (`FORMS`): none, jpeg:QUALITY, bits:BITS, rp, median:K, gauss:SIGMA, 
   - rs: randomized smoothing (Cohen et al. ICML 2019): the prediction is the majority vote of the model over N
     copies of the image with Gaussian noise of standard deviation SIGMA (in [0, 1] pixel units, not clipped).
     The vote counts are the defended model's scores; ties go to the lower class index. Cohen et al.'s
-    PREDICT also abstains when the vote is not significant; here every image gets its top class. Seeded.
+    PREDICT also abstains when the vote is not significant; here every image gets its top class.
   - A+B+...: the transforms applied left to right (e.g. jpeg:75+bits:4+rp, a three-defense stack like the
     competition's); rs may only come last.
 A wrapped model is differentiable only if the model and the transform are (JPEG and bit reduction
 have no useful gradient).
+
+Random draws (rp, rs) are per image: an image's draws come from the defense's seed and the image's key alone
+(counter-based, `tf.random.stateless_*`), never from a stream shared with the rest of the batch. So an image meets
+the same draws whatever batch it is in and whatever else is scored: `evaluate` keys each image by its ImageId
+(`id_key`), which also gives its clean and all its adversarial versions the same draws (methods compared on equal
+luck); called without keys, a defense keys an image by a fingerprint of its 8-bit pixels (`image_keys`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import List, Optional, Sequence
 
@@ -41,6 +48,32 @@ RS_IMAGES_PER_PASS = 64
 # Xie et al. ICLR 2018: inputs 299, random side in [299, 331), padded to 331.
 RP_INPUT_SIZE = 299
 RP_OUTPUT_SIZE = 331
+
+
+def id_key(image_id: str) -> int:
+    """The key of an image named `image_id` (its ImageId): the first 8 bytes of its SHA-256, as a signed int64."""
+    return int.from_bytes(hashlib.sha256(str(image_id).encode()).digest()[:8], "little", signed=True)
+
+
+def image_keys(images):
+    """int64 [N]: the key of each image from its content, the farmhash64 fingerprint of its 8-bit pixel values (an
+    image read from a PNG has exactly those values)."""
+    pixels = tf.cast(tf.clip_by_value(tf.round(tf.convert_to_tensor(images, tf.float32) * 255.0), 0.0, 255.0),
+                     tf.uint8)
+    return tf.bitcast(tf.fingerprint(pixels), tf.int64)
+
+
+def _keys_of(images, keys):
+    return image_keys(images) if keys is None else tf.cast(tf.convert_to_tensor(keys), tf.int64)
+
+
+def _draw_seeds(keys, seed: int, draw):
+    """int64 [..., 2] stateless seeds: (the image's key, the defense's seed in the high half and the draw's index in the
+    low half), so every (defense seed, image, draw) has its own seed. `draw` broadcasts against `keys`."""
+    keys = tf.convert_to_tensor(keys, tf.int64)
+    second = tf.constant((int(seed) % 2 ** 31) << 32, tf.int64) + tf.cast(draw, tf.int64)
+    keys, second = keys + tf.zeros_like(second), second + tf.zeros_like(keys)
+    return tf.stack([keys, second], axis=-1)
 
 
 class DefenseError(UserError):
@@ -63,18 +96,14 @@ class Defense:
     differentiable = True
     replaces_prediction = False  # True: `scores` is its own rule (votes), not the model's logits
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
+        """The transformed images; `keys` (int64 [N], see the module doc) choose a random defense's draws."""
         return tf.convert_to_tensor(images, tf.float32)
 
-    def scores(self, model, images):
+    def scores(self, model, images, keys=None):
         """The defended model's output on `images`: the model's logits on the transformed images (a defense that
         changes the prediction rule itself, such as randomized smoothing, returns its own scores)."""
-        return model(self(images))
-
-    def fresh(self) -> "Defense":
-        """This defense with its random draws started over from its seed (one per victim, so a victim's numbers do
-        not depend on the victims evaluated before it); a defense without draws is itself."""
-        return self
+        return model(self(images, keys))
 
     def __repr__(self):
         return f"Defense({self.spec!r})"
@@ -87,7 +116,7 @@ class Jpeg(Defense):
         self.quality = int(quality)
         self.spec, self.name = f"jpeg:{self.quality}", f"jpeg{self.quality}"
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
         # One JPEG round trip per image (the codec is not batched); values are rounded to 8 bits first.
         return tf.map_fn(lambda image: tf.image.adjust_jpeg_quality(image, self.quality), images,
@@ -101,7 +130,7 @@ class BitDepth(Defense):
         self.bits = int(bits)
         self.spec, self.name = f"bits:{self.bits}", f"bits{self.bits}"
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
         levels = float(2 ** self.bits - 1)
         return tf.round(tf.convert_to_tensor(images, tf.float32) * levels) / levels
 
@@ -111,30 +140,27 @@ class RandomResizePad(Defense):
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
-        self._generator = tf.random.Generator.from_seed(self.seed)
-
-    def fresh(self) -> "RandomResizePad":
-        return RandomResizePad(self.seed)
 
     @staticmethod
     def output_size(height: int, width: int):
         scale = RP_OUTPUT_SIZE / RP_INPUT_SIZE
         return int(round(height * scale)), int(round(width * scale))
 
-    def __call__(self, images):
+    def draws(self, keys):
+        """float32 [N, 3] in [0, 1): each image's three uniforms (its side, its top and its left offset)."""
+        return tf.map_fn(lambda seed: tf.random.stateless_uniform([3], seed), _draw_seeds(keys, self.seed, 0),
+                         fn_output_signature=tf.TensorSpec([3], tf.float32))
+
+    def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
-        count, height, width = images.shape[0], images.shape[1], images.shape[2]
-        if count is None:
-            count = tf.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
         out_h, out_w = self.output_size(height, width)
-        # One draw per image: the side (as in the paper, [size, padded size)) and the two offsets.
-        rnd_h = self._generator.uniform([count], height, max(out_h, height + 1), dtype=tf.int32)
+        u = self.draws(_keys_of(images, keys))
+        # The side as in the paper, in [size, padded size); then the offsets in the room the side leaves.
+        rnd_h = tf.minimum(height + tf.cast(tf.floor(u[:, 0] * float(max(out_h - height, 1))), tf.int32), out_h)
         rnd_w = tf.minimum(tf.cast(tf.round(tf.cast(rnd_h, tf.float32) * (width / height)), tf.int32), out_w)
-        rnd_h = tf.minimum(rnd_h, out_h)
-        u_top = self._generator.uniform([count])
-        u_left = self._generator.uniform([count])
-        top = tf.cast(tf.floor(u_top * tf.cast(out_h - rnd_h, tf.float32)), tf.int32)
-        left = tf.cast(tf.floor(u_left * tf.cast(out_w - rnd_w, tf.float32)), tf.int32)
+        top = tf.cast(tf.floor(u[:, 1] * tf.cast(out_h - rnd_h, tf.float32)), tf.int32)
+        left = tf.cast(tf.floor(u[:, 2] * tf.cast(out_w - rnd_w, tf.float32)), tf.int32)
 
         def one(args):
             image, h, w, y, x = args
@@ -172,7 +198,7 @@ class Median(Defense):
         self.kernel = int(kernel)
         self.spec, self.name = f"median:{self.kernel}", f"median{self.kernel}"
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
         k = self.kernel
         if k == 1:
@@ -196,7 +222,7 @@ class GaussianBlur(Defense):
         weights = np.exp(-0.5 * (offsets / self.sigma) ** 2)
         self.weights = (weights / weights.sum()).astype(np.float32)
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
         if self.radius == 0:
             return images
@@ -219,24 +245,30 @@ class RandomizedSmoothing(Defense):
     def __init__(self, sigma: float, samples: int, seed: int = 0):
         self.sigma, self.samples, self.seed = float(sigma), int(samples), int(seed)
         self.spec, self.name = f"rs:{self.sigma:g}:{self.samples}", f"rs{self.sigma:g}x{self.samples}"
-        self._generator = tf.random.Generator.from_seed(self.seed)
 
-    def fresh(self) -> "RandomizedSmoothing":
-        return RandomizedSmoothing(self.sigma, self.samples, self.seed)
+    def noise(self, keys, samples, images):
+        """float32 [len(samples) * N, H, W, C]: for each sample s and image k (sample-major), the noise of draw s of
+        image k's key."""
+        seeds = tf.reshape(_draw_seeds(keys[None, :], self.seed, tf.convert_to_tensor(samples)[:, None]), [-1, 2])
+        shape = tf.shape(images)[1:]
+        return tf.map_fn(lambda seed: tf.random.stateless_normal(shape, seed, stddev=self.sigma), seeds,
+                         fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32))
 
-    def __call__(self, images):
+    def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
-        return images + self._generator.normal(tf.shape(images), stddev=self.sigma)
+        return images + self.noise(_keys_of(images, keys), tf.range(1), images)
 
-    def scores(self, model, images):
+    def scores(self, model, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
+        keys = _keys_of(images, keys)
         per_pass = max(1, RS_IMAGES_PER_PASS // max(int(images.shape[0] or 1), 1))
         votes = None
         # A loop over passes, not over copies: each pass is one batched forward of up to RS_IMAGES_PER_PASS noisy
         # images (sample-major), which bounds memory for any N and also serves victims that run outside a graph.
         for start in range(0, self.samples, per_pass):
             copies = min(per_pass, self.samples - start)
-            logits = model(self(tf.tile(images, [copies, 1, 1, 1])))
+            noisy = tf.tile(images, [copies, 1, 1, 1]) + self.noise(keys, tf.range(start, start + copies), images)
+            logits = model(noisy)
             top = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [copies, -1])
             counted = tf.reduce_sum(tf.one_hot(top, logits.shape[-1]), axis=0)
             votes = counted if votes is None else votes + counted
@@ -253,21 +285,20 @@ class Stack(Defense):
         self.differentiable = all(d.differentiable for d in self.parts)
         self.replaces_prediction = self.parts[-1].replaces_prediction
 
-    def fresh(self) -> "Stack":
-        return Stack([part.fresh() for part in self.parts], self.seed)
-
     @staticmethod
-    def _through(parts, images):
-        images = tf.convert_to_tensor(images, tf.float32)
+    def _through(parts, images, keys):
         for part in parts:
-            images = part(images)
+            images = part(images, keys)
         return images
 
-    def __call__(self, images):
-        return self._through(self.parts, images)
+    def __call__(self, images, keys=None):
+        images = tf.convert_to_tensor(images, tf.float32)
+        return self._through(self.parts, images, _keys_of(images, keys))  # every part keys the input image
 
-    def scores(self, model, images):
-        return self.parts[-1].scores(model, self._through(self.parts[:-1], images))
+    def scores(self, model, images, keys=None):
+        images = tf.convert_to_tensor(images, tf.float32)
+        keys = _keys_of(images, keys)
+        return self.parts[-1].scores(model, self._through(self.parts[:-1], images, keys), keys)
 
 
 def _number(text: str, spec: str, what: str) -> float:
@@ -350,8 +381,8 @@ class Defended:
     def differentiable(self) -> bool:
         return bool(getattr(self.model, "differentiable", True)) and self.defense.differentiable
 
-    def __call__(self, images):
-        return self.defense.scores(self.model, images)
+    def __call__(self, images, keys=None):
+        return self.defense.scores(self.model, images, keys)
 
     def logits_and_aux(self, images):
         if self.defense.replaces_prediction:  # votes, not logits: no aux head

@@ -263,20 +263,23 @@ def perturbation_sizes(adv_uint8: np.ndarray, clean_uint8: np.ndarray):
 
 
 def _predictor(model, compiled: bool = False):
-    """Top-1 of a model on a uint8 batch, one batched forward pass.
+    """Top-1 of a model on a uint8 batch, one batched forward pass; `predict(pixels, keys)` hands a defended model
+    the images' keys (`defenses.id_key`), which pick a random defense's draws.
 
     Eager by default: a compiled forward pass is traced once per model, defense and image shape, which
     on a CPU costs more than it saves for the few batches of a small evaluation. `compiled=True` pays
     that once for the many batches of a large one (Lite2 at batch 10 on this CPU: 0.70 -> 0.52 s).
     """
-    def forward(images):
-        return tf.argmax(model(images), axis=-1, output_type=tf.int64)
+    keyed = isinstance(model, defenses_lib.Defended)
+
+    def forward(images, keys):
+        return tf.argmax(model(images, keys) if keyed else model(images), axis=-1, output_type=tf.int64)
 
     if compiled:
         forward = tf.function(forward, reduce_retracing=True)
 
-    def predict(pixels):
-        return forward(tf.constant(pixels.astype(np.float32) / np.float32(255.0))).numpy()
+    def predict(pixels, keys):
+        return forward(tf.constant(pixels.astype(np.float32) / np.float32(255.0)), tf.constant(keys, tf.int64)).numpy()
 
     return predict
 
@@ -327,6 +330,7 @@ class _PerImage:
 
 def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerImage, batch_size, progress) -> None:
     """Reads clean and adversarial files batch by batch (one image size per batch) and fills `found`."""
+    image_keys = np.asarray([defenses_lib.id_key(i) for i in dataset.ids], np.int64)
     for planned in data.batches_by_size(range(len(dataset)), dataset.sizes, batch_size):
         clean, kept = _read_batch([dataset.paths[i] for i in planned], [dataset.sizes[i] for i in planned],
                                   found.clean_skipped)
@@ -335,9 +339,9 @@ def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerIma
         rows = np.asarray([planned[k] for k in kept])
         found.clean_ok[rows] = True
         if label_predictor is not None:
-            found.labels[rows] = label_predictor(clean)
+            found.labels[rows] = label_predictor(clean, image_keys[rows])
         for key, predict in predictors.items():
-            found.clean_pred[key][rows] = predict(clean)
+            found.clean_pred[key][rows] = predict(clean, image_keys[rows])
         for name, paths in adv_paths.items():
             present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(paths[r])]
             adv, adv_kept = _read_batch([paths[r] for _, r in present], [dataset.sizes[r] for _, r in present],
@@ -350,7 +354,7 @@ def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerIma
             for key, values in zip(("linf", "l2", "mean_abs"), perturbation_sizes(adv, clean[positions])):
                 found.sizes[name][key][adv_rows] = values
             for key, predict in predictors.items():
-                found.adv_pred[(name,) + key][adv_rows] = predict(adv)
+                found.adv_pred[(name,) + key][adv_rows] = predict(adv, image_keys[adv_rows])
         if progress is not None:
             progress(len(planned))
 
@@ -359,10 +363,10 @@ def predict_pair(dataset: data.Dataset, adv_paths: Dict[str, Sequence[str]], vic
                  compiled: bool = False):
     """(clean top-1, {set name: adversarial top-1}) of `victim` behind `defense` over every image (-1 where a file
     is missing or unreadable): what `evaluate` computes for this one pair, batch for batch and draw for draw (a random
-    defense draws from its own fresh copy), on its own. The unit of work of an evaluation spread over workers."""
+    defense's draws follow each image's ImageId), on its own. The unit of work of an evaluation spread over workers."""
     key = ("victim", getattr(defense, "spec", str(defense)))
     found = _PerImage.empty(len(dataset), None, list(adv_paths), [key])
-    predictor = _predictor(defenses_lib.wrap(victim, defense.fresh()), compiled)
+    predictor = _predictor(defenses_lib.wrap(victim, defense), compiled)
     _run_batches(dataset, adv_paths, {key: predictor}, None, found, batch_size, None)
     return found.clean_pred[key], {name: found.adv_pred[(name,) + key] for name in adv_paths}
 
@@ -432,8 +436,9 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
       dataset: the clean images (`data.read_dataset`); adversarial files are matched by ImageId.
       adv_sets: from `read_adv_set`; targeted sets need `dataset.targets`.
       victims: model-like callables (float32 [N, H, W, 3] in [0, 1] -> [N, 1000] logits) with a `name`.
-      defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed` (specs) and
-        drawn afresh for each victim.
+      defenses: Defense objects or spec strings ("none", "jpeg:75", ...); random ones seeded by `seed` (specs); each
+        image's draws follow its ImageId, so they are the same for every victim, for its clean and every adversarial
+        version, in any batch and whatever other sets are scored.
       label_source: "truth" (dataset labels) or "clean_prediction" (`label_model`'s clean top-1).
       label_model: the surrogate whose clean predictions are the labels (label_source="clean_prediction");
         None: the labels the attack runs recorded (each set's run.json `predicted_labels`, which must agree
@@ -482,7 +487,7 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
     pairs = [(vn, d) for vn in victim_names for d in defense_list]
     found = _PerImage.empty(len(dataset), given_labels, names, [(vn, d.spec) for vn, d in pairs])
     if scorer is None:
-        predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d.fresh()), compiled)
+        predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d), compiled)
                       for v, vn in zip(victims, victim_names) for d in defense_list}
         _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
     else:

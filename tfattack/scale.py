@@ -206,7 +206,7 @@ class ScoringJob:
     """One (victim, defense) pair of an evaluation over all its images: the unit of work of a RayScorer."""
 
     victim: VictimRecipe
-    defense: object  # a tfattack.defenses.Defense; the worker draws from its fresh() copy
+    defense: object  # a tfattack.defenses.Defense (its draws follow each image's ImageId)
     dataset: object
     adv_paths: Mapping[str, Sequence[str]]
     batch_size: int
@@ -527,7 +527,7 @@ class RayScorer(RayPool):
 
     A worker reads the clean and adversarial files itself (on a cluster they must be on a shared file system, at the
     same paths) and runs one victim behind one defense over every batch, exactly as a local evaluation runs that pair,
-    so the predictions are the local ones (a random defense draws from its own fresh copy in both).
+    so the predictions are the local ones (a random defense's draws follow each image's ImageId in both).
     """
 
     method = "predict"

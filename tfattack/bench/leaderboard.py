@@ -82,6 +82,35 @@ class Predictions:
         return cls([ScoredSet(s.name, bool(s.targeted)) for s in first.adv_sets], np.asarray(first.labels),
                    None if first.targets is None else np.asarray(first.targets), clean, adv)
 
+    def only(self, name: str) -> "Predictions":
+        """The predictions of one scored set, with the clean ones (what is kept per set)."""
+        scored = [s for s in self.adv_sets if s.name == name]
+        if not scored:
+            raise KeyError(f"no predictions for the set {name}")
+        return Predictions(scored, self.labels, self.targets, self.clean_predictions,
+                           {k: v for k, v in self.adv_predictions.items() if k[0] == name})
+
+    @classmethod
+    def merged(cls, parts: Sequence["Predictions"]) -> "Predictions":
+        """The sets of `parts` together; every part must hold the same labels, targets and clean predictions (each
+        scoring run predicts the clean images again: a difference means the victims or the scoring changed under
+        kept files)."""
+        first = parts[0]
+        for part in parts[1:]:
+            same = (np.array_equal(part.labels, first.labels) and list(part.clean_predictions) == list(
+                first.clean_predictions) and all(np.array_equal(part.clean_predictions[k], v)
+                                                 for k, v in first.clean_predictions.items())
+                    and (part.targets is None) == (first.targets is None)
+                    and (part.targets is None or np.array_equal(part.targets, first.targets)))
+            if not same:
+                raise ValueError(f"kept predictions disagree on the clean images ({part.adv_sets[0].name} against "
+                                 f"{first.adv_sets[0].name}): delete the scores folder and score again")
+        adv = {}
+        for part in parts:
+            adv.update(part.adv_predictions)
+        return cls([s for part in parts for s in part.adv_sets], first.labels, first.targets,
+                   first.clean_predictions, adv)
+
     def renamed(self, names: Mapping[str, str]) -> "Predictions":
         """The predictions under new set names: `names[new] = scored name`; one scored set may take several names
         (a compute-matched set that is its paper set is listed under both budgets)."""

@@ -10,8 +10,8 @@ The matched budget brings each method to MATCHED_PASSES passes per image with `b
 cannot change (no sample count or random draw to scale) is listed under both budgets with the same images.
 
 Resumable at every level: a set's images are crafted once (their run records hold the settings, which must agree),
-and a (source, eps) group's per-image predictions are kept under `scores/`, keyed by the files, victims, defenses
-and scoring code they depend on; crafting and scoring are separable (`craft_only`).
+and each set's per-image predictions are kept under `scores/`, keyed by its files, the victims, defenses and scoring
+code they depend on (a run that adds methods scores only theirs); crafting and scoring are separable (`craft_only`).
 
     plan = leaderboard_run.plan(methods=("mi_fgsm", "pgn"), sources=("single",), eps_pixels=(8,))
     payload = leaderboard_run.run(data_dir, model_dir, output_dir, plan, num_images=1000)
@@ -200,39 +200,45 @@ def _read_kept(path: str, log) -> Optional[leaderboard.Predictions]:
     if not os.path.isfile(path):
         return None
     try:
-        kept = leaderboard.Predictions.load(path)
+        return leaderboard.Predictions.load(path)
     except (OSError, ValueError, KeyError, TypeError) as err:
         log(f"leaderboard: kept predictions {path} are unreadable ({type(err).__name__}: {err}); scoring again")
         return None
-    log(f"leaderboard: {len(kept.adv_sets)} sets already scored ({path})")
-    return kept
 
 
 def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: Sequence[str], output_dir: str,
                 fingerprint: str, seed: int, batch_size: int, log) -> leaderboard.Predictions:
     """The per-image predictions of one (source, eps) group's folders: every victim without a defense, then
-    DEFENDED_VICTIM behind each defense; kept under scores/ and reused while nothing they depend on changed."""
+    DEFENDED_VICTIM behind each defense. Kept per set under scores/ and reused while nothing they depend on changed:
+    a random defense's draws follow each image's ImageId, so a set's predictions do not depend on the sets scored
+    with it, and a run that adds methods scores only theirs."""
     names = [e.crafted_as for e in crafted_sets(entries)]
-    folders = [folder_of(output_dir, name) for name in names]
-    key = transfer.score_key(dataset, names, folders, seed, batch_size, fingerprint,
-                              defenses=[f"leaderboard{SCORES_FORMAT}", *defense_specs])
-    path = os.path.join(output_dir, "scores", key + ".npz")
-    kept = _read_kept(path, log)
-    if kept is not None:
-        return kept
-    sets = [evaluation_lib.read_adv_set(folder, name=name) for name, folder in zip(names, folders)]
+    folders = {name: folder_of(output_dir, name) for name in names}
+    paths = {name: os.path.join(output_dir, "scores", transfer.score_key(
+        dataset, [name], [folders[name]], seed, batch_size, fingerprint,
+        defenses=[f"leaderboard{SCORES_FORMAT}", *defense_specs]) + ".npz") for name in names}
+    kept = {name: _read_kept(paths[name], log) for name in names}
+    todo = [name for name in names if kept[name] is None]
     label = "/".join(map(str, entries[0].group))
-    log(f"leaderboard: scoring {len(sets)} sets of {label} on {len(dataset)} images")
-    plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                    compiled=True, progress=transfer.progress_log(
-                                        log, f"scoring {label} on the victims", len(dataset), "leaderboard"))
-    defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs), batch_size=batch_size,
-                                       seed=seed, compiled=True, progress=transfer.progress_log(
-                                           log, f"scoring {label} behind the defenses", len(dataset), "leaderboard"))
-    predictions = leaderboard.Predictions.of(plain, defended)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    predictions.save(path)
-    return predictions
+    if not todo:
+        log(f"leaderboard: the {len(names)} sets of {label} are already scored")
+    else:
+        log(f"leaderboard: scoring {len(todo)} set(s) of {label} on {len(dataset)} images "
+            f"({len(names) - len(todo)} already scored)")
+        sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in todo]
+        plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
+                                        compiled=True, progress=transfer.progress_log(
+                                            log, f"scoring {label} on the victims", len(dataset), "leaderboard"))
+        defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs), batch_size=batch_size,
+                                           seed=seed, compiled=True, progress=transfer.progress_log(
+                                               log, f"scoring {label} behind the defenses", len(dataset),
+                                               "leaderboard"))
+        scored = leaderboard.Predictions.of(plain, defended)
+        os.makedirs(os.path.join(output_dir, "scores"), exist_ok=True)
+        for name in todo:
+            kept[name] = scored.only(name)
+            kept[name].save(paths[name])
+    return leaderboard.Predictions.merged([kept[name] for name in names])
 
 
 def table_rows(planned: Sequence[PlannedSet], predictions: Dict[tuple, leaderboard.Predictions],

@@ -276,8 +276,8 @@ def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str =
     (targeted-ness and the targets among them: a targeted set is scored by target hits).
 
     Scoring 1000 images takes about an hour on a 2-core CPU; with this key a rerun, or a run that adds rows
-    of another image subset, rescores only the groups whose inputs changed. (rp's random draws follow the
-    group's order, so the sets of a group and their order are part of the key.)
+    of another image subset, rescores only the groups whose inputs changed. (`keys` may name one set: the
+    leaderboard keeps each set's predictions on their own, which rp's and rs's per-ImageId draws allow.)
     """
     import hashlib
 

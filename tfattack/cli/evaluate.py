@@ -44,7 +44,7 @@ flags.DEFINE_list("checkpoints", [], "Comma-separated name=path weights for --mo
 flags.DEFINE_string("model_dir", None, "Folder(s) searched for weights (os.pathsep separated), before TFATTACK_MODEL_DIR.")
 flags.DEFINE_boolean("random_weights", False, "Random weights instead of checkpoints (tests and timing only).")
 flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
-flags.DEFINE_integer("seed", 0, "Seed of the random defenses (rp, rs).")
+flags.DEFINE_integer("seed", 0, "Seed of the random defenses (rp, rs); an image's draws follow its ImageId.")
 flags.DEFINE_integer("examples", 4, "Example images in the examples plot (0 = none).")
 flags.DEFINE_boolean("allow_partial", False, "Accept adversarial sets with missing or unreadable images: the rates "
                      "are then over the images that were read (the count is next to every rate). Without it, a "
