@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfattack
+from tfattack import data, evaluate
 from tfattack.bench import budget, leaderboard, leaderboard_run
 from shared_data import requires_shared
 from test_attack_script import ENV, REPO
@@ -83,6 +85,73 @@ def test_kept_predictions_load_back_equal_and_take_new_names(tmp_path):
     assert view.adv_predictions[("matched/x", "lite2", "none")] is kept.adv_predictions[("a", "lite2", "none")]
     with pytest.raises(KeyError, match="no predictions for the set"):
         kept.renamed({"z": "c"})
+
+
+def test_predictions_split_per_set_and_merge_back_only_when_the_clean_ones_agree():
+    kept = predictions()
+    a, b = kept.only("a"), kept.only("b")
+    assert [s.name for s in a.adv_sets] == ["a"] and {k[0] for k in a.adv_predictions} == {"a"}
+    merged = leaderboard.Predictions.merged([a, b])
+    assert merged.adv_sets == kept.adv_sets and merged.adv_predictions.keys() == kept.adv_predictions.keys()
+    assert all(np.array_equal(merged.adv_predictions[k], v) for k, v in kept.adv_predictions.items())
+    b.clean_predictions = {k: v.copy() for k, v in b.clean_predictions.items()}
+    b.clean_predictions[("lite2", "rs:0.25:4")][3] += 1
+    with pytest.raises(ValueError, match=r"kept predictions disagree on the clean images \(b against a\)"):
+        leaderboard.Predictions.merged([a, b])
+    with pytest.raises(KeyError, match="no predictions for the set c"):
+        kept.only("c")
+
+
+class MeanLevel:
+    """Top-1 = the rounded mean level of one channel: a victim whose predictions move with rp's and rs's draws."""
+
+    def __init__(self, name, channel):
+        self.name, self.channel = name, channel
+
+    def __call__(self, images):
+        level = 255.0 * tf.reduce_mean(images[..., self.channel], axis=[1, 2])
+        return -tf.square(level[:, None] - tf.range(1000, dtype=tf.float32)[None, :])
+
+
+def test_sets_are_scored_in_chunks_kept_one_file_each_and_equal_one_evaluation(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    (tmp_path / "images").mkdir()
+    rows = ["ImageId,URL,x1,y1,x2,y2,TrueLabel,TargetClass"]
+    for k in range(5):
+        pixels = rng.integers(60, 200, (12, 12, 3)).astype(np.uint8)
+        data.write_png(pixels, str(tmp_path / "images" / f"im{k}.png"))
+        rows.append(f"im{k},u,0,0,1,1,{int(pixels[..., 0].mean().round()) + 1},1")
+        for method in ("mi_fgsm", "di_mi_fgsm", "bsr"):
+            folder = tmp_path / "out" / "sets" / "single" / "eps4" / "paper" / method
+            folder.mkdir(parents=True, exist_ok=True)
+            data.write_png(np.clip(pixels.astype(int) + rng.integers(-4, 5, pixels.shape), 0, 255).astype(np.uint8),
+                           str(folder / f"im{k}.png"))
+    (tmp_path / "dev_dataset.csv").write_text("\n".join(rows) + "\n")
+    dataset = data.read_dataset(str(tmp_path / "images"), csv=str(tmp_path / "dev_dataset.csv"))
+    entries = [leaderboard_run.PlannedSet(m, "single", 4, "paper", tfattack.attacks.PRESETS[m], "", 1, 5,
+                                          f"single/eps4/paper/{m}") for m in ("mi_fgsm", "di_mi_fgsm", "bsr")]
+    victims = [MeanLevel("red", 0), MeanLevel("blue", 2)]
+    specs = ["rp", "rs:0.3:3"]
+    monkeypatch.setattr(leaderboard_run, "SETS_PER_SCORING", 2)
+    lines = []
+    scored = leaderboard_run.score_group(entries, dataset, victims, specs, str(tmp_path / "out"), "fp", 0, 2,
+                                         lines.append)
+    assert len(list((tmp_path / "out" / "scores").glob("*.npz"))) == 3
+    assert sum("(mi_fgsm, di_mi_fgsm) behind the defenses" in l for l in lines) >= 1
+    assert sum("(bsr) behind the defenses" in l for l in lines) >= 1
+    sets = [evaluate.read_adv_set(str(tmp_path / "out" / "sets" / e.crafted_as), name=e.crafted_as) for e in entries]
+    at_once = leaderboard.Predictions.of(
+        evaluate.evaluate(dataset, sets, victims, ["none"], batch_size=2, seed=0),
+        evaluate.evaluate(dataset, sets, victims[:1], specs, batch_size=2, seed=0))
+    assert [s.name for s in scored.adv_sets] == [s.name for s in at_once.adv_sets]
+    assert scored.adv_predictions.keys() == at_once.adv_predictions.keys()
+    assert all(np.array_equal(scored.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
+    assert all(np.array_equal(scored.clean_predictions[k], v) for k, v in at_once.clean_predictions.items())
+    lines.clear()
+    again = leaderboard_run.score_group(entries, dataset, victims, specs, str(tmp_path / "out"), "fp", 0, 2,
+                                        lines.append)
+    assert lines == ["leaderboard: the 3 sets of single/4 are already scored"]
+    assert all(np.array_equal(again.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
 
 
 def run_leaderboard(output_dir, *extra, env=REPRODUCIBLE_ENV):

@@ -50,6 +50,8 @@ ENSEMBLE_ONLY = tuple(p for p in METHODS
 COPIES_PER_PASS = {"ops": 30, "l2t": 29, "admix": 3, "admix_ti_dim": 3}
 BATCH_POOLED = ("admix", "admix_ti_dim")
 SCORES_FORMAT = 1  # bump when the kept predictions change form
+# Sets scored per evaluation: the clean images are predicted once per chunk, and each chunk is kept when done.
+SETS_PER_SCORING = 4
 
 
 def defenses(rs_samples: int = RS_SAMPLES) -> tuple:
@@ -225,19 +227,22 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
     else:
         log(f"leaderboard: scoring {len(todo)} set(s) of {label} on {len(dataset)} images "
             f"({len(names) - len(todo)} already scored)")
-        sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in todo]
-        plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                        compiled=True, progress=transfer.progress_log(
-                                            log, f"scoring {label} on the victims", len(dataset), "leaderboard"))
-        defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs), batch_size=batch_size,
-                                           seed=seed, compiled=True, progress=transfer.progress_log(
-                                               log, f"scoring {label} behind the defenses", len(dataset),
-                                               "leaderboard"))
-        scored = leaderboard.Predictions.of(plain, defended)
         os.makedirs(os.path.join(output_dir, "scores"), exist_ok=True)
-        for name in todo:
-            kept[name] = scored.only(name)
-            kept[name].save(paths[name])
+        for start in range(0, len(todo), SETS_PER_SCORING):  # kept as they come: a cut run loses one chunk at most
+            chunk = todo[start:start + SETS_PER_SCORING]
+            what = f"scoring {label} ({', '.join(name.rsplit('/', 1)[-1] for name in chunk)})"
+            sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in chunk]
+            plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
+                                            compiled=True, progress=transfer.progress_log(
+                                                log, f"{what} on the victims", len(dataset), "leaderboard"))
+            defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs),
+                                               batch_size=batch_size, seed=seed, compiled=True,
+                                               progress=transfer.progress_log(log, f"{what} behind the defenses",
+                                                                              len(dataset), "leaderboard"))
+            scored = leaderboard.Predictions.of(plain, defended)
+            for name in chunk:
+                kept[name] = scored.only(name)
+                kept[name].save(paths[name])
     return leaderboard.Predictions.merged([kept[name] for name in names])
 
 
