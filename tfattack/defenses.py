@@ -95,6 +95,7 @@ class Defense:
     name = ""
     differentiable = True
     replaces_prediction = False  # True: `scores` is its own rule (votes), not the model's logits
+    draws = False  # True: random (its draws follow the images' keys)
 
     def __call__(self, images, keys=None):
         """The transformed images; `keys` (int64 [N], see the module doc) choose a random defense's draws."""
@@ -137,6 +138,7 @@ class BitDepth(Defense):
 
 class RandomResizePad(Defense):
     spec = name = "rp"
+    draws = True
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
@@ -146,7 +148,7 @@ class RandomResizePad(Defense):
         scale = RP_OUTPUT_SIZE / RP_INPUT_SIZE
         return int(round(height * scale)), int(round(width * scale))
 
-    def draws(self, keys):
+    def uniforms(self, keys):
         """float32 [N, 3] in [0, 1): each image's three uniforms (its side, its top and its left offset)."""
         return tf.map_fn(lambda seed: tf.random.stateless_uniform([3], seed), _draw_seeds(keys, self.seed, 0),
                          fn_output_signature=tf.TensorSpec([3], tf.float32))
@@ -155,7 +157,7 @@ class RandomResizePad(Defense):
         images = tf.convert_to_tensor(images, tf.float32)
         height, width = images.shape[1], images.shape[2]
         out_h, out_w = self.output_size(height, width)
-        u = self.draws(_keys_of(images, keys))
+        u = self.uniforms(_keys_of(images, keys))
         # The side as in the paper, in [size, padded size); then the offsets in the room the side leaves.
         rnd_h = tf.minimum(height + tf.cast(tf.floor(u[:, 0] * float(max(out_h - height, 1))), tf.int32), out_h)
         rnd_w = tf.minimum(tf.cast(tf.round(tf.cast(rnd_h, tf.float32) * (width / height)), tf.int32), out_w)
@@ -241,6 +243,7 @@ class RandomizedSmoothing(Defense):
 
     differentiable = False
     replaces_prediction = True
+    draws = True
 
     def __init__(self, sigma: float, samples: int, seed: int = 0):
         self.sigma, self.samples, self.seed = float(sigma), int(samples), int(seed)
@@ -284,6 +287,7 @@ class Stack(Defense):
         self.name = "+".join(d.name for d in self.parts)
         self.differentiable = all(d.differentiable for d in self.parts)
         self.replaces_prediction = self.parts[-1].replaces_prediction
+        self.draws = any(d.draws for d in self.parts)
 
     @staticmethod
     def _through(parts, images, keys):
@@ -291,13 +295,17 @@ class Stack(Defense):
             images = part(images, keys)
         return images
 
+    def _input_keys(self, images, keys):
+        """Every random part keys the stack's input image (fingerprinted once, and only if a part draws)."""
+        return _keys_of(images, keys) if self.draws else keys
+
     def __call__(self, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
-        return self._through(self.parts, images, _keys_of(images, keys))  # every part keys the input image
+        return self._through(self.parts, images, self._input_keys(images, keys))
 
     def scores(self, model, images, keys=None):
         images = tf.convert_to_tensor(images, tf.float32)
-        keys = _keys_of(images, keys)
+        keys = self._input_keys(images, keys)
         return self.parts[-1].scores(model, self._through(self.parts[:-1], images, keys), keys)
 
 
