@@ -91,18 +91,24 @@ def test_piece_flags_override_the_preset_and_unlabelled_folders_use_predictions(
     assert config["transforms"].startswith("augment:ops=flip+noise,mode=all,prob=1.0,")
     assert record["label_source"] == "clean_prediction"
     assert set(record["predicted_labels"]) == {r["ImageId"] for r in rows}
-    # A resumed run that writes nothing keeps the label each image was attacked with, as its record entry says
-    # (the derived predicted_labels follow the entries).
+    # A resumed run that writes nothing keeps the label each image was attacked with, as its record entry says:
+    # with one image to redo, the entry of the other is kept (the derived predicted_labels follow the entries) ...
     again_args = [f"--input_dir={images}", f"--output_dir={out}", *COMMON, "--momentum=0.5", "--ti_kernel=5",
                   "--augmentations=flip,noise"]
     first_id, second_id = sorted(record["predicted_labels"])
     kept = json.loads(json.dumps(record))
     kept["images"][first_id]["label"] = (record["images"][first_id]["label"] + 1) % 1000
     (out / "run.json").write_text(json.dumps(kept))
+    (out / f"{second_id}.png").unlink()
     again = run_attack(*again_args)
-    assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
+    assert again.returncode == 0 and "1 written, 1 already done" in again.stderr, again.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["predicted_labels"] == {
         first_id: kept["images"][first_id]["label"], second_id: record["predicted_labels"][second_id]}
+    # ... and a finished folder is only read: its record is left as it is.
+    finished = (out / "run.json").read_bytes()
+    again = run_attack(*again_args)
+    assert again.returncode == 0 and "0 written, 2 already done" in again.stderr, again.stderr[-3000:]
+    assert (out / "run.json").read_bytes() == finished
     # Without a record, images already there are not trusted: the run stops before any work.
     (out / "run.json").unlink()
     again = run_attack(*again_args)

@@ -179,9 +179,25 @@ def test_stale_temp_files_are_removed_and_a_second_writer_is_refused(setup):
     (out / ".tmp-abc.png").write_bytes(b"half a png")
     craft(images, model, out)
     assert files.stale_temp_files(str(out)) == []
+    os.remove(out / f"{sorted(data.read_dataset(str(images)).ids)[0]}.png")
     with record.FolderLock(str(out)):
         with pytest.raises(RecordError, match="being written by another run"):
             craft(images, model, out)
+
+
+def test_a_finished_folder_is_checked_without_its_lock_and_left_untouched(setup):
+    images, model, out = setup
+    ids = sorted(data.read_dataset(str(images)).ids)
+    craft(images, model, out)
+    before = snapshot(out)
+    with record.FolderLock(str(out)):  # another run holds the folder: checking a finished one still works
+        summary = craft(images, model, out)
+    assert sorted(summary.already_done) == ids and summary.written == []
+    assert summary.record.images == RunRecord.load(str(out / "run.json")).images
+    assert snapshot(out) == before
+    # other settings are still refused (by the locked path, with its message), never read as finished
+    with pytest.raises(RecordError, match="made with other settings"):
+        craft(images, model, out, eps=4)
 
 
 def test_progress_counts_only_the_images_to_attack(setup):

@@ -157,6 +157,29 @@ def _plan(dataset: "data.Dataset", output_dir: str, earlier: Optional[RunRecord]
     return _Plan([i for i in dataset.ids if i not in kept], kept, notes)
 
 
+def _finished(dataset: "data.Dataset", output_dir: str, record_name: str, current: dict,
+              targeted: bool) -> Optional[RunSummary]:
+    """The summary of a folder whose complete record vouches for every image of `dataset` with these settings, read
+    without the folder's lock and without writing anything (so a run that only checks a finished folder, such as a
+    scoring run beside a crafting run, never meets the writer's lock); None when anything is left to do or to say,
+    which the locked path then decides."""
+    if dataset.skipped:
+        return None
+    try:
+        earlier = RunRecord.load(os.path.join(output_dir, record_name))
+        if earlier is None or earlier.info.get("status") != "complete":
+            return None
+        plan = _plan(dataset, output_dir, earlier, current, targeted, overwrite=False)
+    except (RecordError, OSError):  # a writer may be replacing files right now: the locked path answers
+        return None
+    if plan.pending or plan.notes:
+        return None
+    summary = RunSummary(already_done=list(plan.kept), record=earlier)
+    if current["label_source"] == "clean_prediction":
+        summary.predicted_labels = {i: e["label"] for i, e in earlier.images.items()}
+    return summary
+
+
 def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, batch_size: int, targeted: bool,
                    overwrite: bool = False, record_name: str = record_lib.RECORD, info: Optional[dict] = None,
                    progress: Optional[Callable[[int], Callable[[int], None]]] = None,
@@ -182,6 +205,10 @@ def attack_dataset(dataset: "data.Dataset", output_dir: str, model, attack, *, b
         dataset.require_targets()
     label_source = "metadata" if dataset.labels is not None else "clean_prediction"
     current = run_settings(model, attack, targeted=targeted, label_source=label_source, batch_size=batch_size)
+    finished = None if overwrite else _finished(dataset, output_dir, record_name, current, targeted)
+    if finished is not None:
+        finished.seconds = clock() - start
+        return finished
     data.make_output_dir(output_dir)  # only now: every earlier error leaves no folder behind
     summary = RunSummary()
     with record_lib.FolderLock(output_dir, record_name):
