@@ -395,4 +395,18 @@ def test_score_key_reads_the_scoring_code_and_not_the_attack_or_bench_code():
     package = Path(transfer.__file__).parents[1]
     sources = [Path(p).relative_to(package).as_posix() for p in transfer.scoring_sources()]
     assert "evaluate.py" in sources and "models/classifier.py" in sources
-    assert not [p for p in sources if p.startswith(("attacks/", "bench/"))]
+    assert {"defenses.py", "data.py", "models/tflite.py", "models/efficientnet_lite.py", "__init__.py"} <= set(sources)
+    assert not [p for p in sources if p.startswith(("attacks/", "bench/", "cli/"))]
+    # crafting-side modules do not invalidate kept scores
+    assert not {"pipeline.py", "record.py", "runs.py", "scale.py"} & set(sources)
+
+
+def test_scoring_imports_are_read_from_the_whole_module_body(tmp_path):
+    from tfattack.bench import transfer
+
+    module = tmp_path / "thing.py"
+    module.write_text("import os\nfrom tfattack import data\nfrom . import files\n"
+                      "def later():\n    from .models import zoo\n    import tfattack.defenses\n")
+    found = set(transfer._imported(str(module), "tfattack.thing"))
+    assert {"tfattack.data", "tfattack.files", "tfattack.models.zoo", "tfattack.defenses"} <= found
+    assert "os" not in found

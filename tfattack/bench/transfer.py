@@ -260,15 +260,56 @@ def victim_fingerprint(victims) -> str:
     return ";".join(f"{model.name}:" + ",".join(f"{v:.2f}" for v in model(batch).numpy()[0]) for model in victims)
 
 
+SCORING_ROOTS = ("tfattack.evaluate", "tfattack.defenses")  # plus every module of tfattack.models (loaded by name)
+
+
+def _module_file(package: str, module: str) -> Optional[str]:
+    relative = os.path.join(*module.split(".")[1:]) if "." in module else ""
+    for candidate in (os.path.join(package, relative, "__init__.py"), os.path.join(package, relative + ".py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _imported(path: str, module: str) -> List[str]:
+    """The tfattack modules `path` (module `module`) imports anywhere in its body, functions included."""
+    import ast
+
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    here = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = ".".join(here.split(".")[:len(here.split(".")) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found += [base] + [f"{base}.{alias.name}" for alias in node.names]  # a name may be a submodule
+    return [name for name in found if name == "tfattack" or name.startswith("tfattack.")]
+
+
 def scoring_sources() -> List[str]:
-    """The package's source files that scoring depends on, in a fixed order: all but `attacks/` and `bench/` (attack
-    code shows in the adversarial files; this module's part is in the score key's fields)."""
+    """The package's source files that scoring depends on, in a fixed order: the modules evaluation, the defenses and
+    the models import, transitively (an import inside a function counts), with every package on the way. The attack
+    code shows in the adversarial files and this module's part is in the score key's fields, so a change to
+    `attacks/`, `bench/`, the crafting pipeline or a script does not throw kept scores away."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = []
-    for root, dirs, files in os.walk(package):  # top-down: pruning `dirs` here keeps the walk out of them
-        dirs[:] = sorted(d for d in dirs if d not in ("attacks", "bench"))
-        paths += [os.path.join(root, name) for name in sorted(files) if name.endswith(".py")]
-    return paths
+    models = os.path.join(package, "models")
+    todo = list(SCORING_ROOTS) + [f"tfattack.models.{name[:-3]}" for name in sorted(os.listdir(models))
+                                  if name.endswith(".py") and name != "__init__.py"]
+    files = {}
+    while todo:
+        module = todo.pop()
+        path = _module_file(package, module) if module not in files else None
+        if path is None:
+            continue
+        files[module] = path
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))] + _imported(path, module)
+    return sorted(set(files.values()))
 
 
 def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
