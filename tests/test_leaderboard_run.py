@@ -165,8 +165,26 @@ def run_leaderboard(output_dir, *extra, env=REPRODUCIBLE_ENV):
 @requires_shared
 def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
+
+    def plan_of(folder):
+        """--plan's lines: {set: its line}, and the totals line."""
+        result = run_leaderboard(folder, "--plan")
+        assert result.returncode == 0, result.stderr[-3000:]
+        *sets, totals = result.stdout.strip().splitlines()
+        return {line.split(":")[0]: line for line in sets}, totals
+
+    before, totals = plan_of(first)
+    assert "single/eps8/paper/mi_fgsm: 10 passes/image x 2 images; the paper's settings; crafted 0/2 in" in (
+        before["single/eps8/paper/mi_fgsm"])
+    # 4 sets to craft: MI-FGSM 10 x 2, TI-DI-MI 10 x 2, its matched set 40 x 1 (MI-FGSM's matched one is its paper set)
+    assert totals == "4 table entries, 3 sets to craft, 80 single-network image passes (80 still to craft, 0 sets complete)"
+    assert not first.exists()  # the plan reads, never writes
     result = run_leaderboard(first)
     assert result.returncode == 0, result.stderr[-3000:]
+    after, totals = plan_of(first)
+    assert "crafted 2/2 in" in after["single/eps8/matched/mi_fgsm"] and "crafted 1/1 in" in after[
+        "single/eps8/matched/ti_di_mi_fgsm"]
+    assert totals.endswith("(0 still to craft, 3 sets complete)")
     with open(first / "leaderboard.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert list(table[0])[:12] == ["method", "source", "eps_pixels", "budget", "grad_evals_per_image",

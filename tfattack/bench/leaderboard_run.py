@@ -198,6 +198,19 @@ def craft(planned: Sequence[PlannedSet], surrogates: Dict, subsets: Dict, output
     return timings
 
 
+def crafted_count(output_dir: str, entry: PlannedSet, ids: Optional[Sequence[str]] = None) -> int:
+    """How many of the set's images its folder's run record vouches for, read without writing or locking (a run may
+    be crafting it). `ids`: the dataset's ImageIds in order (the set takes the first `entry.images`); without them
+    the record's count, capped at the set's size. An unreadable record is a one-line RecordError naming it."""
+    from tfattack.record import RunRecord
+    record = RunRecord.load(os.path.join(folder_of(output_dir, entry.crafted_as), "run.json"))
+    if record is None:
+        return 0
+    if ids is None:
+        return min(len(record.images), entry.images)
+    return len(set(record.images) & set(ids[:entry.images]))
+
+
 def _read_kept(path: str, log) -> Optional[leaderboard.Predictions]:
     if not os.path.isfile(path):
         return None

@@ -73,8 +73,8 @@ flags.DEFINE_integer("matched_passes", 200, "--what=leaderboard: the matched bud
                      "the whole attack (200 = 20 per iteration of 10).")
 flags.DEFINE_integer("rs_samples", 100, "--what=leaderboard: noisy copies per image of the randomized-smoothing "
                      "victims (rs:0.25:N, rs:0.5:N).")
-flags.DEFINE_boolean("plan", False, "--what=leaderboard: list the sets it would craft (budget, passes, images) and "
-                     "the total passes, then stop.")
+flags.DEFINE_boolean("plan", False, "--what=leaderboard: list the sets it would craft (budget, passes, images, "
+                     "how many OUTPUT_DIR already holds) and the total passes and those left, then stop.")
 flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
                   "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
 flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
@@ -404,11 +404,22 @@ def run_leaderboard():
         for name, why in left_out.items():
             print(f"{name}: left out: {why}")
         crafted = leaderboard_run.crafted_sets(planned)
+        folder = os.path.join(FLAGS.output_dir, "leaderboard")
+        ids = None
+        if FLAGS.data_dir:  # which images each set needs: the first N of the DEV set
+            from tfattack import data
+            ids = data.read_dataset(os.path.join(FLAGS.data_dir, "images"),
+                                    csv=os.path.join(FLAGS.data_dir, "dev_dataset.csv")).ids
+        done = {e.crafted_as: leaderboard_run.crafted_count(folder, e, ids) for e in crafted}
         for entry in planned:
             shared = "" if entry.crafted_as == entry.name else f" (the images of {entry.crafted_as})"
-            print(f"{entry.name}: {entry.passes} passes/image x {entry.images} images; {entry.how}{shared}")
-        total = sum(e.passes * e.images * len(leaderboard_run.SOURCES[e.source]) for e in crafted)
-        print(f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes")
+            print(f"{entry.name}: {entry.passes} passes/image x {entry.images} images; {entry.how}{shared}; "
+                  f"crafted {done[entry.crafted_as]}/{entry.images} in {folder}")
+        passes = {e.crafted_as: e.passes * len(leaderboard_run.SOURCES[e.source]) for e in crafted}
+        total = sum(passes[e.crafted_as] * e.images for e in crafted)
+        left = sum(passes[e.crafted_as] * (e.images - done[e.crafted_as]) for e in crafted)
+        print(f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes "
+              f"({left} still to craft, {sum(done[e.crafted_as] == e.images for e in crafted)} sets complete)")
         return
     folder = os.path.join(FLAGS.output_dir, "leaderboard")
     with crafting_engine() as make_crafter:
