@@ -95,3 +95,24 @@ def test_pareto_front_and_means():
     assert leaderboard.mean_over_victims(table, ["x", "y"]) == {("a", "s", 8, "paper"): 20.0}
     assert leaderboard.mean_over_victims(table, ["x", "w"]) == {}
     assert leaderboard.victim_label("lite2", "none") == "lite2"
+
+
+def test_versus_reference_counts_victim_by_victim():
+    nan = float("nan")
+
+    def row(method, victim, rate, p="", budget="paper"):
+        return {"method": method, "source": "single", "eps_pixels": 4, "budget": budget, "victim": victim,
+                "success_pct": rate, "p_vs_reference": p}
+
+    table = [row("ti_di_mi_fgsm", v, r) for v, r in (("a", 50.0), ("b", 0.0), ("c", nan), ("d", 40.0))]
+    table += [row("bsr", "a", 70.0, 0.001), row("bsr", "b", 0.0, 1.0), row("bsr", "c", nan), row("bsr", "d", 41.0, 0.5)]
+    table += [row("mi_fgsm", "a", 30.0, 0.01), row("mi_fgsm", "b", 1.0, 0.9), row("mi_fgsm", "c", nan),
+              row("mi_fgsm", "d", 39.0, 0.04)]
+    table += [row("pgn", "a", 80.0, 0.001, budget="matched")]  # no reference at this budget: not compared
+    versus = leaderboard.versus_reference(table)
+    assert set(versus) == {("bsr", "single", 4, "paper"), ("mi_fgsm", "single", 4, "paper")}
+    bsr, mi = versus[("bsr", "single", 4, "paper")], versus[("mi_fgsm", "single", 4, "paper")]
+    assert (bsr.above, bsr.equal, bsr.below, bsr.significantly_above, bsr.significantly_below) == (2, 1, 0, 1, 0)
+    assert bsr.never_below and bsr.victims == 3
+    assert (mi.above, mi.equal, mi.below, mi.significantly_above, mi.significantly_below) == (1, 0, 2, 0, 2)
+    assert not mi.never_below

@@ -218,6 +218,7 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     for name in ("leaderboard.md", "leaderboard.png", "leaderboard_heatmap.png"):
         assert (first / name).stat().st_size > 0
     assert "### single, eps 8/255, matched budget" in (first / "leaderboard.md").read_text()
+    assert "Against ti_di_mi_fgsm, victim by victim (" in (first / "leaderboard.md").read_text()
     # The analysis: one entry per (source, eps, budget); MI-FGSM is the only method TransferAttack has too (no
     # ordering below 3), and the front of the (single, eps 8) panel, by passes.
     analysis = payload["analysis"]

@@ -238,3 +238,46 @@ def mean_over_victims(table: Sequence[Mapping], victims: Sequence[str]) -> Dict[
         grouped.setdefault(key, {})[row["victim"]] = row["success_pct"]
     return {key: float(np.nanmean([rates[v] for v in victims]))
             for key, rates in grouped.items() if all(v in rates for v in victims)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VersusReference:
+    """One method against the reference of its setting, victim by victim: where its rate is above, equal or
+    below, and where the paired test says so (p < `SIGNIFICANT`). Victims where either rate is NaN are not
+    counted."""
+    above: int
+    equal: int
+    below: int
+    significantly_above: int
+    significantly_below: int
+
+    @property
+    def never_below(self) -> bool:
+        return self.below == 0
+
+    @property
+    def victims(self) -> int:
+        return self.above + self.equal + self.below
+
+
+SIGNIFICANT = 0.05
+
+
+def versus_reference(table: Sequence[Mapping], reference: str = REFERENCE_METHOD) -> Dict[tuple, VersusReference]:
+    """Per (method, source, eps, budget) other than the reference: how it compares with the reference of the same
+    (source, eps, budget) on each victim (see VersusReference); keys whose setting has no reference are left out."""
+    rates = {(r["method"], r["source"], r["eps_pixels"], r["budget"], r["victim"]): r for r in table}
+    counts: Dict[tuple, List[int]] = {}
+    for (method, source, eps, budget, victim), row in rates.items():
+        other = rates.get((reference, source, eps, budget, victim))
+        if method == reference or other is None:
+            continue
+        mine, theirs = row["success_pct"], other["success_pct"]
+        tally = counts.setdefault((method, source, eps, budget), [0] * 5)
+        if mine != mine or theirs != theirs:  # NaN: the victim got no image right when clean
+            continue
+        significant = row["p_vs_reference"] != "" and row["p_vs_reference"] < SIGNIFICANT
+        tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+        tally[3] += significant and mine > theirs
+        tally[4] += significant and mine < theirs
+    return {key: VersusReference(*tally) for key, tally in counts.items()}

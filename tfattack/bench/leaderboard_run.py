@@ -358,6 +358,7 @@ def markdown(payload) -> str:
              f"seconds per image on this machine's CPU. Sources: " + "; ".join(
                  f"{s} = {' + '.join(m)}" for s, m in protocol["sources"].items()) + "."]
     settings = dict.fromkeys((r["source"], r["eps_pixels"], r["budget"]) for r in payload["rows"])
+    versus = leaderboard.versus_reference(payload["rows"], protocol["reference"])
     for source, eps, budget in settings:
         ranked = sorted(((key[0], mean) for key, mean in means.items() if key[1:] == (source, eps, budget)),
                         key=lambda item: -item[1])
@@ -378,10 +379,30 @@ def markdown(payload) -> str:
             seconds = first["craft_s_per_image"]
             lines.append(f"| {rank} | {method} | {first['grad_evals_per_image']:g} | "
                          f"{'' if seconds != seconds else f'{seconds:.2f}'} | {mean:.1f} | " + " | ".join(cells) + " |")
+        lines += ["", versus_reference_line([method for method, _ in ranked], versus, protocol["reference"],
+                                            (source, eps, budget))]
     from tfattack.bench import published
 
     lines += ["", published.markdown(payload.get("analysis") or analysis(payload), published.load())]
     return "\n".join(lines)
+
+
+def versus_reference_line(ranked: Sequence[str], versus: Dict[tuple, "leaderboard.VersusReference"], reference: str,
+                          setting: tuple) -> str:
+    """Which methods of one setting are never below the reference on any victim and which are, in rank order, with
+    their counts of victims above/below and of significant differences (▲/▼)."""
+    def described(method):
+        v = versus[(method, *setting)]
+        return f"{method} ({v.above} above, {v.below} below; {v.significantly_above}▲ {v.significantly_below}▼)"
+
+    compared = [m for m in ranked if (m, *setting) in versus]
+    if not compared:
+        return f"No method to compare with {reference} here."
+    never = [described(m) for m in compared if versus[(m, *setting)].never_below]
+    below = [described(m) for m in compared if not versus[(m, *setting)].never_below]
+    count = versus[(compared[0], *setting)].victims
+    return (f"Against {reference}, victim by victim ({count} victims with a rate for both): never below it: "
+            f"{', '.join(never) or 'none'}. Below it on at least one victim: {', '.join(below) or 'none'}.")
 
 
 def analysis(payload) -> List[dict]:
