@@ -71,6 +71,8 @@ def test_attack_writes_legal_pngs_and_run_json(tmp_path):
     assert record["models"][0]["name"] == "efficientnet_lite0" and record["flags"]["batch_size"] == 2
     assert record["environment"]["tensorflow"] and record["images_per_second"] > 0
     assert record["environment"]["TF_ENABLE_ONEDNN_OPTS"] == ENV.get("TF_ENABLE_ONEDNN_OPTS")
+    from tfattack import runs
+    assert record["environment"]["tfattack_sources"] == runs.source_digest()  # the code that made the images
     assert sorted(os.listdir(images)) == sorted([f"{r['ImageId']}.png" for r in rows] + ["dev_dataset.csv"])
     # A rerun skips finished images; --overwrite attacks them again.
     again = run_attack(f"--input_dir={images}", f"--output_dir={out}", *COMMON)

@@ -219,6 +219,10 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
         assert (first / name).stat().st_size > 0
     assert "### single, eps 8/255, matched budget" in (first / "leaderboard.md").read_text()
     assert "Against ti_di_mi_fgsm, victim by victim (" in (first / "leaderboard.md").read_text()
+    from tfattack import runs
+    assert {tuple(s["tfattack_sources"]) for s in payload["sets"]} == {(runs.source_digest(),)}
+    assert f"Every set was crafted by the tfattack sources {runs.source_digest()}" in (
+        first / "leaderboard.md").read_text()
     # The analysis: one entry per (source, eps, budget); MI-FGSM is the only method TransferAttack has too (no
     # ordering below 3), and the front of the (single, eps 8) panel, by passes.
     analysis = payload["analysis"]
@@ -279,3 +283,30 @@ def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason()
     assert sorted(left_out) == ["single/eps8/matched/linbp", "single/eps8/paper/linbp"]
     assert all(why.startswith("backward 'linbp': model 'efficientnet_lite0' has no residual units")
                for why in left_out.values())
+
+
+def test_the_table_says_which_sources_crafted_its_sets():
+    def payload(*lists):
+        return {"sets": [{"crafted_as": f"set{i}", "tfattack_sources": sources} for i, sources in enumerate(lists)]
+                + [{"crafted_as": "set0", "tfattack_sources": lists[0]}]}  # a matched entry sharing set0's folder
+
+    assert leaderboard_run.code_line(payload(["abc"], ["abc"])) == (
+        "Every set was crafted by the tfattack sources abc (`runs.source_digest`).")
+    assert leaderboard_run.code_line(payload(["abc"], ["abc", "def"], [], None)) == (
+        "The sets were crafted by several versions of the tfattack sources (`runs.source_digest`; each set's list "
+        "is in the JSON): abc (2 sets), def (1 set), unrecorded (2 sets); unrecorded: crafted before run records "
+        "kept the digest.")
+    assert "do not say which" in leaderboard_run.code_line(payload([], None))
+
+
+def test_crafting_history_keeps_the_sources_of_every_run_that_wrote_images(monkeypatch):
+    from tfattack import runs
+    from tfattack.bench import transfer
+
+    monkeypatch.setattr(runs, "source_digest", lambda: "new")
+    first = transfer._add_crafting_time({}, 5, 10.0)
+    assert first == {"images": 5, "seconds": 10.0, "sources": ["new"]}
+    assert transfer._add_crafting_time(first, 0, 3.0) == first  # a run that wrote nothing adds nothing
+    old = {"images": 4, "seconds": 8.0}  # a record from before the digest was kept
+    assert transfer._add_crafting_time(old, 2, 1.0) == {"images": 6, "seconds": 9.0, "sources": ["new", "unrecorded"]}
+    assert transfer.crafting_sources(old) == ["unrecorded"] and transfer.crafting_sources({}) == []

@@ -256,3 +256,30 @@ def test_weights_fingerprint_follows_the_files(tmp_path):
     assert record.weights_fingerprint(str(prefix)) != first
     with pytest.raises(RecordError, match="no such file"):
         record.weights_fingerprint(str(tmp_path / "absent"))
+
+
+def test_the_source_digest_follows_every_python_source_and_nothing_else(tmp_path):
+    from tfattack import runs
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+
+    def digest():
+        runs.source_digest.cache_clear()
+        return runs.source_digest(str(package))
+
+    first = digest()
+    assert len(first) == 12 and int(first, 16) >= 0
+    (package / "notes.txt").write_text("not code")
+    (package / "sub" / "__pycache__").mkdir()
+    (package / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"\0")
+    assert digest() == first  # only .py files count
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    changed = digest()
+    assert changed != first
+    (package / "sub" / "b.py").rename(package / "c.py")
+    assert digest() not in (first, changed)  # the same bytes under another name are other code
+    runs.source_digest.cache_clear()
+    assert runs.source_digest() == runs.source_digest(os.path.dirname(tfattack.__file__))

@@ -5,6 +5,7 @@ Library code: it never reads absl FLAGS; scripts pass plain values in.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -94,6 +95,25 @@ def build_ensemble(entries: Sequence[Tuple[str, float]], checkpoints=None, model
     return tfattack.models.Ensemble(models, [w for _, w in entries], fuse=fuse)
 
 
+@functools.lru_cache(maxsize=None)
+def source_digest(package: Optional[str] = None) -> str:
+    """The first 12 hex digits of SHA-256 over a package's Python sources (relative paths and bytes; default: this
+    installed tfattack): which code made a result, where the version number says too little (a checkout between
+    releases)."""
+    import hashlib
+
+    package = package or os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(package):
+        dirs.sort()
+        for name in sorted(n for n in names if n.endswith(".py")):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, package).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
 def environment() -> dict:
     """Versions and machine facts recorded next to every result."""
     import numpy
@@ -101,7 +121,8 @@ def environment() -> dict:
 
     import tfattack
 
-    return {"tfattack": tfattack.__version__, "tensorflow": tf.__version__, "numpy": numpy.__version__,
+    return {"tfattack": tfattack.__version__, "tfattack_sources": source_digest(), "tensorflow": tf.__version__,
+            "numpy": numpy.__version__,
             "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             # oneDNN's rewrites change the last bits of results, and which graph they run can vary per process

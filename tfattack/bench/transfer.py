@@ -126,8 +126,9 @@ def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
     return tfattack.attacks.build(preset, **common, **overrides, seed=seed)
 
 
-def _earlier_crafting(folder: str) -> Dict:
-    """The crafting time an earlier run of a set recorded ({} if none); an unreadable record is a one-line
+def recorded_crafting(folder: str) -> Dict:
+    """What the runs that crafted a set recorded ({} if none): images, seconds and the tfattack sources that wrote
+    them (`runs.source_digest`; absent for sets crafted before records kept it). An unreadable record is a one-line
     error naming it (the pipeline checks the settings)."""
     from tfattack.record import RunRecord
     earlier = RunRecord.load(os.path.join(folder, "run.json"))
@@ -145,10 +146,24 @@ def _bench_advice(err: Exception) -> str:
                                  str(err))
 
 
+UNRECORDED_SOURCES = "unrecorded"  # images crafted before run records kept the sources' digest
+
+
 def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
-    """Crafting time summed over every run that wrote images into a set (sets are crafted resumably)."""
+    """Crafting time summed over every run that wrote images into a set (sets are crafted resumably), and the
+    sources of those runs: a set crafted across a code change says so."""
     earlier = earlier or {"images": 0, "seconds": 0.0}
-    return {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
+    out = {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
+    sources = set(crafting_sources(earlier)) | ({runs.source_digest()} if images else set())
+    if sources:
+        out["sources"] = sorted(sources)
+    return out
+
+
+def crafting_sources(crafting: Dict) -> List[str]:
+    """The source digests of the runs that crafted a set (`recorded_crafting`); UNRECORDED_SOURCES stands for
+    images crafted before records kept them."""
+    return list(crafting.get("sources") or ([UNRECORDED_SOURCES] if crafting.get("images") else []))
 
 
 def progress_log(log, what: str, total: int, prefix: str = "transfer"):
@@ -189,7 +204,7 @@ def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label
 
 def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter):
     try:
-        earlier = _earlier_crafting(folder) if os.path.isdir(folder) else {}
+        earlier = recorded_crafting(folder) if os.path.isdir(folder) else {}
         # The earlier runs' crafting time goes into the record from its first write: a run killed in
         # this set leaves it there for the next one to add to.
         summary = pipeline.attack_dataset(
