@@ -310,3 +310,8 @@ def test_crafting_history_keeps_the_sources_of_every_run_that_wrote_images(monke
     old = {"images": 4, "seconds": 8.0}  # a record from before the digest was kept
     assert transfer._add_crafting_time(old, 2, 1.0) == {"images": 6, "seconds": 9.0, "sources": ["new", "unrecorded"]}
     assert transfer.crafting_sources(old) == ["unrecorded"] and transfer.crafting_sources({}) == []
+    # Images found done that no earlier run counted and no sources vouch for: made by a run that recorded nothing.
+    assert transfer._add_crafting_time({}, 3, 1.0, kept=30)["sources"] == ["new", "unrecorded"]
+    # A run killed after it recorded its sources (from its first write) but before its count: its sources stand.
+    started = {"images": 0, "seconds": 0.0, "sources": ["killed"]}
+    assert transfer._add_crafting_time(started, 3, 1.0, kept=30)["sources"] == ["killed", "new"]

@@ -410,3 +410,35 @@ def test_scoring_imports_are_read_from_the_whole_module_body(tmp_path):
     found = set(transfer._imported(str(module), "tfattack.thing"))
     assert {"tfattack.data", "tfattack.files", "tfattack.models.zoo", "tfattack.defenses"} <= found
     assert "os" not in found
+
+
+def test_a_crafting_run_records_its_sources_from_its_first_write(tmp_path):
+    """A set's record names the code of every run that wrote into it, even of a run killed before its end."""
+    from test_attack_script import make_input
+    from test_run_record import TinyModel, weights_file
+    import tfattack
+    from tfattack import data, runs
+    from tfattack.bench import transfer
+
+    images, _ = make_input(tmp_path, 3)
+    dataset = data.read_dataset(str(images))
+    model = TinyModel(weights_file(tmp_path / "w.npy"))
+    attack = tfattack.attacks.build("mi_fgsm", eps=8 / 255, steps=2)
+    folder = tmp_path / "set"
+    seen = []
+
+    def log(line):  # called as batches finish: the record on disk then is what a kill would leave
+        if "crafting" in line and (folder / "run.json").exists():
+            seen.append(json.loads((folder / "run.json").read_text())["crafting"])
+
+    transfer.craft_set(dataset.select(dataset.ids[:2]), str(folder), model, attack, batch_size=1, label="set",
+                       info={}, log=log)
+    assert seen and all(c["sources"] == [runs.source_digest()] for c in seen)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["crafting"]["images"] == 2 and record["crafting"]["sources"] == [runs.source_digest()]
+    # An older run's images without any crafting record: the next run says some images are of unrecorded code.
+    del record["crafting"]
+    (folder / "run.json").write_text(json.dumps(record))
+    transfer.craft_set(dataset, str(folder), model, attack, batch_size=1, label="set", info={}, log=lambda line: None)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["crafting"]["images"] == 1 and record["crafting"]["sources"] == [runs.source_digest(), "unrecorded"]

@@ -149,12 +149,16 @@ def _bench_advice(err: Exception) -> str:
 UNRECORDED_SOURCES = "unrecorded"  # images crafted before run records kept the sources' digest
 
 
-def _add_crafting_time(earlier: Dict, images: int, seconds: float) -> Dict:
+def _add_crafting_time(earlier: Dict, images: int, seconds: float, kept: int = 0) -> Dict:
     """Crafting time summed over every run that wrote images into a set (sets are crafted resumably), and the
-    sources of those runs: a set crafted across a code change says so."""
-    earlier = earlier or {"images": 0, "seconds": 0.0}
+    sources of those runs: a set crafted across a code change says so. `kept`: the images this run found done;
+    more than the earlier runs counted, with no sources recorded, means runs that recorded neither (killed before
+    tfattack kept their sources in the record from the start) made some: UNRECORDED_SOURCES says so."""
+    earlier = dict(earlier) or {"images": 0, "seconds": 0.0}
     out = {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
     sources = set(crafting_sources(earlier)) | ({runs.source_digest()} if images else set())
+    if kept > earlier["images"] and not earlier.get("sources"):
+        sources.add(UNRECORDED_SOURCES)
     if sources:
         out["sources"] = sorted(sources)
     return out
@@ -205,17 +209,19 @@ def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label
 def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter):
     try:
         earlier = recorded_crafting(folder) if os.path.isdir(folder) else {}
-        # The earlier runs' crafting time goes into the record from its first write: a run killed in
-        # this set leaves it there for the next one to add to.
+        # The earlier runs' crafting time, and this run's sources, go into the record from its first write: a run
+        # killed in this set leaves them there for the next one to add to.
+        started = _add_crafting_time(earlier, 0, 0.0)
+        started["sources"] = sorted(set(started.get("sources", ())) | {runs.source_digest()})
         summary = pipeline.attack_dataset(
             dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
-            info={**info, "environment": runs.environment(), **({"crafting": earlier} if earlier else {})},
+            info={**info, "environment": runs.environment(), "crafting": started},
             progress=lambda total: progress_log(log, f"crafting {label}", total, prefix), crafter=crafter)
     except RecordError as err:
         raise RecordError(_bench_advice(err)) from None
     for note in summary.notes:
         log(f"{prefix}: {label}: {note}")
-    crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds)
+    crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds, kept=len(summary.already_done))
     if summary.written:  # a finished set is only read (a crafting run may be beside this one)
         summary.record.info["crafting"] = crafting
         summary.record.save()
