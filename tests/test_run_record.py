@@ -192,7 +192,7 @@ def test_a_finished_folder_is_checked_without_its_lock_and_left_untouched(setup)
     before = snapshot(out)
     with record.FolderLock(str(out)):  # another run holds the folder: checking a finished one still works
         summary = craft(images, model, out)
-    assert sorted(summary.already_done) == ids and summary.written == []
+    assert sorted(summary.already_done) == ids and summary.written == [] and summary.checked_only
     assert summary.record.images == RunRecord.load(str(out / "run.json")).images
     assert snapshot(out) == before
     # other settings are still refused (by the locked path, with its message), never read as finished

@@ -29,6 +29,7 @@ class RunSummary:
     notes: List[str] = dataclasses.field(default_factory=list)  # what the resume decided, said once
     record: Optional[RunRecord] = None
     seconds: float = 0.0
+    checked_only: bool = False  # a finished folder, read without its lock: nothing written, the record untouched
 
     @property
     def images_per_second(self) -> float:
@@ -174,7 +175,7 @@ def _finished(dataset: "data.Dataset", output_dir: str, record_name: str, curren
         return None
     if plan.pending or plan.notes:
         return None
-    summary = RunSummary(already_done=list(plan.kept), record=earlier)
+    summary = RunSummary(already_done=list(plan.kept), record=earlier, checked_only=True)
     if current["label_source"] == "clean_prediction":
         summary.predicted_labels = {i: e["label"] for i, e in earlier.images.items()}
     return summary

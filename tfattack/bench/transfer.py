@@ -222,7 +222,7 @@ def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log,
     for note in summary.notes:
         log(f"{prefix}: {label}: {note}")
     crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds, kept=len(summary.already_done))
-    if summary.written:  # a finished set is only read (a crafting run may be beside this one)
+    if not summary.checked_only:  # a finished set is only read (a crafting run may be beside this one)
         summary.record.info["crafting"] = crafting
         summary.record.save()
     log(f"{prefix}: {label}: {len(summary.written)} crafted in {summary.seconds:.0f} s "
