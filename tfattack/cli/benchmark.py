@@ -406,7 +406,7 @@ def run_leaderboard():
         crafted = leaderboard_run.crafted_sets(planned)
         folder = os.path.join(FLAGS.output_dir, "leaderboard")
         ids = None
-        if FLAGS.data_dir:  # which images each set needs: the first N of the DEV set
+        if FLAGS.data_dir and os.path.isdir(folder):  # which images each set needs: the first N of the DEV set
             from tfattack import data
             ids = data.read_dataset(os.path.join(FLAGS.data_dir, "images"),
                                     csv=os.path.join(FLAGS.data_dir, "dev_dataset.csv")).ids
