@@ -162,6 +162,7 @@ def test_a_0_1_set_crafted_at_another_eps_is_refused_in_one_line(tmp_path, monke
 @requires_shared
 def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_path):
     import os
+    import shutil
 
     from shared_data import NIPS17_DEV
     from tfattack import data
@@ -188,9 +189,30 @@ def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_p
     retargeted = dataclasses.replace(dataset, targets=dataset.targets[::-1].copy())
     assert transfer.score_key(retargeted, keys, folders, seed=0, batch_size=10, targeted=True) != targeted
     assert transfer.score_key(retargeted, keys, folders, seed=0, batch_size=10) == key
+    # The files' bytes count, not their times or places: a dataset unpacked again (new mtimes) or sets copied to
+    # another folder keep their scores; one changed byte of any image does not.
+    clean_copy = tmp_path / "clean"
+    clean_copy.mkdir()
+    for path in dataset.paths:
+        shutil.copyfile(path, clean_copy / os.path.basename(path))
+        os.utime(clean_copy / os.path.basename(path), ns=(1, 1))
+    unpacked = data.read_dataset(str(clean_copy), csv=str(NIPS17_DEV / "dev_dataset.csv"))
+    assert unpacked.paths != dataset.paths
+    assert transfer.score_key(unpacked, keys, folders, seed=0, batch_size=10) == key
+    copies = [shutil.copytree(folder, str(tmp_path / "copy" / str(i))) for i, folder in enumerate(folders)]
+    assert transfer.score_key(dataset, keys, copies, seed=0, batch_size=10) == key
     rewritten = data.output_path(folders[1], dataset.ids[1])
-    os.utime(rewritten, ns=(1, 1))  # a re-crafted image (new mtime) invalidates the kept scores
+    os.utime(rewritten, ns=(1, 1))
+    assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) == key
+    with open(rewritten, "wb") as f:  # a re-crafted image: same size, other bytes
+        f.write(b"pnh")
     assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) != key
+    with open(clean_copy / os.path.basename(dataset.paths[0]), "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    assert transfer.score_key(unpacked, keys, copies, seed=0, batch_size=10) != key
     os.remove(rewritten)
     assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) != key
 

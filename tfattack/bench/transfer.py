@@ -13,6 +13,8 @@ the DEV CSV's TargetClass and a victim's prediction counts only when it is that 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
@@ -333,17 +335,29 @@ def scoring_sources() -> List[str]:
     return sorted(set(files.values()))
 
 
+@functools.lru_cache(maxsize=65536)
+def _bytes_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def content_digest(path: str) -> str:
+    """SHA-256 of a file's bytes (read once per process while its size and mtime stay). Scores follow what the
+    files hold: a dataset unpacked again, a set copied from another machine or restored from a backup has new
+    times and the same scores."""
+    stat = os.stat(path)
+    return _bytes_digest(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
 def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
                defenses: Sequence[str] = DEFENSES) -> str:
     """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
     (targeted-ness and the targets among them: a targeted set is scored by target hits).
 
-    Scoring 1000 images takes about an hour on a 2-core CPU; with this key a rerun, or a run that adds rows
-    of another image subset, rescores only the groups whose inputs changed. (`keys` may name one set: the
+    Scoring is the long part of a table; with this key a rerun, or a run that adds rows of another image subset,
+    rescores only the groups whose inputs changed. (`keys` may name one set: the
     leaderboard keeps each set's predictions on their own, which rp's and rs's per-ImageId draws allow.)
     """
-    import hashlib
-
     digest = hashlib.sha256()
     for path in scoring_sources():
         with open(path, "rb") as f:
@@ -353,12 +367,10 @@ def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str =
     labels = dataset.require_labels()
     targets = dataset.require_targets() if targeted else [None] * len(dataset)
     for image_id, path, label, target in zip(dataset.ids, dataset.paths, labels, targets):
-        stat = os.stat(path)
-        digest.update(f"{image_id} {label} {target} {stat.st_size} {stat.st_mtime_ns}".encode())
-        for folder in folders:  # file identity by size and time, not path: relative and absolute dirs agree
+        digest.update(f"{image_id} {label} {target} {content_digest(path)}".encode())
+        for folder in folders:  # by content, not path or time: relative and absolute dirs, copies and restores agree
             adv = data.output_path(folder, image_id)
-            stat = os.stat(adv) if os.path.exists(adv) else None
-            digest.update(f"{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+            digest.update(f"{content_digest(adv) if os.path.exists(adv) else None}".encode())
     return digest.hexdigest()[:20]
 
 
