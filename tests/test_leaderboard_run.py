@@ -221,6 +221,7 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     assert "Against ti_di_mi_fgsm, victim by victim (" in (first / "leaderboard.md").read_text()
     from tfattack import runs
     assert {tuple(s["tfattack_sources"]) for s in payload["sets"]} == {(runs.source_digest(),)}
+    assert {tuple(s["kernels"]) for s in payload["sets"]} == {(runs.kernels(),)}
     assert f"Every set was crafted by the tfattack sources {runs.source_digest()}" in (
         first / "leaderboard.md").read_text()
     # The analysis: one entry per (source, eps, budget); MI-FGSM is the only method TransferAttack has too (no
@@ -285,33 +286,62 @@ def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason()
                for why in left_out.values())
 
 
-def test_the_table_says_which_sources_crafted_its_sets():
-    def payload(*lists):
-        return {"sets": [{"crafted_as": f"set{i}", "tfattack_sources": sources} for i, sources in enumerate(lists)]
-                + [{"crafted_as": "set0", "tfattack_sources": lists[0]}]}  # a matched entry sharing set0's folder
+def test_the_table_says_which_sources_and_kernels_crafted_its_sets():
+    def payload(*lists, kernels=None):
+        kernels = kernels or [["CPU TF_ENABLE_ONEDNN_OPTS=0"]] * len(lists)
+        sets = [{"crafted_as": f"set{i}", "tfattack_sources": sources, "kernels": kernel}
+                for i, (sources, kernel) in enumerate(zip(lists, kernels))]
+        return {"sets": sets + [dict(sets[0])]}  # a matched entry sharing set0's folder
 
+    one_kernel = "Every set was crafted by the kernels CPU TF_ENABLE_ONEDNN_OPTS=0 (`runs.kernels`)."
     assert leaderboard_run.code_line(payload(["abc"], ["abc"])) == (
-        "Every set was crafted by the tfattack sources abc (`runs.source_digest`).")
+        "Every set was crafted by the tfattack sources abc (`runs.source_digest`). " + one_kernel)
     assert leaderboard_run.code_line(payload(["abc"], ["abc", "def"], [], None)) == (
         "The sets were crafted by several versions of the tfattack sources (`runs.source_digest`; each set's list "
         "is in the JSON): abc (2 sets), def (1 set), unrecorded (2 sets); unrecorded: crafted before run records "
-        "kept the digest.")
-    assert "do not say which" in leaderboard_run.code_line(payload([], None))
+        "kept it. " + one_kernel)
+    assert leaderboard_run.code_line(payload([], None)).startswith(
+        "The sets' run records do not say which tfattack sources crafted them")
+    assert leaderboard_run.code_line(payload([], None, kernels=[[], ["unrecorded"]])) == (
+        "The sets' run records do not say which tfattack sources and kernels crafted them (made before they kept it).")
+    mixed = payload(["abc"], ["abc"], ["abc"], kernels=[["CPU TF_ENABLE_ONEDNN_OPTS=0"], ["unrecorded"],
+                                                      ["CPU TF_ENABLE_ONEDNN_OPTS=0", "CPU TF_ENABLE_ONEDNN_OPTS=unset"]])
+    assert leaderboard_run.code_line(mixed).endswith(
+        "The sets were crafted by several kernel settings (`runs.kernels`; each set's list is in the JSON): "
+        "CPU TF_ENABLE_ONEDNN_OPTS=0 (2 sets), CPU TF_ENABLE_ONEDNN_OPTS=unset (1 set), unrecorded (1 set); "
+        "unrecorded: crafted before run records kept it.")
 
 
-def test_crafting_history_keeps_the_sources_of_every_run_that_wrote_images(monkeypatch):
+def test_crafting_history_keeps_the_sources_and_kernels_of_every_run_that_wrote_images(monkeypatch):
     from tfattack import runs
     from tfattack.bench import transfer
 
     monkeypatch.setattr(runs, "source_digest", lambda: "new")
+    monkeypatch.setattr(transfer, "HISTORY", {"sources": runs.source_digest, "kernels": lambda: "cpu"})
     first = transfer._add_crafting_time({}, 5, 10.0)
-    assert first == {"images": 5, "seconds": 10.0, "sources": ["new"]}
+    assert first == {"images": 5, "seconds": 10.0, "sources": ["new"], "kernels": ["cpu"]}
     assert transfer._add_crafting_time(first, 0, 3.0) == first  # a run that wrote nothing adds nothing
-    old = {"images": 4, "seconds": 8.0}  # a record from before the digest was kept
-    assert transfer._add_crafting_time(old, 2, 1.0) == {"images": 6, "seconds": 9.0, "sources": ["new", "unrecorded"]}
-    assert transfer.crafting_sources(old) == ["unrecorded"] and transfer.crafting_sources({}) == []
-    # Images found done that no earlier run counted and no sources vouch for: made by a run that recorded nothing.
+    old = {"images": 4, "seconds": 8.0}  # a record from before the history was kept
+    assert transfer._add_crafting_time(old, 2, 1.0) == {"images": 6, "seconds": 9.0, "sources": ["new", "unrecorded"],
+                                                        "kernels": ["cpu", "unrecorded"]}
+    assert transfer.crafted_by(old, "sources") == ["unrecorded"] and transfer.crafted_by({}, "kernels") == []
+    # A record that kept the sources but not yet the kernels: its earlier images' kernels are unrecorded.
+    sources_only = {"images": 4, "seconds": 8.0, "sources": ["older"]}
+    assert transfer._add_crafting_time(sources_only, 1, 1.0)["kernels"] == ["cpu", "unrecorded"]
+    # Images found done that no earlier run counted and nothing vouches for: made by a run that recorded nothing.
     assert transfer._add_crafting_time({}, 3, 1.0, kept=30)["sources"] == ["new", "unrecorded"]
-    # A run killed after it recorded its sources (from its first write) but before its count: its sources stand.
-    started = {"images": 0, "seconds": 0.0, "sources": ["killed"]}
-    assert transfer._add_crafting_time(started, 3, 1.0, kept=30)["sources"] == ["killed", "new"]
+    # A run killed after it recorded its history (from its first write) but before its count: its history stands.
+    started = {"images": 0, "seconds": 0.0, "sources": ["killed"], "kernels": ["gpu"]}
+    assert transfer._add_crafting_time(started, 3, 1.0, kept=30) == {
+        "images": 3, "seconds": 1.0, "sources": ["killed", "new"], "kernels": ["cpu", "gpu"]}
+
+
+def test_kernels_name_the_device_and_the_onednn_switch(monkeypatch):
+    from tfattack import runs
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=0"  # the test machines have no GPU
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=unset"
+
+

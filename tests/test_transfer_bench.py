@@ -56,6 +56,12 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     assert all(r["linf_max"] <= 16 and r["violations"] == 0 for r in payload["rows"])
     for name in ("transfer.md", "transfer.csv", "transfer.png"):
         assert (first / name).stat().st_size > 0
+    from tfattack import runs
+    assert payload["crafted_by"] == {f"{s}/{a}": {"sources": [runs.source_digest()],
+                                                  "kernels": ["CPU TF_ENABLE_ONEDNN_OPTS=0"]}
+                                     for s in ("single", "ensemble") for a in ("FGSM", "DI-MI")}
+    assert (f"Every set was crafted by the tfattack sources {runs.source_digest()} (`runs.source_digest`). Every set "
+            "was crafted by the kernels CPU TF_ENABLE_ONEDNN_OPTS=0 (`runs.kernels`).") in (first / "transfer.md").read_text()
     # Same seed, fresh folder: the same adversarial files and the same numbers.
     assert digests(first / "transfer") == digests(second / "transfer") and len(digests(first / "transfer")) == 8
     assert payload["rows"] == json.loads((second / "transfer.json").read_text())["rows"]
@@ -137,7 +143,8 @@ def test_a_set_crafted_by_the_0_1_bench_is_reused_with_its_crafting_time(tmp_pat
     assert any(l.startswith("transfer: single FGSM: ") and "written by tfattack 0.1" in l for l in said), said
     record = json.loads((folder / "run.json").read_text())
     # its time is kept, and its code is the one 0.1 never recorded (this run wrote nothing)
-    assert record["format"] == 2 and record["crafting"] == {"images": 2, "seconds": 7.5, "sources": ["unrecorded"]}
+    assert record["format"] == 2 and record["crafting"] == {"images": 2, "seconds": 7.5, "sources": ["unrecorded"],
+                                                       "kernels": ["unrecorded"]}
     assert sorted(record["images"]) == ids and all(e["adopted"] == "tfattack 0.1 record" for e in record["images"].values())
     assert record["settings"]["max_epsilon"] == 16 and record["settings"]["models"][0]["name"] == "efficientnet_lite0"
 
@@ -183,6 +190,9 @@ def test_kept_scores_are_keyed_by_the_files_the_settings_and_the_set_order(tmp_p
     assert transfer.score_key(dataset, keys[::-1], folders[::-1], seed=0, batch_size=10) != key
     assert transfer.score_key(full.select(full.ids[:3]), keys, folders, seed=0, batch_size=10) != key
     assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10, victims="other weights") != key
+    with pytest.MonkeyPatch.context() as patch:  # other kernels: predictions that may differ in borderline images
+        patch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+        assert transfer.score_key(dataset, keys, folders, seed=0, batch_size=10) != key
     # Targeted sets are scored by target hits: their scores never stand for untargeted ones, nor for other targets.
     targeted = transfer.score_key(dataset, keys, folders, seed=0, batch_size=10, targeted=True)
     assert targeted != key
@@ -435,8 +445,9 @@ def test_scoring_imports_are_read_from_the_whole_module_body(tmp_path):
     assert "os" not in found
 
 
-def test_a_crafting_run_records_its_sources_from_its_first_write(tmp_path):
-    """A set's record names the code of every run that wrote into it, even of a run killed before its end."""
+def test_a_crafting_run_records_its_sources_and_kernels_from_its_first_write(tmp_path):
+    """A set's record names the code and kernels of every run that wrote into it, even of a run killed before its
+    end."""
     from test_attack_script import make_input
     from test_run_record import TinyModel, weights_file
     import tfattack
@@ -456,12 +467,14 @@ def test_a_crafting_run_records_its_sources_from_its_first_write(tmp_path):
 
     transfer.craft_set(dataset.select(dataset.ids[:2]), str(folder), model, attack, batch_size=1, label="set",
                        info={}, log=log)
-    assert seen and all(c["sources"] == [runs.source_digest()] for c in seen)
+    assert seen and all(c["sources"] == [runs.source_digest()] and c["kernels"] == [runs.kernels()] for c in seen)
     record = json.loads((folder / "run.json").read_text())
     assert record["crafting"]["images"] == 2 and record["crafting"]["sources"] == [runs.source_digest()]
+    assert record["crafting"]["kernels"] == [runs.kernels()]
     # An older run's images without any crafting record: the next run says some images are of unrecorded code.
     del record["crafting"]
     (folder / "run.json").write_text(json.dumps(record))
     transfer.craft_set(dataset, str(folder), model, attack, batch_size=1, label="set", info={}, log=lambda line: None)
     record = json.loads((folder / "run.json").read_text())
     assert record["crafting"]["images"] == 1 and record["crafting"]["sources"] == [runs.source_digest(), "unrecorded"]
+    assert record["crafting"]["kernels"] == sorted([runs.kernels(), "unrecorded"])

@@ -114,6 +114,16 @@ def source_digest(package: Optional[str] = None) -> str:
     return digest.hexdigest()[:12]
 
 
+def kernels() -> str:
+    """Which kernels a run computes with, in the words that set them: the device kind and TensorFlow's oneDNN switch
+    (its rewrites change a result's last bits; unset is TensorFlow's default, on for x86 Linux). Two runs of the
+    same sources and settings give the same bytes when this is equal and says `TF_ENABLE_ONEDNN_OPTS=0`."""
+    import tensorflow as tf
+
+    device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    return f"{device} TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}"
+
+
 def environment() -> dict:
     """Versions and machine facts recorded next to every result."""
     import numpy

@@ -308,8 +308,8 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         predictions[group] = score_group(entries, subsets[num_images], victims, defense_specs, output_dir,
                                          fingerprint, seed, batch_size, log)
     table = table_rows(planned, predictions, timings)
-    code = {e.crafted_as: transfer.crafting_sources(transfer.recorded_crafting(folder_of(output_dir, e.crafted_as)))
-            for e in crafted_sets(planned)}
+    history = {e.crafted_as: transfer.recorded_crafting(folder_of(output_dir, e.crafted_as))
+               for e in crafted_sets(planned)}
     payload = {
         "protocol": {
             "steps": transfer.COMMON["steps"], "step": "eps/10 (a paper's own schedule: its steps, its step scaled "
@@ -324,7 +324,8 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         "sets": [{"name": e.name, "method": e.method, "source": e.source, "eps_pixels": e.eps_pixels,
                   "budget": e.budget, "how": e.how, "grad_evals_per_image": e.passes, "images": e.images,
                   "crafted_as": e.crafted_as, "craft_s_per_image": timings.get(e.crafted_as),
-                  "tfattack_sources": code[e.crafted_as]} for e in planned],
+                  "tfattack_sources": transfer.crafted_by(history[e.crafted_as], "sources"),
+                  "kernels": transfer.crafted_by(history[e.crafted_as], "kernels")} for e in planned],
         "left_out": left_out, "rows": table}
     payload["analysis"] = analysis(payload)
     return payload
@@ -391,20 +392,10 @@ def markdown(payload) -> str:
 
 
 def code_line(payload) -> str:
-    """Which versions of the tfattack sources crafted the table's sets (a set crafted over several runs may have
-    several)."""
-    counts: Dict[str, int] = {}
-    for entry in {s["crafted_as"]: s for s in payload["sets"]}.values():
-        for digest in entry.get("tfattack_sources") or [transfer.UNRECORDED_SOURCES]:
-            counts[digest] = counts.get(digest, 0) + 1
-    if list(counts) == [transfer.UNRECORDED_SOURCES]:
-        return "The sets' run records do not say which tfattack sources crafted them (made before they kept it)."
-    if len(counts) == 1:
-        return f"Every set was crafted by the tfattack sources {next(iter(counts))} (`runs.source_digest`)."
-    return ("The sets were crafted by several versions of the tfattack sources (`runs.source_digest`; each set's "
-            "list is in the JSON): " + ", ".join(f"{d} ({n} set{'s' * (n != 1)})" for d, n in sorted(counts.items())) +
-            (f"; {transfer.UNRECORDED_SOURCES}: crafted before run records kept the digest"
-             if transfer.UNRECORDED_SOURCES in counts else "") + ".")
+    """Which versions of the tfattack sources, and which kernels, crafted the table's sets (a set crafted over several
+    runs may have several of each)."""
+    sets = {s["crafted_as"]: s for s in payload["sets"]}.values()
+    return transfer.history_line([{"sources": s.get("tfattack_sources"), "kernels": s.get("kernels")} for s in sets])
 
 
 def versus_reference_line(ranked: Sequence[str], versus: Dict[tuple, "leaderboard.VersusReference"], reference: str,

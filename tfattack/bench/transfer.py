@@ -148,28 +148,56 @@ def _bench_advice(err: Exception) -> str:
                                  str(err))
 
 
-UNRECORDED_SOURCES = "unrecorded"  # images crafted before run records kept the sources' digest
+UNRECORDED = "unrecorded"  # images crafted before run records kept what made them
+# What each run that writes into a set leaves in its crafting history: the package's sources and the kernels.
+HISTORY = {"sources": runs.source_digest, "kernels": runs.kernels}
 
 
 def _add_crafting_time(earlier: Dict, images: int, seconds: float, kept: int = 0) -> Dict:
     """Crafting time summed over every run that wrote images into a set (sets are crafted resumably), and the
-    sources of those runs: a set crafted across a code change says so. `kept`: the images this run found done;
-    more than the earlier runs counted, with no sources recorded, means runs that recorded neither (killed before
-    tfattack kept their sources in the record from the start) made some: UNRECORDED_SOURCES says so."""
+    sources and kernels of those runs (HISTORY): a set crafted across a code change, or partly on other kernels, says
+    so. `kept`: the images this run found done; more than the earlier runs counted, with nothing recorded, means runs
+    that recorded nothing (killed before tfattack kept the history from the start) made some: UNRECORDED says so."""
     earlier = dict(earlier) or {"images": 0, "seconds": 0.0}
     out = {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
-    sources = set(crafting_sources(earlier)) | ({runs.source_digest()} if images else set())
-    if kept > earlier["images"] and not earlier.get("sources"):
-        sources.add(UNRECORDED_SOURCES)
-    if sources:
-        out["sources"] = sorted(sources)
+    for field, of_this_run in HISTORY.items():
+        values = set(crafted_by(earlier, field)) | ({of_this_run()} if images else set())
+        if kept > earlier["images"] and not earlier.get(field):
+            values.add(UNRECORDED)
+        if values:
+            out[field] = sorted(values)
     return out
 
 
-def crafting_sources(crafting: Dict) -> List[str]:
-    """The source digests of the runs that crafted a set (`recorded_crafting`); UNRECORDED_SOURCES stands for
-    images crafted before records kept them."""
-    return list(crafting.get("sources") or ([UNRECORDED_SOURCES] if crafting.get("images") else []))
+def crafted_by(crafting: Dict, field: str) -> List[str]:
+    """The `field` of HISTORY ("sources" digests or "kernels") of the runs that crafted a set (`recorded_crafting`);
+    UNRECORDED stands for images crafted before records kept it."""
+    return list(crafting.get(field) or ([UNRECORDED] if crafting.get("images") else []))
+
+
+def history_line(histories: Sequence[Dict]) -> str:
+    """Two sentences for a table: which versions of the tfattack sources, and which kernels, crafted its sets (one
+    crafting history per set, as `crafted_by` lists them; a set crafted over several runs may have several)."""
+    if all(not history.get(field) or history[field] == [UNRECORDED] for history in histories for field in HISTORY):
+        return ("The sets' run records do not say which tfattack sources and kernels crafted them (made before they "
+                "kept it).")
+    return " ".join((_history_sentence(histories, "sources", "tfattack sources", "versions of the tfattack sources",
+                                       "`runs.source_digest`"),
+                     _history_sentence(histories, "kernels", "kernels", "kernel settings", "`runs.kernels`")))
+
+
+def _history_sentence(histories: Sequence[Dict], field: str, what: str, several: str, where: str) -> str:
+    counts: Dict[str, int] = {}
+    for history in histories:
+        for value in history.get(field) or [UNRECORDED]:
+            counts[value] = counts.get(value, 0) + 1
+    if list(counts) == [UNRECORDED]:
+        return f"The sets' run records do not say which {what} crafted them (made before they kept it)."
+    if len(counts) == 1:
+        return f"Every set was crafted by the {what} {next(iter(counts))} ({where})."
+    return (f"The sets were crafted by several {several} ({where}; each set's list is in the JSON): " +
+            ", ".join(f"{v} ({n} set{'s' * (n != 1)})" for v, n in sorted(counts.items())) +
+            (f"; {UNRECORDED}: crafted before run records kept it" if UNRECORDED in counts else "") + ".")
 
 
 def progress_log(log, what: str, total: int, prefix: str = "transfer"):
@@ -211,10 +239,11 @@ def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label
 def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter):
     try:
         earlier = recorded_crafting(folder) if os.path.isdir(folder) else {}
-        # The earlier runs' crafting time, and this run's sources, go into the record from its first write: a run
+        # The earlier runs' crafting time, and this run's sources and kernels, go into the record from its first write: a run
         # killed in this set leaves them there for the next one to add to.
         started = _add_crafting_time(earlier, 0, 0.0)
-        started["sources"] = sorted(set(started.get("sources", ())) | {runs.source_digest()})
+        for field, of_this_run in HISTORY.items():
+            started[field] = sorted(set(started.get(field, ())) | {of_this_run()})
         summary = pipeline.attack_dataset(
             dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
             info={**info, "environment": runs.environment(), "crafting": started},
@@ -351,8 +380,8 @@ def content_digest(path: str) -> str:
 
 def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str = "", targeted: bool = False,
                defenses: Sequence[str] = DEFENSES) -> str:
-    """What a group's scores depend on: the exact files scored, the victims, the scoring code, the settings
-    (targeted-ness and the targets among them: a targeted set is scored by target hits).
+    """What a group's scores depend on: the exact files scored, the victims, the scoring code and the kernels it runs
+    on, the settings (targeted-ness and the targets among them: a targeted set is scored by target hits).
 
     Scoring is the long part of a table; with this key a rerun, or a run that adds rows of another image subset,
     rescores only the groups whose inputs changed. (`keys` may name one set: the
@@ -363,7 +392,8 @@ def score_key(dataset, keys, folders, seed: int, batch_size: int, victims: str =
         with open(path, "rb") as f:
             digest.update(os.path.basename(path).encode() + f.read())
     digest.update(json.dumps({"rows": SCORES_FORMAT, "seed": seed, "batch_size": batch_size, "victims": victims,
-                              "defenses": list(defenses), "sets": keys, "targeted": targeted}).encode())
+                              "defenses": list(defenses), "sets": keys, "targeted": targeted,
+                              "kernels": runs.kernels()}).encode())
     labels = dataset.require_labels()
     targets = dataset.require_targets() if targeted else [None] * len(dataset)
     for image_id, path, label, target in zip(dataset.ids, dataset.paths, labels, targets):
@@ -442,7 +472,10 @@ def run(data_dir: str, model_dir: str, output_dir: str, *, num_images: int, num_
                     "ti_kernel": 7, "si_copies": 5, "vt": "N 20, beta 1.5", "admix": "eta 0.2, 3 copies x 5 scales"}
     configs = {n: [ATTACKS[n][0], {k: list(v) if isinstance(v, tuple) else v for k, v in ATTACKS[n][1].items()}]
                for n in attacks}
+    crafted = {f"{source}/{name}": recorded_crafting(os.path.join(output_dir, source, name)) for source, name in order}
     return {"rows": rows, "targeted": targeted, "crafting_seconds_per_image": timings, "num_images": num_images,
+            "crafted_by": {key: {field: crafted_by(history, field) for field in HISTORY}
+                           for key, history in crafted.items()},
             "num_images_expensive": num_images_expensive, "seed": seed, "protocol": protocol,
             "sources": {k: list(v) for k, v in SOURCES.items() if k in sources}, "victims": list(VICTIMS),
             "defenses": list(DEFENSES), "attacks": configs}
@@ -496,7 +529,8 @@ def markdown(payload) -> str:
              + (f" ({payload['num_images_expensive']} for {', '.join(expensive)})" if expensive else "")
              + ". Sources: " + "; ".join(
                  f"{source}{' (logits fused)' if len(members) > 1 else ''} = {', '.join(members)}"
-                 for source, members in payload["sources"].items()) + ".", "",
+                 for source, members in payload["sources"].items()) + "."
+             + (" " + history_line(list(payload["crafted_by"].values())) if payload.get("crafted_by") else ""), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     clean = {}  # on the full-size subset (the many-copy attacks' smaller subset has its own)
     for (source, attack, victim, defense), r in index.items():
