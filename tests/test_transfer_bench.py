@@ -474,7 +474,12 @@ def test_a_crafting_run_records_its_sources_and_kernels_from_its_first_write(tmp
     # An older run's images without any crafting record: the next run says some images are of unrecorded code.
     del record["crafting"]
     (folder / "run.json").write_text(json.dumps(record))
-    transfer.craft_set(dataset, str(folder), model, attack, batch_size=1, label="set", info={}, log=lambda line: None)
+    seen.clear()
+    transfer.craft_set(dataset, str(folder), model, attack, batch_size=1, label="set", info={}, log=log)
+    # From this run's first write on, the record says that some images are of unrecorded code and kernels (a kill
+    # here must not leave a record that credits them to this run).
+    assert seen and all(c["sources"] == [runs.source_digest(), "unrecorded"] and
+                        c["kernels"] == sorted([runs.kernels(), "unrecorded"]) for c in seen)
     record = json.loads((folder / "run.json").read_text())
     assert record["crafting"]["images"] == 1 and record["crafting"]["sources"] == [runs.source_digest(), "unrecorded"]
     assert record["crafting"]["kernels"] == sorted([runs.kernels(), "unrecorded"])

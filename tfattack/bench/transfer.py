@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -132,9 +132,14 @@ def recorded_crafting(folder: str) -> Dict:
     """What the runs that crafted a set recorded ({} if none): images, seconds and the tfattack sources that wrote
     them (`runs.source_digest`; absent for sets crafted before records kept it). An unreadable record is a one-line
     error naming it (the pipeline checks the settings)."""
+    return _crafting_record(folder)[0]
+
+
+def _crafting_record(folder: str) -> Tuple[Dict, int]:
+    """`recorded_crafting`, and how many images the set's record holds (0 without a record)."""
     from tfattack.record import RunRecord
-    earlier = RunRecord.load(os.path.join(folder, "run.json"))
-    return earlier.info.get("crafting", {}) if earlier is not None else {}
+    earlier = RunRecord.load(os.path.join(folder, "run.json")) if os.path.isdir(folder) else None
+    return (earlier.info.get("crafting", {}), len(earlier.images)) if earlier is not None else ({}, 0)
 
 
 # The run record's advice names attack.py's --overwrite, which benchmark.py does not take.
@@ -238,10 +243,11 @@ def craft_set(dataset, folder: str, surrogate, attack, *, batch_size: int, label
 
 def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log, targeted, prefix, crafter):
     try:
-        earlier = recorded_crafting(folder) if os.path.isdir(folder) else {}
-        # The earlier runs' crafting time, and this run's sources and kernels, go into the record from its first write: a run
-        # killed in this set leaves them there for the next one to add to.
-        started = _add_crafting_time(earlier, 0, 0.0)
+        earlier, recorded = _crafting_record(folder)
+        # The earlier runs' crafting time, and this run's sources and kernels, go into the record from its first
+        # write: a run killed in this set leaves them there for the next one to add to. Images of the record that no
+        # history covers (a run killed before records kept it) are said to be of unrecorded code from then on too.
+        started = _add_crafting_time(earlier, 0, 0.0, kept=recorded)
         for field, of_this_run in HISTORY.items():
             started[field] = sorted(set(started.get(field, ())) | {of_this_run()})
         summary = pipeline.attack_dataset(
