@@ -1,6 +1,6 @@
 """Regenerates the generated documentation: docs/attacks.md (components, presets, config fields), docs/models.md
 (every weight record), the README's model-family table (between its "generated: models" markers), the tables of
-docs/benchmarks.md (each from its JSON in benchmarks/) and docs/cli.md (every tool's flags).
+docs/benchmarks.md and the README (each from its JSON in benchmarks/) and docs/cli.md (every tool's flags).
 
     python scripts/make_docs.py            # rewrite
     python scripts/make_docs.py --check    # exit 1 if out of date
@@ -40,7 +40,8 @@ def generated(cli: bool = True):
     benchmarks = os.path.join(ROOT, "docs", "benchmarks.md")
     texts = {os.path.join(ROOT, "docs", "attacks.md"): attack_docs.render(),
              os.path.join(ROOT, "docs", "models.md"): model_docs.render_full(measured),
-             README: readme_with_models(open(README).read(), model_docs.render_summary()),
+             README: tables.fill_document(readme_with_models(open(README).read(), model_docs.render_summary()),
+                                          Path(ROOT)),
              benchmarks: tables.fill_document(open(benchmarks).read(), Path(ROOT))}
     if cli:
         from tfattack.cli import docs as cli_docs

@@ -56,3 +56,13 @@ def test_a_block_naming_a_missing_json_or_an_unknown_kind_is_an_error(tmp_path):
         tables.render(tmp_path / "weird.json")
     with pytest.raises(ValueError, match="name a part of the speed payload"):
         tables.renderer(tmp_path / "speed.json")
+    with pytest.raises(ValueError, match=r"only speed.json and leaderboard.json \(#summary\) have parts, not 'short'"):
+        tables.renderer(tmp_path / "leaderboard.json", "short")
+
+
+def test_a_leaderboard_block_may_ask_for_its_summary():
+    from tfattack.bench import leaderboard_run
+
+    assert tables.renderer(Path("x/leaderboard.json"), "summary") is not tables.renderer(Path("x/leaderboard.json"))
+    pilot = ROOT / "benchmarks" / "leaderboard_pilot" / "leaderboard.json"
+    assert tables.render(pilot, "summary") == leaderboard_run.summary(json.loads(pilot.read_text()))

@@ -286,6 +286,33 @@ def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason()
                for why in left_out.values())
 
 
+def test_the_summary_ranks_the_top_methods_keeps_the_reference_and_names_who_is_never_below_it():
+    def rows(method, rates, evals=10):
+        return [{"method": method, "source": "single", "eps_pixels": 4, "budget": "paper", "victim": victim,
+                 "success_pct": rate, "p_vs_reference": p, "grad_evals_per_image": evals}
+                for victim, (rate, p) in zip(("v1", "v2", "v3"), rates)]
+
+    table = (rows("ti_di_mi_fgsm", [(40.0, ""), (20.0, ""), (10.0, "")])
+             + rows("bsr", [(70.0, 0.001), (30.0, 0.2), (10.0, 1.0)], evals=200)  # mean 36.7, never below
+             + rows("pgn", [(80.0, 0.001), (10.0, 0.01), (30.0, 0.3)], evals=400)  # mean 40, below on v2
+             + rows("mi_fgsm", [(30.0, 0.04), (10.0, 0.5), (5.0, 0.5)]))  # mean 15
+    payload = {"rows": table, "protocol": {"reference": "ti_di_mi_fgsm", "images": {"rule": "the first 2"}}}
+    text = leaderboard_run.summary(payload, top=2)
+    lines = text.splitlines()
+    assert lines[0].startswith("Mean untargeted success (%) over 3 victims and defenses; images: the first 2;")
+    assert "single, eps 4/255, paper budget (4 methods, the first 2 shown)" in lines
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| #")]
+    assert body == ["| 1 | pgn | 400 | 40.0 | 2 above / 1 below (1▲ 1▼) |",
+                    "| 2 | bsr | 200 | 36.7 | 2 above / 0 below (1▲ 0▼) |",
+                    "| 3 | ti_di_mi_fgsm | 10 | 23.3 | reference |"]  # ranked below the first 2, shown anyway
+    assert lines[-1] == ("Against ti_di_mi_fgsm, victim by victim (3 victims with a rate for both): never below it: "
+                         "bsr (2 above, 0 below; 1▲ 0▼). Below it on at least one victim: pgn (2 above, 1 below; "
+                         "1▲ 1▼), mi_fgsm (0 above, 3 below; 0▲ 1▼).")
+    everything = leaderboard_run.summary(payload)
+    assert "single, eps 4/255, paper budget (4 methods)" in everything.splitlines()
+    assert everything.count("\n| ") == 5  # the header and all 4 methods
+
+
 def test_the_table_says_which_sources_and_kernels_crafted_its_sets():
     def payload(*lists, kernels=None):
         kernels = kernels or [["CPU TF_ENABLE_ONEDNN_OPTS=0"]] * len(lists)

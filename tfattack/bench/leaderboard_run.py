@@ -391,6 +391,42 @@ def markdown(payload) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_ROWS = 10
+
+
+def summary(payload, top: int = SUMMARY_ROWS) -> str:
+    """The short form of `markdown` (the README's): per (source, eps, budget), the `top` methods by mean success over
+    the victims, and the reference where it ranks lower, each with its standing against the reference victim by
+    victim; then the line naming every method that is never below the reference and every one that is."""
+    columns = victim_columns(payload)
+    means = leaderboard.mean_over_victims(payload["rows"], columns)
+    grad_evals = {(r["method"], r["source"], r["eps_pixels"], r["budget"]): r["grad_evals_per_image"]
+                  for r in payload["rows"]}
+    reference = payload["protocol"]["reference"]
+    versus = leaderboard.versus_reference(payload["rows"], reference)
+    lines = [f"Mean untargeted success (%) over {len(columns)} victims and defenses; images: "
+             f"{payload['protocol']['images']['rule']}; the full table, with every method and victim, is in "
+             f"docs/benchmarks.md. vs {reference}: victims where the method's rate is above / "
+             f"below {reference}'s, and how many of those differences are significant (▲/▼, paired exact McNemar, "
+             f"p < 0.05)."]
+    settings = dict.fromkeys((r["source"], r["eps_pixels"], r["budget"]) for r in payload["rows"])
+    for setting in settings:
+        ranked = sorted(((key[0], mean) for key, mean in means.items() if key[1:] == setting), key=lambda m: -m[1])
+        shown = [(rank, method, mean) for rank, (method, mean) in enumerate(ranked, 1)
+                 if rank <= top or method == reference]
+        source, eps, budget = setting
+        count = f"{len(ranked)} methods" + (f", the first {top} shown" if len(ranked) > top else "")
+        lines += ["", f"{source}, eps {eps:g}/255, {budget} budget ({count})", "",
+                  f"| # | method | grad evals | mean | vs {reference} |", "|---|---|---|---|---|"]
+        for rank, method, mean in shown:
+            v = versus.get((method, *setting))
+            standing = ("reference" if method == reference else "" if v is None else
+                        f"{v.above} above / {v.below} below ({v.significantly_above}▲ {v.significantly_below}▼)")
+            lines.append(f"| {rank} | {method} | {grad_evals[(method, *setting)]:g} | {mean:.1f} | {standing} |")
+        lines += ["", versus_reference_line([method for method, _ in ranked], versus, reference, setting)]
+    return "\n".join(lines)
+
+
 def code_line(payload) -> str:
     """Which versions of the tfattack sources, and which kernels, crafted the table's sets (a set crafted over several
     runs may have several of each)."""

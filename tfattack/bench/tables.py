@@ -1,10 +1,12 @@
 """Markdown tables from the benchmarks' JSON files: the benchmark script writes each table next to its JSON with
-these functions, and docs/benchmarks.md embeds them from the JSON (scripts/make_docs.py), so a table in the docs is
-always what its JSON says.
+these functions, and docs/benchmarks.md and the README embed them from the JSON (scripts/make_docs.py), so a table
+in the docs is always what its JSON says.
 
-A table is named by its JSON file and, for the multi-part `--what=speed` payload, a part:
+A table is named by its JSON file and, for the multi-part `--what=speed` payload, a part; a leaderboard's short form
+(the README's) is its `summary` part:
     render(Path("benchmarks/transfer_eps4/transfer.json"))
     render(Path("benchmarks/speed.json"), "peer")
+    render(Path("benchmarks/leaderboard_pilot/leaderboard.json"), "summary")
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def _leaderboard(payload: Dict) -> str:
     return leaderboard_run.markdown(payload)
 
 
+def _leaderboard_summary(payload: Dict) -> str:
+    from tfattack.bench import leaderboard_run
+    return leaderboard_run.summary(payload)
+
+
 def _ray_speed(payload: Dict) -> str:
     from tfattack.bench import ray_speed
     return ray_speed.markdown(payload)
@@ -76,8 +83,10 @@ def renderer(path: Path, part: Optional[str] = None) -> Callable[[Dict], str]:
         if part not in SPEED_PARTS:
             raise ValueError(f"{path}: name a part of the speed payload, one of {', '.join(SPEED_PARTS)}")
         return _speed_part(part)
+    if stem == "leaderboard" and part == "summary":
+        return _leaderboard_summary
     if part is not None:
-        raise ValueError(f"{path}: only speed.json has parts, not {part!r}")
+        raise ValueError(f"{path}: only speed.json and leaderboard.json (#summary) have parts, not {part!r}")
     if stem.startswith("attacks_"):
         return _attacks
     if stem not in BY_STEM:
