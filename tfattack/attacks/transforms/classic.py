@@ -38,12 +38,18 @@ def diverse_input(images, generator, prob: float, resize_ratio: float = 330 / 29
     rnd_w = rnd_h if square else generator.uniform([], width, canvas_w, dtype=tf.int32)
     pad_top = generator.uniform([], 0, canvas_h - rnd_h, dtype=tf.int32)
     pad_left = generator.uniform([], 0, canvas_w - rnd_w, dtype=tf.int32)
-    rows, rows_inside = _nearest_source(canvas_h, height, pad_top, rnd_h)
-    cols, cols_inside = _nearest_source(canvas_w, width, pad_left, rnd_w)
-    canvas = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
-    inside = tf.cast(rows_inside[:, None] & cols_inside[None, :], images.dtype)[None, :, :, None]
-    diverse = tf.image.resize(canvas * inside, [height, width], method="bilinear")
-    return tf.where(generator.uniform([]) < prob, diverse, images)
+    apply = generator.uniform([]) < prob
+
+    def diverse():
+        rows, rows_inside = _nearest_source(canvas_h, height, pad_top, rnd_h)
+        cols, cols_inside = _nearest_source(canvas_w, width, pad_left, rnd_w)
+        canvas = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+        inside = tf.cast(rows_inside[:, None] & cols_inside[None, :], images.dtype)[None, :, :, None]
+        return tf.image.resize(canvas * inside, [height, width], method="bilinear")
+
+    # A branch, not a select: the view (and its gradient) is computed only when drawn, for the same values and
+    # gradients as selecting between both.
+    return tf.cond(apply, diverse, lambda: tf.identity(images))
 
 
 @register
