@@ -286,6 +286,26 @@ def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason()
                for why in left_out.values())
 
 
+def test_the_plan_totals_estimate_the_time_left_from_the_crafting_runs_records():
+    planned = leaderboard_run.plan(methods=("mi_fgsm", "bsr"), sources=("single", "ensemble"), eps_pixels=(4,),
+                                   budgets=("paper",), num_images=10, num_images_expensive=5)
+    names = [e.crafted_as for e in planned]
+    assert names == ["single/eps4/paper/mi_fgsm", "single/eps4/paper/bsr", "ensemble/eps4/paper/mi_fgsm",
+                     "ensemble/eps4/paper/bsr"]
+    # passes per image: MI-FGSM 10, BSR 200 (x3 on the three-member ensemble); images: 10 and 5
+    done = dict(zip(names, (10, 2, 0, 0)))
+    totals = "4 table entries, 4 sets to craft, 4400 single-network image passes (3900 still to craft, 1 sets complete)"
+    assert leaderboard_run.plan_totals(planned, done, {}) == totals
+    histories = {names[0]: {"images": 10, "seconds": 200.0}, names[1]: {"images": 1, "seconds": 400.0},
+                 names[2]: {"images": 0, "seconds": 0.0}}  # 100 + 200 passes counted in 600 s; 3900 x 2 s left
+    assert leaderboard_run.plan_totals(planned, done, histories) == (
+        totals + "; at the 2000.0 ms per pass that the crafting runs measured over 300 passes, about 2.2 h of "
+        "crafting left")
+    assert leaderboard_run.plan_totals(planned, dict.fromkeys(names, 0) | {names[0]: 10, names[1]: 5,
+                                                                        names[2]: 10, names[3]: 5},
+                                       histories).endswith("(0 still to craft, 4 sets complete)")
+
+
 def test_the_summary_ranks_the_top_methods_keeps_the_reference_and_names_who_is_never_below_it():
     def rows(method, rates, evals=10):
         return [{"method": method, "source": "single", "eps_pixels": 4, "budget": "paper", "victim": victim,

@@ -211,6 +211,27 @@ def crafted_count(output_dir: str, entry: PlannedSet, ids: Optional[Sequence[str
     return len(set(record.images) & set(ids[:entry.images]))
 
 
+def plan_totals(planned: Sequence[PlannedSet], done: Dict[str, int], histories: Dict[str, Dict]) -> str:
+    """--plan's last line: entries, sets, single-network image passes in all and still to craft (`done`: images each
+    crafted set's folder holds), and, once some run has counted its images (`histories`: each set's
+    `transfer.recorded_crafting`), the time left at the rate those runs measured (an estimate: methods differ in what
+    a pass costs besides the network, and the runs may have had other kernels or company on the machine)."""
+    crafted = crafted_sets(planned)
+    passes = {e.crafted_as: e.passes * len(SOURCES[e.source]) for e in crafted}
+    total = sum(passes[e.crafted_as] * e.images for e in crafted)
+    left = sum(passes[e.crafted_as] * (e.images - done[e.crafted_as]) for e in crafted)
+    line = (f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes "
+            f"({left} still to craft, {sum(done[e.crafted_as] == e.images for e in crafted)} sets complete)")
+    counted = [(histories[e.crafted_as]["images"] * passes[e.crafted_as], histories[e.crafted_as]["seconds"])
+               for e in crafted if histories.get(e.crafted_as, {}).get("images")]
+    measured = sum(n for n, _ in counted)
+    if not left or not measured:
+        return line
+    rate = sum(seconds for _, seconds in counted) / measured
+    return (f"{line}; at the {1000 * rate:.1f} ms per pass that the crafting runs measured over {measured} passes, "
+            f"about {left * rate / 3600:.1f} h of crafting left")
+
+
 def _read_kept(path: str, log) -> Optional[leaderboard.Predictions]:
     if not os.path.isfile(path):
         return None

@@ -396,7 +396,7 @@ def leaderboard_plan():
 
 
 def run_leaderboard():
-    from tfattack.bench import leaderboard, leaderboard_run
+    from tfattack.bench import leaderboard, leaderboard_run, transfer
     planned = leaderboard_plan()
     if FLAGS.plan:
         surrogates = leaderboard_run.load_surrogates(dict.fromkeys(e.source for e in planned), default_model_dir())
@@ -415,11 +415,9 @@ def run_leaderboard():
             shared = "" if entry.crafted_as == entry.name else f" (the images of {entry.crafted_as})"
             print(f"{entry.name}: {entry.passes} passes/image x {entry.images} images; {entry.how}{shared}; "
                   f"crafted {done[entry.crafted_as]}/{entry.images} in {folder}")
-        passes = {e.crafted_as: e.passes * len(leaderboard_run.SOURCES[e.source]) for e in crafted}
-        total = sum(passes[e.crafted_as] * e.images for e in crafted)
-        left = sum(passes[e.crafted_as] * (e.images - done[e.crafted_as]) for e in crafted)
-        print(f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes "
-              f"({left} still to craft, {sum(done[e.crafted_as] == e.images for e in crafted)} sets complete)")
+        histories = {e.crafted_as: transfer.recorded_crafting(leaderboard_run.folder_of(folder, e.crafted_as))
+                     for e in crafted} if os.path.isdir(folder) else {}
+        print(leaderboard_run.plan_totals(planned, done, histories))
         return
     folder = os.path.join(FLAGS.output_dir, "leaderboard")
     with crafting_engine() as make_crafter:
