@@ -129,8 +129,8 @@ def build_attack(name: str, seed: int, max_epsilon: float = MAX_EPSILON):
 
 
 def recorded_crafting(folder: str) -> Dict:
-    """What the runs that crafted a set recorded ({} if none): images, seconds and the tfattack sources that wrote
-    them (`runs.source_digest`; absent for sets crafted before records kept it). An unreadable record is a one-line
+    """What the runs that crafted a set recorded ({} if none): images, seconds, and the tfattack sources and kernels
+    that wrote them (HISTORY; absent for sets crafted before records kept them). An unreadable record is a one-line
     error naming it (the pipeline checks the settings)."""
     return _crafting_record(folder)[0]
 
