@@ -181,6 +181,37 @@ def test_script_rejects_unknown_names(tmp_path, flag, message):
     assert "Traceback" not in done.stderr
 
 
+def test_every_flag_of_the_tool_says_which_benchmarks_read_it():
+    code = ("import json; from absl import flags; import tfattack.cli.benchmark as b; "
+            "print(json.dumps([sorted(f.name for f in flags.FLAGS.get_key_flags_for_module(b)), b.FLAG_WHATS, "
+            "list(b.WHATS)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    names, scope, whats = json.loads(done.stdout)
+    assert sorted(scope) == sorted(set(names) - {"what"})  # a new flag must say which --what reads it
+    internal = {"_one_model", "_peer", "_copies_memory"}
+    assert all(w in whats or w in internal for used in scope.values() for w in used)
+    assert scope["plan"] == ["transfer", "leaderboard"] and scope["engine"] == ["transfer", "leaderboard"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--what=transfer", "--batch_size=3"],
+     "--batch_size does nothing with --what=transfer; it applies to --what=models and --what=attacks and --what=speed"),
+    (["--what=attacks", "--plan"], "--plan does nothing with --what=attacks; it applies to --what=transfer and "
+                                   "--what=leaderboard"),
+    (["--what=leaderboard", "--targeted"], "--targeted does nothing with --what=leaderboard; it applies to "
+                                           "--what=transfer"),
+    (["--what=models", "--engine=ray"], "--engine does nothing with --what=models; it applies to --what=transfer and "
+                                        "--what=leaderboard"),
+])
+def test_a_flag_the_benchmark_does_not_read_is_a_one_line_error(tmp_path, args, message):
+    done = run_script(*args, tmp_path=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"benchmark.py: error: {message}"
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--models=nope"], "unknown model 'nope'; known models: "),
     (["--models=efficientnet_lite0", "--keep_other_rows"], "--keep_other_rows: cannot read "),

@@ -35,6 +35,18 @@ def digests(folder: Path):
 @requires_shared
 def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
+    # --plan lists the sets, their passes and what the folder holds, and crafts and writes nothing.
+    result = run_transfer(first, "--plan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [
+        f"single/FGSM: 1 passes/image x 2 images; crafted 0/2 in {first / 'transfer' / 'single' / 'FGSM'}",
+        f"single/DI-MI: 10 passes/image x 2 images; crafted 0/2 in {first / 'transfer' / 'single' / 'DI-MI'}",
+        f"ensemble/FGSM: 3 passes/image (1 per member) x 2 images; crafted 0/2 in "
+        f"{first / 'transfer' / 'ensemble' / 'FGSM'}",
+        f"ensemble/DI-MI: 30 passes/image (10 per member) x 2 images; crafted 0/2 in "
+        f"{first / 'transfer' / 'ensemble' / 'DI-MI'}",
+        "4 sets to craft, 88 single-network image passes (88 still to craft, 0 sets complete)"]
+    assert not first.exists()
     result = run_transfer(first)
     assert result.returncode == 0, result.stderr[-3000:]
     # The second folder is crafted and scored in two runs (--craft_only, then a scoring run that reuses the files).
@@ -46,6 +58,12 @@ def test_transfer_table_is_written_and_reproduced_exactly(tmp_path):
     result = run_transfer(second)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "0 crafted" in result.stderr and "(2 already there)" in result.stderr
+    result = run_transfer(second, "--plan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[1] == (f"single/DI-MI: 10 passes/image x 2 images; crafted 2/2 in "
+                                             f"{second / 'transfer' / 'single' / 'DI-MI'}")
+    assert result.stdout.splitlines()[-1].startswith(
+        "4 sets to craft, 88 single-network image passes (0 still to craft, 4 sets complete)")
     payload = json.loads((first / "transfer.json").read_text())
     assert {(r["source"], r["attack"]) for r in payload["rows"]} == {
         (s, a) for s in ("single", "ensemble") for a in ("FGSM", "DI-MI")}

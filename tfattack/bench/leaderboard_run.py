@@ -199,37 +199,16 @@ def craft(planned: Sequence[PlannedSet], surrogates: Dict, subsets: Dict, output
 
 
 def crafted_count(output_dir: str, entry: PlannedSet, ids: Optional[Sequence[str]] = None) -> int:
-    """How many of the set's images its folder's run record vouches for, read without writing or locking (a run may
-    be crafting it). `ids`: the dataset's ImageIds in order (the set takes the first `entry.images`); without them
-    the record's count, capped at the set's size. An unreadable record is a one-line RecordError naming it."""
-    from tfattack.record import RunRecord
-    record = RunRecord.load(os.path.join(folder_of(output_dir, entry.crafted_as), "run.json"))
-    if record is None:
-        return 0
-    if ids is None:
-        return min(len(record.images), entry.images)
-    return len(set(record.images) & set(ids[:entry.images]))
+    """How many of the set's images its folder's run record vouches for (`transfer.crafted_count`)."""
+    return transfer.crafted_count(folder_of(output_dir, entry.crafted_as), ids, entry.images)
 
 
 def plan_totals(planned: Sequence[PlannedSet], done: Dict[str, int], histories: Dict[str, Dict]) -> str:
-    """--plan's last line: entries, sets, single-network image passes in all and still to craft (`done`: images each
-    crafted set's folder holds), and, once some run has counted its images (`histories`: each set's
-    `transfer.recorded_crafting`), the time left at the rate those runs measured (an estimate: methods differ in what
-    a pass costs besides the network, and the runs may have had other kernels or company on the machine)."""
-    crafted = crafted_sets(planned)
-    passes = {e.crafted_as: e.passes * len(SOURCES[e.source]) for e in crafted}
-    total = sum(passes[e.crafted_as] * e.images for e in crafted)
-    left = sum(passes[e.crafted_as] * (e.images - done[e.crafted_as]) for e in crafted)
-    line = (f"{len(planned)} table entries, {len(crafted)} sets to craft, {total} single-network image passes "
-            f"({left} still to craft, {sum(done[e.crafted_as] == e.images for e in crafted)} sets complete)")
-    counted = [(histories[e.crafted_as]["images"] * passes[e.crafted_as], histories[e.crafted_as]["seconds"])
-               for e in crafted if histories.get(e.crafted_as, {}).get("images")]
-    measured = sum(n for n, _ in counted)
-    if not left or not measured:
-        return line
-    rate = sum(seconds for _, seconds in counted) / measured
-    return (f"{line}; at the {1000 * rate:.1f} ms per pass that the crafting runs measured over {measured} passes, "
-            f"about {left * rate / 3600:.1f} h of crafting left")
+    """--plan's last line: the table's entries, then `transfer.crafting_totals` over its sets (`done`: images each
+    crafted set's folder holds; `histories`: each set's `transfer.recorded_crafting`)."""
+    sets = [(e.passes * len(SOURCES[e.source]), e.images, done[e.crafted_as], histories.get(e.crafted_as, {}))
+            for e in crafted_sets(planned)]
+    return f"{len(planned)} table entries, {transfer.crafting_totals(sets)}"
 
 
 def _read_kept(path: str, log) -> Optional[leaderboard.Predictions]:

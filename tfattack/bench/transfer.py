@@ -205,6 +205,63 @@ def _history_sentence(histories: Sequence[Dict], field: str, what: str, several:
             (f"; {UNRECORDED}: crafted before run records kept it" if UNRECORDED in counts else "") + ".")
 
 
+def crafted_count(folder: str, ids: Optional[Sequence[str]], images: int) -> int:
+    """How many of a set's images its folder's run record vouches for, read without writing or locking (a run may
+    be crafting it). `ids`: the dataset's ImageIds in order (the set takes the first `images`); without them the
+    record's count, capped at `images`. An unreadable record is a one-line RecordError naming it."""
+    from tfattack.record import RunRecord
+    record = RunRecord.load(os.path.join(folder, "run.json"))
+    if record is None:
+        return 0
+    if ids is None:
+        return min(len(record.images), images)
+    return len(set(record.images) & set(ids[:images]))
+
+
+def crafting_totals(sets: Sequence[Tuple[int, int, int, Dict]]) -> str:
+    """A --plan's totals over the sets to craft, each (single-network image passes per image, images it takes, images
+    its folder holds, its `recorded_crafting`): the passes in all and still to craft, and, once some run has counted
+    its images, the time left at the rate those runs measured (an estimate: methods differ in what a pass costs
+    besides the network, and the runs may have had other kernels or company on the machine)."""
+    total = sum(passes * images for passes, images, _, _ in sets)
+    left = sum(passes * (images - done) for passes, images, done, _ in sets)
+    line = (f"{len(sets)} sets to craft, {total} single-network image passes ({left} still to craft, "
+            f"{sum(done == images for _, images, done, _ in sets)} sets complete)")
+    counted = [(history["images"] * passes, history["seconds"]) for passes, _, _, history in sets
+               if history.get("images")]
+    measured = sum(n for n, _ in counted)
+    if not left or not measured:
+        return line
+    rate = sum(seconds for _, seconds in counted) / measured
+    return (f"{line}; at the {1000 * rate:.1f} ms per pass that the crafting runs measured over {measured} passes, "
+            f"about {left * rate / 3600:.1f} h of crafting left")
+
+
+def plan(data_dir: Optional[str], output_dir: str, *, num_images: int, num_images_expensive: int,
+         attacks: Optional[Sequence[str]] = None, sources: Sequence[str] = tuple(SOURCES), seed: int = 0,
+         max_epsilon: float = MAX_EPSILON, targeted: bool = False) -> List[str]:
+    """What `run` with the same arguments would craft, as lines: each set's passes per image, images and how many
+    `output_dir` already holds, then `crafting_totals`. Reads no model and writes nothing. Without `data_dir` a
+    set's count is its record's (capped at its size), not checked against the first images of the DEV set."""
+    attacks = tuple(attacks or (TARGETED if targeted else TABLE))
+    ids = None
+    if data_dir is not None and os.path.isdir(output_dir):
+        ids = data.read_dataset(os.path.join(data_dir, "images"), csv=os.path.join(data_dir, "dev_dataset.csv")).ids
+    lines, sets = [], []
+    for source, name in table_sets(sources, attacks):
+        config = build_attack(name, seed, max_epsilon).config
+        members = len(SOURCES[source])
+        passes = config.model_passes() * members
+        images = num_images_expensive if name in EXPENSIVE else num_images
+        folder = os.path.join(output_dir, source, name)
+        done = crafted_count(folder, ids, images) if os.path.isdir(folder) else 0
+        per_member = f" ({config.model_passes()} per member)" if members > 1 else ""
+        lines.append(f"{source}/{name}: {passes} passes/image{per_member} x {images} images; crafted {done}/{images} "
+                     f"in {folder}")
+        sets.append((passes, images, done, recorded_crafting(folder)))
+    return lines + [crafting_totals(sets)]
+
+
 def progress_log(log, what: str, total: int, prefix: str = "transfer"):
     """A progress callback that logs each tenth of the images (crafting or scoring 1000 takes a while)."""
     total = max(total, 1)

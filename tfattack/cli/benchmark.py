@@ -3,7 +3,7 @@
   tfattack-benchmark --what=models [--models=inception_v3,vgg_19] [--batch_size=8] [--jit_compile]
   tfattack-benchmark --what=accuracy [--num_images=1000]
   tfattack-benchmark --what=transfer --num_images=50 --num_images_expensive=10
-  tfattack-benchmark --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single]
+  tfattack-benchmark --what=transfer --targeted --num_images=200 [--attack_names=Logit,CFM] [--sources=single] [--plan]
   tfattack-benchmark --what=leaderboard [--methods=mi_fgsm,pgn] [--sources=single] [--eps_pixels=8] [--plan]
   TF_ENABLE_ONEDNN_OPTS=0 tfattack-benchmark --what=ray [--num_images=40]   # here vs 1 and 2 Ray workers
   tfattack-benchmark --what=attacks [--presets=mi_fgsm,admix] [--num_iter=2] [--xla=both] [--ensemble=...]
@@ -73,8 +73,9 @@ flags.DEFINE_integer("matched_passes", 200, "--what=leaderboard: the matched bud
                      "the whole attack (200 = 20 per iteration of 10).")
 flags.DEFINE_integer("rs_samples", 100, "--what=leaderboard: noisy copies per image of the randomized-smoothing "
                      "victims (rs:0.25:N, rs:0.5:N).")
-flags.DEFINE_boolean("plan", False, "--what=leaderboard: list the sets it would craft (budget, passes, images, "
-                     "how many OUTPUT_DIR already holds) and the total passes and those left, then stop.")
+flags.DEFINE_boolean("plan", False, "--what=transfer and leaderboard: list the sets it would craft (passes, images, "
+                     "how many OUTPUT_DIR already holds; the leaderboard's budget) and the total passes and those "
+                     "left, then stop.")
 flags.DEFINE_list("memory_runs", None, "--what=memory (and speed): PRESET:COPIES_PER_PASS rows of the memory table "
                   "(one process each); default: tfattack.bench.speed.MEMORY_RUNS.")
 flags.DEFINE_integer("memory_batch", 12, "--what=memory (and speed): batch of the memory table.")
@@ -84,6 +85,39 @@ engine_flags.define("--what=transfer and leaderboard: where each set's batches a
                     "and attack")
 flags.adopt_module_key_flags(engine_flags)
 flags.DEFINE_boolean("quick", False, "--what=speed: fewer models, presets and batches (a few minutes).")
+
+# The --what values each flag acts on. A flag given with another --what is a one-line error, not silently
+# ignored: a user who adds --plan to a transfer run expects a plan, not hours of crafting.
+_CRAFTING = ("transfer", "leaderboard")
+FLAG_WHATS = {
+    "models": ("models", "accuracy", "speed", "_one_model"),
+    "batch_size": ("models", "attacks", "speed", "_one_model", "_peer"),
+    "jit_compile": ("models", "_one_model"),
+    "model_dir": ("models", "accuracy", "transfer", "leaderboard", "ray", "speed", "_one_model"),
+    "data_dir": ("accuracy", "transfer", "leaderboard", "ray"),
+    "num_images": ("accuracy", "transfer", "leaderboard", "ray"),
+    "output_dir": ("models", "accuracy", "attacks", "transfer", "leaderboard", "ray", "speed", "memory"),
+    "presets": ("attacks", "speed"), "ensemble": ("attacks", "speed"), "num_iter": ("attacks", "speed"),
+    "xla": ("attacks", "speed"), "peer_iter": ("speed", "_peer"), "profile": ("attacks",),
+    "num_images_expensive": _CRAFTING, "sources": _CRAFTING, "craft_only": _CRAFTING, "seed": _CRAFTING,
+    "plan": _CRAFTING,
+    "attack_names": ("transfer",), "targeted": ("transfer",), "max_epsilon": ("transfer",),
+    "methods": ("leaderboard",), "eps_pixels": ("leaderboard",), "budgets": ("leaderboard",),
+    "matched_passes": ("leaderboard",), "rs_samples": ("leaderboard",),
+    "memory_runs": ("memory", "speed", "_copies_memory"), "memory_batch": ("memory", "speed", "_copies_memory"),
+    "keep_other_rows": ("accuracy",), "quick": ("speed",),
+    **{name: _CRAFTING for name in engine_flags.NAMES},
+}
+
+
+def check_flag_scope() -> None:
+    """A flag given on the command line that the chosen --what does not read is a UsageError naming both."""
+    for name, whats in FLAG_WHATS.items():
+        if FLAGS[name].present and FLAGS.what not in whats:
+            public = [w for w in whats if not w.startswith("_")]
+            raise UsageError(f"--{name} does nothing with --what={FLAGS.what}; it applies to "
+                             f"{' and '.join('--what=' + w for w in public)}")
+
 
 # Child processes (one per timed model or memory row, the TF1 peer) run this tool again with this Python.
 THIS_TOOL = [sys.executable, "-m", "tfattack.cli.benchmark"]
@@ -350,6 +384,13 @@ def run_transfer():
     stranded = [n for n in FLAGS.attack_names if not transfer.table_sets(sources, [n])]
     if stranded:
         raise UsageError(f"--attack_names: {', '.join(stranded)} attack ensembles only; add --sources=ensemble")
+    if FLAGS.plan:
+        for line in transfer.plan(data_dir, folder, num_images=FLAGS.num_images,
+                                  num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
+                                  attacks=FLAGS.attack_names or None, sources=sources, seed=FLAGS.seed,
+                                  max_epsilon=FLAGS.max_epsilon, targeted=FLAGS.targeted):
+            print(line)
+        return
     with crafting_engine() as make_crafter:
         payload = transfer.run(data_dir, default_model_dir(), folder, num_images=FLAGS.num_images,
                                num_images_expensive=min(FLAGS.num_images_expensive, FLAGS.num_images),
@@ -458,6 +499,7 @@ def run() -> int:
     if FLAGS.what not in runners:
         raise UsageError(f"--what={FLAGS.what} is not available; choose one of "
                          f"{', '.join(n for n in runners if not n.startswith('_'))}")
+    check_flag_scope()
     from tfattack.models import checkpoint, loading, tfjs, tflite_reader
 
     # What a user can get wrong in weight files is one line too; anything else keeps its traceback.

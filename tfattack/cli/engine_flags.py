@@ -2,6 +2,8 @@
 
 from absl import flags
 
+NAMES = ("engine", "ray_address", "num_workers", "worker_gpus", "worker_cpus")
+
 
 def define(work: str, holding: str) -> None:
     """Defines --engine, --ray_address, --num_workers, --worker_gpus, --worker_cpus; `work` says what runs where
