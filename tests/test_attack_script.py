@@ -205,7 +205,8 @@ def test_odd_images_are_converted_and_corrupt_ones_skipped(tmp_path):
 @pytest.mark.parametrize("case", ["missing_input", "empty_input", "output_inside_input", "unknown_model",
                                   "unknown_attack", "epsilon_range", "missing_columns", "label_range",
                                   "missing_checkpoint", "targeted_without_targets", "unknown_component",
-                                  "unknown_component_key", "slot_set_twice", "bad_l2_epsilon"])
+                                  "unknown_component_key", "slot_set_twice", "bad_l2_epsilon",
+                                  "ray_flag_without_ray"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     images, rows = make_input(tmp_path, 1)
     out = tmp_path / "out"
@@ -220,6 +221,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         "unknown_component_key": "--estimator: estimator 'pgn': unknown key 'n'; valid keys: samples, zeta, delta",
         "slot_set_twice": "--transforms and --diversity_prob both set the transforms",
         "bad_l2_epsilon": "--max_epsilon must be a finite L2 radius > 0",
+        # --worker_cpus has a value by default: given, it is still a flag the local engine would ignore.
+        "ray_flag_without_ray": "--worker_gpus and --worker_cpus only apply with --engine=ray",
     }[case]
     if case == "missing_input":
         args[0] = f"--input_dir={tmp_path / 'nope'}"
@@ -255,6 +258,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         args += ["--transforms=di:0.5", "--diversity_prob=0.7"]
     elif case == "bad_l2_epsilon":
         args += ["--norm=l2", "--max_epsilon=-3"]
+    elif case == "ray_flag_without_ray":
+        args += ["--worker_cpus=1", "--worker_gpus=0.5"]
     before = sorted(os.listdir(images)) if images.exists() else []
     result = run_attack(*args)
     assert result.returncode == 2, result.stderr[-3000:]

@@ -2,6 +2,8 @@
 
 from absl import flags
 
+from tfattack.runs import UsageError
+
 NAMES = ("engine", "ray_address", "num_workers", "worker_gpus", "worker_cpus")
 
 
@@ -23,6 +25,10 @@ def check() -> None:
     from tfattack import scale
 
     FLAGS = flags.FLAGS
+    # Flags with a value of their own by default (--worker_cpus 1) are given only when on the command line.
+    given = [f"--{name}" for name in NAMES[1:] if FLAGS[name].present]
+    if FLAGS.engine == "local" and given:
+        raise UsageError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} with --engine=ray")
     scale.check_engine(FLAGS.engine, num_workers=FLAGS.num_workers, worker_gpus=FLAGS.worker_gpus,
                        worker_cpus=FLAGS.worker_cpus, ray_address=FLAGS.ray_address)
 
