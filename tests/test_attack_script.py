@@ -206,7 +206,7 @@ def test_odd_images_are_converted_and_corrupt_ones_skipped(tmp_path):
                                   "unknown_attack", "epsilon_range", "missing_columns", "label_range",
                                   "missing_checkpoint", "targeted_without_targets", "unknown_component",
                                   "unknown_component_key", "slot_set_twice", "bad_l2_epsilon",
-                                  "ray_flag_without_ray"])
+                                  "ray_flag_without_ray", "logical_cpus_without_mirrored"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     images, rows = make_input(tmp_path, 1)
     out = tmp_path / "out"
@@ -222,6 +222,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         "slot_set_twice": "--transforms and --diversity_prob both set the transforms",
         "bad_l2_epsilon": "--max_epsilon must be a finite L2 radius > 0",
         # --worker_cpus has a value by default: given, it is still a flag the local engine would ignore.
+        "logical_cpus_without_mirrored": "--logical_cpus=2 only applies with --strategy=mirrored",
         "ray_flag_without_ray": "--worker_gpus and --worker_cpus only apply with --engine=ray",
     }[case]
     if case == "missing_input":
@@ -258,6 +259,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
         args += ["--transforms=di:0.5", "--diversity_prob=0.7"]
     elif case == "bad_l2_epsilon":
         args += ["--norm=l2", "--max_epsilon=-3"]
+    elif case == "logical_cpus_without_mirrored":
+        args.append("--logical_cpus=2")
     elif case == "ray_flag_without_ray":
         args += ["--worker_cpus=1", "--worker_gpus=0.5"]
     before = sorted(os.listdir(images)) if images.exists() else []
@@ -293,7 +296,7 @@ def test_mirrored_strategy_on_logical_cpus_matches_single_device(tmp_path):
         out = tmp_path / strategy
         result = run_attack(f"--input_dir={images}", f"--output_dir={out}", "--models=efficientnet_lite0",
                             "--attack=i_fgsm", "--num_iter=2", "--batch_size=3", "--max_epsilon=8",
-                            f"--strategy={strategy}", "--logical_cpus=2")
+                            f"--strategy={strategy}", *(["--logical_cpus=2"] if strategy == "mirrored" else []))
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[strategy] = {r["ImageId"]: pixels(out / f"{r['ImageId']}.png") for r in rows}
     assert json.loads((tmp_path / "mirrored" / "run.json").read_text())["settings"]["replicas"] == 2

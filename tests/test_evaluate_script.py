@@ -142,6 +142,13 @@ def test_unknown_defense_exits_2_listing_the_forms(tmp_path):
                     "rs:SIGMA:N (sigma > 0, N >= 1 noisy copies), A+B+... (applied left to right, rs last)")
 
 
+def test_label_models_without_clean_prediction_labels_exit_2(tmp_path):
+    line = error_line(run_evaluate(f"--input_dir={tmp_path}", f"--adv_dirs={tmp_path}", "--models=inception_v3",
+                                   "--label_models=efficientnet_lite0"))
+    assert line == ("evaluate.py: error: --label_models only applies with --labels=clean_prediction (the labels are "
+                    "the CSV's TrueLabel now)")
+
+
 def test_missing_input_dir_and_missing_checkpoint_exit_2(tmp_path):
     line = error_line(run_evaluate(f"--input_dir={tmp_path / 'absent'}", f"--adv_dirs={tmp_path}",
                                    "--models=inception_v3"))

@@ -76,6 +76,8 @@ def check_flags():
         raise UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if FLAGS.num_shards < 1 or not 0 <= FLAGS.shard_index < FLAGS.num_shards:
         raise UsageError(f"--shard_index must be in 0..{FLAGS.num_shards - 1} (--num_shards={FLAGS.num_shards})")
+    if FLAGS.logical_cpus and FLAGS.strategy != "mirrored":
+        raise UsageError(f"--logical_cpus={FLAGS.logical_cpus} only applies with --strategy=mirrored")
     if FLAGS.engine == "ray" and FLAGS.strategy != "none":
         raise UsageError(f"--strategy={FLAGS.strategy} and --engine=ray are alternatives: give one of them (each Ray "
                          f"worker takes --worker_gpus GPUs of its own)")

@@ -62,6 +62,9 @@ def run() -> int:
             raise runs.UsageError(f"--{name} is required")
     if FLAGS.batch_size < 1:
         raise runs.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if FLAGS.label_models and FLAGS.labels != "clean_prediction":
+        raise runs.UsageError("--label_models only applies with --labels=clean_prediction (the labels are the CSV's "
+                              "TrueLabel now)")
     defense_list = defenses.parse_list(FLAGS.defenses, seed=FLAGS.seed)
     engine_flags.check()
     victims_names = [n for n, _ in runs.parse_models(FLAGS.models)]
