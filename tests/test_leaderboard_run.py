@@ -198,6 +198,10 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
                                         ("ti_di_mi_fgsm", "matched")) for _ in victims]
     assert [r["victim"] for r in table] == victims * 4
     payload = json.loads((first / "leaderboard.json").read_text())
+    # The record says the budget and images the plan used (--matched_passes=40, not the default 200).
+    assert payload["protocol"]["matched_passes"] == 40
+    assert payload["protocol"]["images"]["rule"] == ("the first 2 for methods of at most 2 passes per iteration, "
+                                                     "the first 1 for the others")
     sets = {s["name"]: s for s in payload["sets"]}
     # MI-FGSM has nothing to scale: its matched entry is its paper set, same images, same numbers.
     assert sets["single/eps8/matched/mi_fgsm"]["crafted_as"] == "single/eps8/paper/mi_fgsm"
@@ -284,6 +288,20 @@ def test_a_method_that_cannot_act_on_the_surrogate_is_left_out_with_the_reason()
     assert sorted(left_out) == ["single/eps8/matched/linbp", "single/eps8/paper/linbp"]
     assert all(why.startswith("backward 'linbp': model 'efficientnet_lite0' has no residual units")
                for why in left_out.values())
+
+
+def test_the_protocol_names_the_plans_matched_budget_and_image_counts():
+    both = leaderboard_run.plan(methods=("mi_fgsm", "bsr"), sources=("single",), eps_pixels=(4,),
+                                matched_passes=120)
+    assert leaderboard_run.matched_budget(both) == 120
+    paper = [e for e in both if e.budget == "paper"]
+    assert leaderboard_run.matched_budget(paper) is None
+    other = leaderboard_run.plan(methods=("bsr",), sources=("single",), eps_pixels=(4,), matched_passes=60)
+    with pytest.raises(ValueError, match=r"matched entries planned at several budgets: \[60, 120\]"):
+        leaderboard_run.matched_budget(both + other)
+    assert leaderboard_run.images_rule(200, 200) == "the first 200 for every method"
+    assert leaderboard_run.images_rule(1000, 500) == ("the first 1000 for methods of at most 2 passes per iteration, "
+                                                      "the first 500 for the others")
 
 
 def test_the_plan_totals_estimate_the_time_left_from_the_crafting_runs_records():

@@ -73,6 +73,7 @@ class PlannedSet:
     passes: int
     images: int
     crafted_as: str
+    budget_passes: Optional[int] = None  # the matched budget's target passes per image (None: the paper budget)
 
     @property
     def name(self) -> str:
@@ -131,7 +132,7 @@ def plan(methods: Sequence[str] = METHODS, sources: Sequence[str] = tuple(SOURCE
                     crafted_as = paper_name if same else set_name(source, eps, "matched", method)
                     out.append(PlannedSet(method, source, eps, "matched", matched.config, matched.how,
                                           matched.passes, _images(matched.config, num_images, num_images_expensive),
-                                          crafted_as))
+                                          crafted_as, budget_passes=matched_passes))
     return out
 
 
@@ -314,10 +315,9 @@ def run(data_dir: str, model_dir: Optional[str], output_dir: str, planned: Seque
         "protocol": {
             "steps": transfer.COMMON["steps"], "step": "eps/10 (a paper's own schedule: its steps, its step scaled "
                                                        "from eps 16)",
-            "labels": "ground truth", "matched_passes": MATCHED_PASSES,
+            "labels": "ground truth", "matched_passes": matched_budget(planned),
             "images": {"cheap": num_images, "expensive": min(e.images for e in planned),
-                       "rule": f"the first {num_images} for methods of at most {CHEAP_PASSES_PER_STEP} passes per "
-                               f"iteration, the first {min(e.images for e in planned)} for the others"},
+                       "rule": images_rule(num_images, min(e.images for e in planned))},
             "sources": {s: list(SOURCES[s]) for s in sources}, "victims": list(VICTIMS),
             "defended_victim": DEFENDED_VICTIM, "defenses": list(defense_specs), "seed": seed,
             "reference": leaderboard.REFERENCE_METHOD, "environment": runs.environment()},
@@ -345,6 +345,22 @@ def short_label(victim: str) -> str:
 def victim_columns(payload) -> List[str]:
     """The victim labels of the table, in scoring order."""
     return list(dict.fromkeys(row["victim"] for row in payload["rows"]))
+
+
+def matched_budget(planned: Sequence[PlannedSet]) -> Optional[int]:
+    """The passes per image the plan's matched entries were brought to (None without matched entries)."""
+    targets = {e.budget_passes for e in planned if e.budget == "matched"}
+    if len(targets) > 1:
+        raise ValueError(f"leaderboard: matched entries planned at several budgets: {sorted(targets)}")
+    return targets.pop() if targets else None
+
+
+def images_rule(cheap: int, expensive: int) -> str:
+    """Which images the sets took, for the tables' headers."""
+    if cheap == expensive:
+        return f"the first {cheap} for every method"
+    return (f"the first {cheap} for methods of at most {CHEAP_PASSES_PER_STEP} passes per iteration, the first "
+            f"{expensive} for the others")
 
 
 def markdown(payload) -> str:
