@@ -113,7 +113,8 @@ class MeanLevel:
         return -tf.square(level[:, None] - tf.range(1000, dtype=tf.float32)[None, :])
 
 
-def test_sets_are_scored_in_chunks_kept_one_file_each_and_equal_one_evaluation(tmp_path, monkeypatch):
+def scoring_case(tmp_path):
+    """Five 12x12 images, three crafted sets of them, two victims and two random defenses."""
     rng = np.random.default_rng(3)
     (tmp_path / "images").mkdir()
     rows = ["ImageId,URL,x1,y1,x2,y2,TrueLabel,TargetClass"]
@@ -132,18 +133,24 @@ def test_sets_are_scored_in_chunks_kept_one_file_each_and_equal_one_evaluation(t
                                           f"single/eps4/paper/{m}") for m in ("mi_fgsm", "di_mi_fgsm", "bsr")]
     victims = [MeanLevel("red", 0), MeanLevel("blue", 2)]
     specs = ["rp", "rs:0.3:3"]
+    sets = [evaluate.read_adv_set(str(tmp_path / "out" / "sets" / e.crafted_as), name=e.crafted_as) for e in entries]
+    at_once = leaderboard.Predictions.of(
+        evaluate.evaluate(dataset, sets, victims, ["none"], batch_size=2, seed=0),
+        evaluate.evaluate(dataset, sets, victims[:1], specs, batch_size=2, seed=0))
+    return dataset, entries, victims, specs, at_once
+
+
+def test_sets_are_scored_in_chunks_kept_one_file_each_and_equal_one_evaluation(tmp_path, monkeypatch):
+    dataset, entries, victims, specs, at_once = scoring_case(tmp_path)
     monkeypatch.setattr(leaderboard_run, "SETS_PER_SCORING", 2)
     lines = []
     scored = leaderboard_run.score_group(entries, dataset, victims, specs, str(tmp_path / "out"), "fp", 0, 2,
                                          lines.append)
     assert len(list((tmp_path / "out" / "scores").glob("*.npz"))) == 3
-    assert sum("(mi_fgsm, di_mi_fgsm) behind the defenses" in l for l in lines) >= 1
-    assert sum("(bsr) behind the defenses" in l for l in lines) >= 1
-    sets = [evaluate.read_adv_set(str(tmp_path / "out" / "sets" / e.crafted_as), name=e.crafted_as) for e in entries]
-    at_once = leaderboard.Predictions.of(
-        evaluate.evaluate(dataset, sets, victims, ["none"], batch_size=2, seed=0),
-        evaluate.evaluate(dataset, sets, victims[:1], specs, batch_size=2, seed=0))
+    assert sum("(mi_fgsm, di_mi_fgsm) on red+rs:0.3:3" in l for l in lines) >= 1
+    assert sum("(bsr) on blue" in l for l in lines) >= 1
     assert [s.name for s in scored.adv_sets] == [s.name for s in at_once.adv_sets]
+    assert list(scored.clean_predictions) == list(at_once.clean_predictions)  # the columns in the table's order
     assert scored.adv_predictions.keys() == at_once.adv_predictions.keys()
     assert all(np.array_equal(scored.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
     assert all(np.array_equal(scored.clean_predictions[k], v) for k, v in at_once.clean_predictions.items())
@@ -152,6 +159,44 @@ def test_sets_are_scored_in_chunks_kept_one_file_each_and_equal_one_evaluation(t
                                         lines.append)
     assert lines == ["leaderboard: the 3 sets of single/4 are already scored"]
     assert all(np.array_equal(again.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
+
+
+def test_a_cut_scoring_run_keeps_its_finished_columns_and_the_next_run_scores_only_the_rest(tmp_path, monkeypatch):
+    dataset, entries, victims, specs, at_once = scoring_case(tmp_path)
+    monkeypatch.setattr(leaderboard_run, "SETS_PER_SCORING", 2)
+    evaluate_all = evaluate.evaluate
+    calls, killed = [], []
+
+    class Killed(Exception):
+        """The run stopping mid-column, as a kill or a session's end would stop it."""
+
+    def evaluate_until_cut(dataset, sets, victims, defenses, **kwargs):
+        calls.append(([s.name.rsplit("/", 1)[-1] for s in sets], [v.name for v in victims], list(defenses)))
+        if len(calls) == 3 and not killed:  # the third column of the first chunk: killed while scoring it
+            killed.append(True)
+            raise Killed
+        return evaluate_all(dataset, sets, victims, defenses, **kwargs)
+
+    monkeypatch.setattr(leaderboard_run.evaluation_lib, "evaluate", evaluate_until_cut)
+    out = str(tmp_path / "out")
+    with pytest.raises(Killed):
+        leaderboard_run.score_group(entries, dataset, victims, specs, out, "fp", 0, 2, print)
+    partial = sorted((tmp_path / "out" / "scores").glob("*" + leaderboard_run.COLUMNS_SO_FAR))
+    assert len(partial) == 2 and not [p for p in (tmp_path / "out" / "scores").glob("*.npz") if p not in partial]
+    calls.clear()
+    lines = []
+    scored = leaderboard_run.score_group(entries, dataset, victims, specs, out, "fp", 0, 2, lines.append)
+    first_chunk, second_chunk = ["mi_fgsm", "di_mi_fgsm"], ["bsr"]
+    assert calls == [(first_chunk, ["red"], ["rp"]), (first_chunk, ["red"], ["rs:0.3:3"]),
+                     (second_chunk, ["red"], ["none"]), (second_chunk, ["blue"], ["none"]),
+                     (second_chunk, ["red"], ["rp"]), (second_chunk, ["red"], ["rs:0.3:3"])]
+    assert ("leaderboard: scoring single/4 (mi_fgsm, di_mi_fgsm): 4 (set, column) pair(s) kept by an earlier run"
+            in lines)
+    assert not list((tmp_path / "out" / "scores").glob("*" + leaderboard_run.COLUMNS_SO_FAR))
+    assert list(scored.clean_predictions) == list(at_once.clean_predictions)
+    assert scored.adv_predictions.keys() == at_once.adv_predictions.keys()
+    assert all(np.array_equal(scored.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
+    assert all(np.array_equal(scored.clean_predictions[k], v) for k, v in at_once.clean_predictions.items())
 
 
 def run_leaderboard(output_dir, *extra, env=REPRODUCIBLE_ENV):

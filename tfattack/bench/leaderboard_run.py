@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import tfattack
-from tfattack import data, evaluate as evaluation_lib, runs
+from tfattack import data, defenses as defenses_lib, evaluate as evaluation_lib, runs
 from tfattack.attacks.config import AttackConfig
 from tfattack.bench import budget as budget_lib, leaderboard, transfer
 
@@ -222,12 +222,17 @@ def _read_kept(path: str, log) -> Optional[leaderboard.Predictions]:
         return None
 
 
+COLUMNS_SO_FAR = ".columns.npz"  # a set's columns scored so far, next to where its kept predictions will go
+
+
 def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: Sequence[str], output_dir: str,
                 fingerprint: str, seed: int, batch_size: int, log) -> leaderboard.Predictions:
     """The per-image predictions of one (source, eps) group's folders: every victim without a defense, then
     DEFENDED_VICTIM behind each defense. Kept per set under scores/ and reused while nothing they depend on changed:
     a random defense's draws follow each image's ImageId, so a set's predictions do not depend on the sets scored
-    with it, and a run that adds methods scores only theirs."""
+    with it, and a run that adds methods scores only theirs. Sets are scored SETS_PER_SCORING at a time, one
+    (victim, defense) column after another, and each column is kept as it is done: a cut run loses at most the
+    column it was scoring."""
     names = [e.crafted_as for e in crafted_sets(entries)]
     folders = {name: folder_of(output_dir, name) for name in names}
     paths = {name: os.path.join(output_dir, "scores", transfer.score_key(
@@ -238,26 +243,56 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
     label = "/".join(map(str, entries[0].group))
     if not todo:
         log(f"leaderboard: the {len(names)} sets of {label} are already scored")
-    else:
-        log(f"leaderboard: scoring {len(todo)} set(s) of {label} on {len(dataset)} images "
-            f"({len(names) - len(todo)} already scored)")
-        os.makedirs(os.path.join(output_dir, "scores"), exist_ok=True)
-        for start in range(0, len(todo), SETS_PER_SCORING):  # kept as they come: a cut run loses one chunk at most
-            chunk = todo[start:start + SETS_PER_SCORING]
-            what = f"scoring {label} ({', '.join(name.rsplit('/', 1)[-1] for name in chunk)})"
-            sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in chunk]
-            plain = evaluation_lib.evaluate(dataset, sets, victims, ["none"], batch_size=batch_size, seed=seed,
-                                            compiled=True, progress=transfer.progress_log(
-                                                log, f"{what} on the victims", len(dataset), "leaderboard"))
-            defended = evaluation_lib.evaluate(dataset, sets, [victims[0]], list(defense_specs),
-                                               batch_size=batch_size, seed=seed, compiled=True,
-                                               progress=transfer.progress_log(log, f"{what} behind the defenses",
-                                                                              len(dataset), "leaderboard"))
-            scored = leaderboard.Predictions.of(plain, defended)
-            for name in chunk:
-                kept[name] = scored.only(name)
-                kept[name].save(paths[name])
+        return leaderboard.Predictions.merged([kept[name] for name in names])
+    log(f"leaderboard: scoring {len(todo)} set(s) of {label} on {len(dataset)} images "
+        f"({len(names) - len(todo)} already scored)")
+    os.makedirs(os.path.join(output_dir, "scores"), exist_ok=True)
+    columns = [(victim, spec) for victim in victims for spec in ["none"]] + [
+        (victims[0], spec) for spec in defense_specs]
+    keys = [(victim.name, defenses_lib.parse(spec).spec) for victim, spec in columns]
+    for start in range(0, len(todo), SETS_PER_SCORING):
+        chunk = todo[start:start + SETS_PER_SCORING]
+        what = f"scoring {label} ({', '.join(name.rsplit('/', 1)[-1] for name in chunk)})"
+        partial = {name: _read_kept(paths[name] + COLUMNS_SO_FAR, log) for name in chunk}
+        resumed = sum(len(p.clean_predictions) for p in partial.values() if p is not None)
+        if resumed:
+            log(f"leaderboard: {what}: {resumed} (set, column) pair(s) kept by an earlier run")
+        for (victim, spec), key in zip(columns, keys):
+            needing = [name for name in chunk if partial[name] is None or key not in partial[name].clean_predictions]
+            if not needing:
+                continue
+            sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in needing]
+            column = leaderboard.Predictions.of(evaluation_lib.evaluate(
+                dataset, sets, [victim], [spec], batch_size=batch_size, seed=seed, compiled=True,
+                progress=transfer.progress_log(log, f"{what} on {leaderboard.victim_label(*key)}", len(dataset),
+                                               "leaderboard")))
+            for name in needing:
+                partial[name] = _with_column(partial[name], column.only(name))
+                partial[name].save(paths[name] + COLUMNS_SO_FAR)
+        for name in chunk:
+            kept[name] = _in_order(partial[name], keys)
+            kept[name].save(paths[name])
+            os.remove(paths[name] + COLUMNS_SO_FAR)
     return leaderboard.Predictions.merged([kept[name] for name in names])
+
+
+def _with_column(scored: Optional[leaderboard.Predictions], column: leaderboard.Predictions) -> leaderboard.Predictions:
+    """One set's predictions so far, with one more (victim, defense) column of the same set."""
+    if scored is None:
+        return column
+    if not np.array_equal(scored.labels, column.labels):
+        raise ValueError(f"{scored.adv_sets[0].name}: kept columns were scored on other labels")
+    return leaderboard.Predictions(scored.adv_sets, scored.labels, scored.targets,
+                                   {**scored.clean_predictions, **column.clean_predictions},
+                                   {**scored.adv_predictions, **column.adv_predictions})
+
+
+def _in_order(scored: leaderboard.Predictions, keys: Sequence[tuple]) -> leaderboard.Predictions:
+    """The set's predictions with its columns in the table's order (a resumed run may have added them in another)."""
+    (name,) = [s.name for s in scored.adv_sets]
+    return leaderboard.Predictions(scored.adv_sets, scored.labels, scored.targets,
+                                   {key: scored.clean_predictions[key] for key in keys},
+                                   {(name, *key): scored.adv_predictions[(name, *key)] for key in keys})
 
 
 def table_rows(planned: Sequence[PlannedSet], predictions: Dict[tuple, leaderboard.Predictions],
