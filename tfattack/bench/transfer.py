@@ -611,6 +611,9 @@ def markdown(payload) -> str:
         per_image = payload.get("crafting_seconds_per_image", {}).get(f"{r['source']}/{r['attack']}")
         seconds = "" if per_image is None else f"{per_image:.2f}"
         lines.append(f"| {r['source']} | {r['attack']} | {r['images']} | {seconds} | " + " | ".join(cells) + " |")
+    if payload.get("targeted"):  # the ordering against TransferAttack's targeted table
+        from tfattack.bench import published
+        lines += ["", published.targeted_markdown(payload)]
     return "\n".join(lines)
 
 
