@@ -6,7 +6,9 @@
 grad(x_k) is the objective's gradient at x_k; the factor k/S is the chain rule of d J(x' + k/S (p - x')) / d p,
 which TransferAttack's gradient/mig.py (autograd through the scaled copies) includes; the paper's objective is the
 softmax probability of the label (the objective `prob` below). TransferAttack: S = 20, 25 iterations of
-eps/25, mu = 1 (Ma et al. ICCV 2023; no authors' code is public).
+eps/25, mu = 1 (Ma et al. ICCV 2023; no authors' code is public). torchattack's MIG (1.7.2) is no reference for
+the untargeted attack: it negates the label's probability only when targeted, so its untargeted steps raise that
+probability.
 """
 
 from __future__ import annotations
