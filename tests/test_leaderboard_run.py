@@ -446,12 +446,19 @@ def test_crafting_history_keeps_the_sources_and_kernels_of_every_run_that_wrote_
         "images": 3, "seconds": 1.0, "sources": ["killed", "new"], "kernels": ["cpu", "gpu"]}
 
 
-def test_kernels_name_the_device_and_the_onednn_switch(monkeypatch):
+def test_kernels_name_the_device_the_onednn_switch_and_the_thread_pools_the_environment_sets(monkeypatch):
     from tfattack import runs
 
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=0"  # the test machines have no GPU
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
     assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=unset"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=1 TF_NUM_INTRAOP_THREADS=1"
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    assert runs.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=2"
 
 

@@ -114,14 +114,21 @@ def source_digest(package: Optional[str] = None) -> str:
     return digest.hexdigest()[:12]
 
 
+# Thread-pool sizes set in the environment; with oneDNN's rewrites on, how a kernel splits its work can change
+# a result's last bits, so a run that sets them says so (unset: TensorFlow's default, one per core).
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
 def kernels() -> str:
-    """Which kernels a run computes with, in the words that set them: the device kind and TensorFlow's oneDNN switch
-    (its rewrites change a result's last bits; unset is TensorFlow's default, on for x86 Linux). Two runs of the
-    same sources and settings give the same bytes when this is equal and says `TF_ENABLE_ONEDNN_OPTS=0`."""
+    """Which kernels a run computes with, in the words that set them: the device kind, TensorFlow's oneDNN switch
+    (its rewrites change a result's last bits; unset is TensorFlow's default, on for x86 Linux) and the thread-pool
+    sizes where the environment sets them. Two runs of the same sources and settings give the same bytes when this
+    is equal and says `TF_ENABLE_ONEDNN_OPTS=0`."""
     import tensorflow as tf
 
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-    return f"{device} TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}"
+    threads = "".join(f" {name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
+    return f"{device} TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}{threads}"
 
 
 def environment() -> dict:
