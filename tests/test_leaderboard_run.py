@@ -289,17 +289,27 @@ def test_leaderboard_is_written_kept_and_reproduced(tmp_path):
     assert "already scored" in result.stderr and "scoring" not in result.stderr.replace("already scored", "")
     assert json.loads((first / "leaderboard.json").read_text())["rows"] == payload["rows"]
     # A fresh folder, crafted on Ray workers then scored here in a second run, with the same seed: the same files
-    # and numbers (crafting seconds aside).
+    # and numbers (crafting seconds aside) as a local run with the workers' threads. A CPU worker runs the threads
+    # Ray reserves for it (--worker_cpus, 1), and the thread count changes last bits even with oneDNN off.
     pytest.importorskip("ray")
     result = run_leaderboard(second, "--craft_only", "--engine=ray", "--num_workers=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (second / "leaderboard.json").exists() and "2 Ray worker(s) ready on" in result.stderr
     result = run_leaderboard(second)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert digests(first / "leaderboard" / "sets") == digests(second / "leaderboard" / "sets")
-    again = json.loads((second / "leaderboard.json").read_text())["rows"]
-    assert [{k: v for k, v in r.items() if k != "craft_s_per_image"} for r in again] == [
-        {k: v for k, v in r.items() if k != "craft_s_per_image"} for r in payload["rows"]]
+    one_thread = dict(REPRODUCIBLE_ENV, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    third = tmp_path / "c"
+    result = run_leaderboard(third, env=one_thread)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert digests(third / "leaderboard" / "sets") == digests(second / "leaderboard" / "sets")
+    assert len(digests(second / "leaderboard" / "sets")) == len(digests(first / "leaderboard" / "sets"))
+    # Both records name the kernels that made them: one thread per process.
+    on_ray, here = (json.loads((folder / "leaderboard.json").read_text()) for folder in (second, third))
+    for made in (on_ray, here):
+        assert {tuple(s["kernels"]) for s in made["sets"]} == {
+            ("CPU TF_ENABLE_ONEDNN_OPTS=0 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1",)}
+    assert [{k: v for k, v in r.items() if k != "craft_s_per_image"} for r in on_ray["rows"]] == [
+        {k: v for k, v in r.items() if k != "craft_s_per_image"} for r in here["rows"]]
     # A method added later: only its set is scored, and the others' rows stay as they were (a set's predictions do
     # not depend on the sets scored with it).
     result = run_leaderboard(first, "--methods=mi_fgsm,fgsm,ti_di_mi_fgsm")

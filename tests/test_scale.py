@@ -166,6 +166,27 @@ def test_a_batch_lost_more_often_than_allowed_is_one_line_naming_its_images(inpu
     assert not [n for n in os.listdir(tmp_path / "ray") if n.endswith(".png") and n[:-4] not in record["images"]]
 
 
+def test_cpu_workers_size_their_thread_pools_to_the_cpus_ray_reserves_and_records_say_so(monkeypatch):
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert scale.worker_environment(1.0, 0.0) == {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTRAOP_THREADS": "1",
+                                                  "TF_NUM_INTEROP_THREADS": "1", **_log_level()}
+    assert scale.worker_environment(0.5, 0.0)["TF_NUM_INTRAOP_THREADS"] == "1"  # a share of a core: one thread
+    assert scale.worker_environment(4.0, 0.0)["TF_NUM_INTEROP_THREADS"] == "4"
+    assert "TF_NUM_INTRAOP_THREADS" not in scale.worker_environment(4.0, 1.0)  # GPU workers: TensorFlow's own
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")  # the driver's own setting is the workers'
+    assert scale.worker_environment(1.0, 0.0)["TF_NUM_INTRAOP_THREADS"] == "3"
+    crafter = scale.RayCrafter(ENSEMBLE, ATTACK, False, worker_cpus=2.0)
+    assert crafter.kernels() == "CPU TF_ENABLE_ONEDNN_OPTS=0 TF_NUM_INTRAOP_THREADS=3 TF_NUM_INTEROP_THREADS=2"
+    assert scale.RayCrafter(ENSEMBLE, ATTACK, False, worker_gpus=0.5).kernels() == (
+        "GPU TF_ENABLE_ONEDNN_OPTS=0 TF_NUM_INTRAOP_THREADS=3")
+
+
+def _log_level():
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ["TF_CPP_MIN_LOG_LEVEL"]} if "TF_CPP_MIN_LOG_LEVEL" in os.environ else {}
+
+
 def test_without_ray_the_engine_is_a_one_line_install_hint(monkeypatch, inputs, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     for call in (lambda: scale.check_engine("ray"),

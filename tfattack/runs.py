@@ -11,7 +11,7 @@ import math
 import os
 import platform
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfattack import files
 from tfattack.errors import UserError
@@ -119,16 +119,19 @@ def source_digest(package: Optional[str] = None) -> str:
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
-def kernels() -> str:
+def kernels(environ: Optional[Mapping[str, str]] = None, device: Optional[str] = None) -> str:
     """Which kernels a run computes with, in the words that set them: the device kind, TensorFlow's oneDNN switch
     (its rewrites change a result's last bits; unset is TensorFlow's default, on for x86 Linux) and the thread-pool
     sizes where the environment sets them. Two runs of the same sources and settings give the same bytes when this
-    is equal and says `TF_ENABLE_ONEDNN_OPTS=0`."""
-    import tensorflow as tf
-
-    device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-    threads = "".join(f" {name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
-    return f"{device} TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}{threads}"
+    is equal and says `TF_ENABLE_ONEDNN_OPTS=0`. `environ` and `device` ("CPU" or "GPU"): another process's (a Ray
+    worker's), instead of this one's."""
+    if environ is None:
+        environ = os.environ
+    if device is None:
+        import tensorflow as tf
+        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    threads = "".join(f" {name}={environ[name]}" for name in THREAD_VARIABLES if name in environ)
+    return f"{device} TF_ENABLE_ONEDNN_OPTS={environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}{threads}"
 
 
 def environment() -> dict:

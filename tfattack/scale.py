@@ -19,8 +19,9 @@ How a run goes:
     batch and the settings: a Ray run writes byte-identical PNGs to a local run with the same seed and batch size,
     provided TensorFlow runs the same kernels in both (oneDNN rewrites off, `TF_ENABLE_ONEDNN_OPTS=0`, which the
     workers inherit from the driver; op determinism, which they take over when the driver has it on; and the same
-    number of CPU threads, since TensorFlow's CPU kernels split work by it: workers on machines with another core
-    count can differ in the last bit of a few pixels).
+    number of CPU threads, since TensorFlow's CPU kernels split work by it: a CPU worker runs the `worker_cpus`
+    threads Ray reserves for it (`worker_environment`), which a local run matches with `TF_NUM_INTRAOP_THREADS` and
+    `TF_NUM_INTEROP_THREADS`).
   - One batch is in flight per worker; results are handled in the order they finish. The driver writes every PNG
     (atomically) and saves the run record after each batch's files, as a local run does, so a run stopped under
     Ray can be finished locally and the other way round.
@@ -48,16 +49,29 @@ import dataclasses
 import os
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from tfattack.runs import UsageError
+from tfattack.runs import THREAD_VARIABLES, UsageError, kernels as process_kernels
 
 ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'tfattack[ray]'"
 # Attempts of one batch after the first that a worker's death may cost before the run gives up; each actor may be
 # restarted as often.
 MAX_RETRIES = 3
-# Environment the workers inherit from the driver: oneDNN's switch changes the kernels TensorFlow runs (and so the
-# last bits of the images); the log level keeps the workers as quiet as the driver.
-INHERITED_ENVIRONMENT = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")
+# Environment the workers inherit from the driver: oneDNN's switch and the thread pools change the kernels
+# TensorFlow runs (and so the last bits of the images); the log level keeps the workers as quiet as the driver.
+INHERITED_ENVIRONMENT = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL") + THREAD_VARIABLES
+
+
+def worker_environment(worker_cpus: float, worker_gpus: float) -> Dict[str, str]:
+    """The environment variables each worker starts with: the driver's INHERITED_ENVIRONMENT and, for CPU-only
+    workers whose thread pools the driver does not size, TensorFlow's pools sized to the CPUs Ray reserves for the
+    worker. Left alone, TensorFlow in every worker takes every core of its machine, so N workers on one machine
+    oversubscribe its cores N times over."""
+    env = {name: os.environ[name] for name in INHERITED_ENVIRONMENT if name in os.environ}
+    if worker_gpus == 0:
+        threads = str(max(1, int(worker_cpus)))
+        for name in THREAD_VARIABLES:
+            env.setdefault(name, threads)
+    return env
 
 
 class WorkerError(UsageError):
@@ -379,7 +393,7 @@ class RayPool:
     def _start(self) -> None:
         self._connect()
         ray, count = self._ray, self._count
-        env = {name: os.environ[name] for name in INHERITED_ENVIRONMENT if name in os.environ}
+        env = worker_environment(self.worker_cpus, self.worker_gpus)
         actor = ray.remote(self.actor).options(
             num_cpus=self.worker_cpus, num_gpus=self.worker_gpus, max_restarts=self.max_retries,
             max_task_retries=0, runtime_env={"env_vars": env} if env else None)
@@ -392,6 +406,12 @@ class RayPool:
         self._pids = {id(worker): pid for worker, pid in zip(self._workers, pids)}
         where = "an embedded Ray" if self.address is None and self._started_ray else "the Ray cluster"
         self.say(f"{count} Ray worker(s) ready on {where} ({self.worker_cpus:g} CPU, {self.worker_gpus:g} GPU each)")
+
+    def kernels(self) -> str:
+        """`tfattack.runs.kernels` of the workers (their environment, their device kind): what a record says made the
+        results the workers compute."""
+        return process_kernels(worker_environment(self.worker_cpus, self.worker_gpus),
+                               "GPU" if self.worker_gpus > 0 else "CPU")
 
     def _worker_count(self, resources: Mapping[str, float]) -> int:
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))

@@ -158,15 +158,27 @@ UNRECORDED = "unrecorded"  # images crafted before run records kept what made th
 HISTORY = {"sources": runs.source_digest, "kernels": runs.kernels}
 
 
-def _add_crafting_time(earlier: Dict, images: int, seconds: float, kept: int = 0) -> Dict:
+def this_run(crafter=None) -> Dict[str, str]:
+    """HISTORY's values for a crafting run: this process's sources, and the kernels of whatever computes the images
+    (a Ray crafter's workers, or this process)."""
+    values = {field: of_this_process() for field, of_this_process in HISTORY.items()}
+    if crafter is not None:
+        values["kernels"] = crafter.kernels()
+    return values
+
+
+def _add_crafting_time(earlier: Dict, images: int, seconds: float, kept: int = 0,
+                       run: Optional[Dict[str, str]] = None) -> Dict:
     """Crafting time summed over every run that wrote images into a set (sets are crafted resumably), and the
     sources and kernels of those runs (HISTORY): a set crafted across a code change, or partly on other kernels, says
     so. `kept`: the images this run found done; more than the earlier runs counted, with nothing recorded, means runs
-    that recorded nothing (killed before tfattack kept the history from the start) made some: UNRECORDED says so."""
+    that recorded nothing (killed before tfattack kept the history from the start) made some: UNRECORDED says so.
+    `run`: this run's HISTORY values (`this_run`; default: this process's)."""
     earlier = dict(earlier) or {"images": 0, "seconds": 0.0}
     out = {"images": earlier["images"] + images, "seconds": earlier["seconds"] + (seconds if images else 0.0)}
-    for field, of_this_run in HISTORY.items():
-        values = set(crafted_by(earlier, field)) | ({of_this_run()} if images else set())
+    run = run if run is not None else this_run()
+    for field in HISTORY:
+        values = set(crafted_by(earlier, field)) | ({run[field]} if images else set())
         if kept > earlier["images"] and not earlier.get(field):
             values.add(UNRECORDED)
         if values:
@@ -304,9 +316,10 @@ def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log,
         # The earlier runs' crafting time, and this run's sources and kernels, go into the record from its first
         # write: a run killed in this set leaves them there for the next one to add to. Images of the record that no
         # history covers (a run killed before records kept it) are said to be of unrecorded code from then on too.
-        started = _add_crafting_time(earlier, 0, 0.0, kept=recorded)
-        for field, of_this_run in HISTORY.items():
-            started[field] = sorted(set(started.get(field, ())) | {of_this_run()})
+        run = this_run(crafter)
+        started = _add_crafting_time(earlier, 0, 0.0, kept=recorded, run=run)
+        for field in HISTORY:
+            started[field] = sorted(set(started.get(field, ())) | {run[field]})
         summary = pipeline.attack_dataset(
             dataset, folder, surrogate, attack, batch_size=batch_size, targeted=targeted,
             info={**info, "environment": runs.environment(), "crafting": started},
@@ -315,7 +328,8 @@ def _craft_set(dataset, folder, surrogate, attack, batch_size, label, info, log,
         raise RecordError(_bench_advice(err)) from None
     for note in summary.notes:
         log(f"{prefix}: {label}: {note}")
-    crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds, kept=len(summary.already_done))
+    crafting = _add_crafting_time(earlier, len(summary.written), summary.seconds, kept=len(summary.already_done),
+                                  run=run)
     if not summary.checked_only:  # a finished set is only read (a crafting run may be beside this one)
         summary.record.info["crafting"] = crafting
         summary.record.save()

@@ -17,7 +17,8 @@ def define(work: str, holding: str) -> None:
     flags.DEFINE_integer("num_workers", None, f"With --engine=ray: worker actors, each holding {holding} (default: "
                          f"as many as the cluster's GPUs / --worker_gpus, else CPUs / --worker_cpus).")
     flags.DEFINE_float("worker_gpus", 0.0, "With --engine=ray: GPUs per worker (fractions share a GPU).")
-    flags.DEFINE_float("worker_cpus", 1.0, "With --engine=ray: CPUs Ray reserves per worker.")
+    flags.DEFINE_float("worker_cpus", 1.0, "With --engine=ray: CPUs Ray reserves per worker; a CPU worker runs "
+                       "TensorFlow with that many threads (at least 1).")
 
 
 def check() -> None:
