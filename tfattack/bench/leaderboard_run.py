@@ -247,8 +247,7 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
     log(f"leaderboard: scoring {len(todo)} set(s) of {label} on {len(dataset)} images "
         f"({len(names) - len(todo)} already scored)")
     os.makedirs(os.path.join(output_dir, "scores"), exist_ok=True)
-    columns = [(victim, spec) for victim in victims for spec in ["none"]] + [
-        (victims[0], spec) for spec in defense_specs]
+    columns = [(victim, "none") for victim in victims] + [(victims[0], spec) for spec in defense_specs]
     keys = [(victim.name, defenses_lib.parse(spec).spec) for victim, spec in columns]
     for start in range(0, len(todo), SETS_PER_SCORING):
         chunk = todo[start:start + SETS_PER_SCORING]
