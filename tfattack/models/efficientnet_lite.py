@@ -108,15 +108,14 @@ def blocks(width: float, depth: float) -> Tuple[Block, ...]:
 
 
 def _conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int = 1, stride: int = 1, relu6: bool = True):
-    kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], filters], "he")
-    y = edits.layer_output(torch_layers.batch_norm(store, tf.nn.conv2d(x, kernel_var, stride, "SAME"), bn, BN_EPSILON))
+    y = edits.layer_output(torch_layers.conv2d(store, x, conv, filters, kernel, stride, "SAME", bn=bn,
+                                               epsilon=BN_EPSILON))
     return backward.relu6(y) if relu6 else y
 
 
 def _depthwise_bn(store, x, conv: str, bn: str, kernel: int, stride: int):
-    kernel_var = store.get(f"{conv}.weight", [kernel, kernel, x.shape[-1], 1], "he")
-    y = tf.nn.depthwise_conv2d(x, kernel_var, [1, stride, stride, 1], "SAME")
-    return backward.relu6(edits.layer_output(torch_layers.batch_norm(store, y, bn, BN_EPSILON)))
+    y = torch_layers.depthwise_conv2d(store, x, conv, kernel, stride, "SAME", bn=bn, epsilon=BN_EPSILON)
+    return backward.relu6(edits.layer_output(y))
 
 
 def mbconv(store, x, block: Block):

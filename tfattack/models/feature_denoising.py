@@ -74,24 +74,27 @@ def same_padding(x, kernel: int, stride: int):
     return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]])
 
 
-def batch_norm(store, x, name: str):
-    """tensorpack's BatchNorm in inference: gamma, beta and the EMA statistics."""
-    channels = x.shape[-1]
+def batch_norm_scale_offset(store, name: str, channels: int):
+    """tensorpack's BatchNorm in inference (gamma, beta and the EMA statistics) as (multiplier, offset)."""
     gamma = store.get(f"{name}/bn/gamma", [channels], "ones")
     beta = store.get(f"{name}/bn/beta", [channels], "zeros")
     mean = store.get(f"{name}/bn/mean/EMA", [channels], "zeros")
     variance = store.get(f"{name}/bn/variance/EMA", [channels], "ones")
-    return layers.inference_batch_norm(x, gamma, beta, mean, variance, BN_EPSILON)
+    return layers.batch_norm_multiplier_offset(gamma, beta, mean, variance, BN_EPSILON)
 
 
 def conv(store, x, name: str, filters: int, kernel: int, stride: int = 1, groups: int = 1, *, bn: bool = True):
-    """tensorpack Conv2D (SAME, no bias; `split` groups) followed by its batch norm."""
+    """tensorpack Conv2D (SAME, no bias; `split` groups) followed by its batch norm, folded into it."""
     weights = store.get(f"{name}/W", [kernel, kernel, x.shape[-1] // groups, filters], "he")
+    offset = None
+    if bn:
+        multiplier, offset = batch_norm_scale_offset(store, name, filters)
+        weights = layers.fold_into_kernel(weights, multiplier)
     if groups == 1:
         y = tf.nn.conv2d(x, weights, stride, "SAME")
     else:
         y = torch_layers.grouped_conv2d(same_padding(x, kernel, stride), weights, stride, groups)
-    return edits.layer_output(batch_norm(store, y, name) if bn else y)
+    return edits.layer_output(y if offset is None else tf.nn.bias_add(y, offset))
 
 
 def non_local(store, x, name: str, embed: bool, softmax: bool):

@@ -95,9 +95,9 @@ def block(store, x, name: str, use_attention: bool, spatial_conv: bool):
 
 def patch_embed(store, x, name: str, filters: int, patch: int):
     """timm's PatchEmbed (flatten=False): a patch x patch convolution at stride patch with bias, batch norm."""
-    y = torch_layers.conv2d(store, x, f"{name}.proj", filters, patch, patch)
-    y = y + store.get(f"{name}.proj.bias", [filters], "zeros")
-    return edits.layer_output(batch_norm(store, y, f"{name}.norm"))
+    y = torch_layers.conv2d(store, x, f"{name}.proj", filters, patch, patch, bias=True, bn=f"{name}.norm",
+                            epsilon=BN_EPSILON)
+    return edits.layer_output(y)
 
 
 def visformer(store, x, num_classes: int = 1000):

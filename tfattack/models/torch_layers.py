@@ -4,6 +4,9 @@ Variables are named by the state-dict keys (`layer1.0.conv1.weight`, `_blocks.3.
 TensorFlow's layout: convolution kernels HWIO (PyTorch: OIHW), depthwise kernels [k, k, C, 1] (PyTorch: C1kk),
 linear weights [in, out] (PyTorch: [out, in]). `TorchStateDictNetwork.load_state_dict` checks every key and shape
 against the network before it assigns any, and names what does not fit.
+
+A BatchNorm2d that follows a convolution is folded into it (`conv2d`'s `bn`, `layers.fold_into_kernel`), as the
+slim layers fold theirs; the variables keep the state dict's names and values.
 """
 
 from __future__ import annotations
@@ -29,56 +32,107 @@ class StateDictMismatchError(torch_pickle.TorchPickleError, safetensors_file.Saf
     an error of the reader of either format, so that a caller catches it as such."""
 
 
-def batch_norm(store, x, name: str, epsilon: float, scale_init: str = "ones"):
-    """BatchNorm2d in inference mode: weight = gamma, bias = beta, running statistics. `scale_init`: gamma's value
-    in an unloaded network."""
-    channels = x.shape[-1]
+def batch_norm_scale_offset(store, name: str, channels: int, epsilon: float, scale_init: str = "ones"):
+    """BatchNorm2d `name` in inference mode as (multiplier, offset) of y * multiplier + offset: weight = gamma, bias =
+    beta, running statistics. `scale_init`: gamma's value in an unloaded network."""
     gamma = store.get(f"{name}.weight", [channels], scale_init)
     beta = store.get(f"{name}.bias", [channels], "zeros")
     mean = store.get(f"{name}.running_mean", [channels], "zeros")
     variance = store.get(f"{name}.running_var", [channels], "ones")
-    return layers.inference_batch_norm(x, gamma, beta, mean, variance, epsilon)
+    return layers.batch_norm_multiplier_offset(gamma, beta, mean, variance, epsilon)
 
 
-def block_diagonal(kernel, groups: int):
-    """A grouped convolution's kernel [k, k, C/groups, out] as the dense [k, k, C, out] kernel it equals (zero off
-    the groups' blocks)."""
-    k_h, k_w, per_group, out = kernel.shape
-    split = tf.reshape(kernel, [k_h, k_w, per_group, groups, out // groups])
-    dense = tf.einsum("hwcgo,Gg->hwGcgo", split, tf.eye(groups, dtype=kernel.dtype))
-    return tf.reshape(dense, [k_h, k_w, groups * per_group, out])
+def batch_norm(store, x, name: str, epsilon: float, scale_init: str = "ones"):
+    """A BatchNorm2d that no convolution precedes (one after a convolution folds into it: `conv2d`'s `bn`)."""
+    multiplier, offset = batch_norm_scale_offset(store, name, x.shape[-1], epsilon, scale_init)
+    return x * multiplier + offset
 
 
 def grouped_conv2d(x, kernel, stride: int, groups: int):
-    """`tf.nn.conv2d` of a grouped kernel (VALID). TensorFlow computes grouped convolutions forward on CPU but not
-    their gradients: the input gradient here is the dense block-diagonal kernel's (attacks need no weight
-    gradient)."""
+    """`tf.nn.conv2d` of a grouped kernel [k, k, C/groups, out] (VALID). TensorFlow computes grouped convolutions
+    forward on CPU but not their gradients; the input gradient here is `grouped_input_gradient`, itself a grouped
+    convolution (attacks need no weight gradient)."""
 
     @tf.custom_gradient
     def conv(inputs):
         def gradient(dy, variables=None):
-            dx = tf.nn.conv2d_transpose(dy, block_diagonal(kernel, groups), tf.shape(inputs), stride, "VALID")
+            dx = grouped_input_gradient(dy, kernel, tf.shape(inputs)[1:3], stride, groups)
             return dx, [None] * len(variables or [])
         return tf.nn.conv2d(inputs, kernel, stride, "VALID"), gradient
 
     return conv(x)
 
 
-def conv2d(store, x, name: str, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1):
-    """nn.Conv2d without bias and PyTorch's symmetric zero padding; its output goes through `edits.layer_output`
-    after the batch norm that follows (see `conv_bn`)."""
-    weights = store.get(f"{name}.weight", [kernel, kernel, x.shape[-1] // groups, filters], "he")
+def grouped_input_gradient(dy, kernel, input_size, stride: int, groups: int):
+    """The input gradient of a VALID grouped convolution with `kernel` [k_h, k_w, C/groups, out] at `stride` on
+    an input of spatial `input_size`, given `dy`, the gradient of its output.
+
+    It is the transposed convolution, written as a forward convolution (the one TensorFlow groups on CPU): `dy`
+    spread out by the stride (stride - 1 zeros between rows and between columns), padded by k - 1 on every side and
+    by the input rows and columns the stride never reached at the bottom and right, convolved at stride 1 with the
+    kernel flipped in space and, within each group, input and output channels swapped. Same cost as the forward
+    pass (times stride^2 over the spread zeros), where a dense block-diagonal kernel costs `groups` times it."""
+    k_h, k_w, per_group_in, out = kernel.shape
+    per_group_out = out // groups
+    if stride > 1:
+        batch, height, width = tf.shape(dy)[0], tf.shape(dy)[1], tf.shape(dy)[2]
+        spread = tf.pad(dy[:, :, None, :, None, :], [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
+        spread = tf.reshape(spread, [batch, height * stride, width * stride, out])
+        dy = spread[:, :(height - 1) * stride + 1, :(width - 1) * stride + 1]
+    unreached_h = input_size[0] - (tf.shape(dy)[1] + k_h - 1)
+    unreached_w = input_size[1] - (tf.shape(dy)[2] + k_w - 1)
+    dy = tf.pad(dy, [[0, 0], [k_h - 1, k_h - 1 + unreached_h], [k_w - 1, k_w - 1 + unreached_w], [0, 0]])
+    flipped = tf.reverse(tf.reshape(kernel, [k_h, k_w, per_group_in, groups, per_group_out]), axis=[0, 1])
+    swapped = tf.reshape(tf.transpose(flipped, [0, 1, 4, 3, 2]), [k_h, k_w, per_group_out, groups * per_group_in])
+    return tf.nn.conv2d(dy, swapped, 1, "VALID")
+
+
+def _padded(x, padding):
+    """(input, TensorFlow padding) for PyTorch's symmetric zero `padding` (an int), or TensorFlow's "SAME" (which
+    the EfficientNet-Lite port reproduces)."""
+    if padding == "SAME":
+        return x, "SAME"
     if padding:
         x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    return x, "VALID"
+
+
+def conv2d(store, x, name: str, filters: int, kernel: int, stride: int = 1, padding=0, groups: int = 1, *,
+           bias: bool = False, bn: Optional[str] = None, epsilon: Optional[float] = None):
+    """nn.Conv2d `name` [with its bias]; `padding`: PyTorch's symmetric zero padding, or "SAME". `bn`: the
+    BatchNorm2d (eps `epsilon`) that follows it, folded into the kernel and bias (`layers.fold_into_kernel`).
+    Its output goes through `edits.layer_output` at the caller, after the batch norm where there is one."""
+    weights = store.get(f"{name}.weight", [kernel, kernel, x.shape[-1] // groups, filters], "he")
+    offset = store.get(f"{name}.bias", [filters], "zeros") if bias else None
+    if bn is not None:
+        multiplier, bn_offset = batch_norm_scale_offset(store, bn, filters, epsilon)
+        weights = layers.fold_into_kernel(weights, multiplier)
+        offset = bn_offset if offset is None else offset * multiplier + bn_offset
+    x, tf_padding = _padded(x, padding)
     if groups == 1:
-        return tf.nn.conv2d(x, weights, stride, "VALID")
-    return grouped_conv2d(x, weights, stride, groups)
+        y = tf.nn.conv2d(x, weights, stride, tf_padding)
+    elif tf_padding == "VALID":
+        y = grouped_conv2d(x, weights, stride, groups)
+    else:
+        raise ValueError(f"{name}: grouped convolutions take symmetric padding, not {padding!r}")
+    return y if offset is None else tf.nn.bias_add(y, offset)
 
 
-def conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int, stride: int = 1, padding: int = 0,
+def depthwise_conv2d(store, x, name: str, kernel: int, stride: int = 1, padding=0, *, bn: str, epsilon: float):
+    """A depthwise nn.Conv2d `name` (groups = channels, no bias) and the BatchNorm2d `bn` after it, folded."""
+    channels = x.shape[-1]
+    weights = store.get(f"{name}.weight", [kernel, kernel, channels, 1], "he")
+    multiplier, offset = batch_norm_scale_offset(store, bn, channels, epsilon)
+    x, tf_padding = _padded(x, padding)
+    y = tf.nn.depthwise_conv2d(x, layers.fold_into_kernel(weights, multiplier, depthwise=True),
+                               [1, stride, stride, 1], tf_padding)
+    return tf.nn.bias_add(y, offset)
+
+
+def conv_bn(store, x, conv: str, bn: str, filters: int, kernel: int, stride: int = 1, padding=0,
             groups: int = 1, *, epsilon: float, relu: bool = True):
-    y = edits.layer_output(batch_norm(store, conv2d(store, x, conv, filters, kernel, stride, padding, groups), bn,
-                                      epsilon))
+    """Convolution `conv`, its batch norm `bn` (folded), [ReLU]."""
+    y = edits.layer_output(conv2d(store, x, conv, filters, kernel, stride, padding, groups, bn=bn, epsilon=epsilon))
     return backward.relu(y) if relu else y
 
 

@@ -85,7 +85,8 @@ def basic_conv(store, x, name: str, filters: int, kernel: Pair, stride: int = 1,
     weights = store.get(f"{name}.conv.weight", [k_h, k_w, x.shape[-1], filters], "he")
     if p_h or p_w:
         x = tf.pad(x, [[0, 0], [p_h, p_h], [p_w, p_w], [0, 0]])
-    y = torch_layers.batch_norm(store, tf.nn.conv2d(x, weights, stride, "VALID"), f"{name}.bn", BN_EPSILON)
+    multiplier, offset = torch_layers.batch_norm_scale_offset(store, f"{name}.bn", filters, BN_EPSILON)
+    y = tf.nn.bias_add(tf.nn.conv2d(x, layers.fold_into_kernel(weights, multiplier), stride, "VALID"), offset)
     return backward.relu(edits.layer_output(y))
 
 

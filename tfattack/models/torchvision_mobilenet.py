@@ -31,12 +31,12 @@ def _conv_bn_relu6(store, x, prefix: str, filters: int, kernel: int, stride: int
     """`{prefix}.0` convolution (no bias) + `{prefix}.1` batch norm [+ ReLU6]: torchvision's Conv2dNormActivation."""
     padding = kernel // 2
     if depthwise:
-        weights = store.get(f"{prefix}.0.weight", [kernel, kernel, x.shape[-1], 1], "he")
-        padded = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]]) if padding else x
-        y = tf.nn.depthwise_conv2d(padded, weights, [1, stride, stride, 1], "VALID")
+        y = torch_layers.depthwise_conv2d(store, x, f"{prefix}.0", kernel, stride, padding, bn=f"{prefix}.1",
+                                          epsilon=BN_EPSILON)
     else:
-        y = torch_layers.conv2d(store, x, f"{prefix}.0", filters, kernel, stride, padding)
-    y = edits.layer_output(torch_layers.batch_norm(store, y, f"{prefix}.1", BN_EPSILON))
+        y = torch_layers.conv2d(store, x, f"{prefix}.0", filters, kernel, stride, padding, bn=f"{prefix}.1",
+                                epsilon=BN_EPSILON)
+    y = edits.layer_output(y)
     return backward.relu6(y) if activation else y
 
 
@@ -47,8 +47,8 @@ def inverted_residual(store, x, name: str, expansion: int, filters: int, stride:
         y = _conv_bn_relu6(store, y, f"{name}.conv.0", hidden, 1)
         part = 1
     y = _conv_bn_relu6(store, y, f"{name}.conv.{part}", hidden, 3, stride, depthwise=True)
-    y = torch_layers.conv2d(store, y, f"{name}.conv.{part + 1}", filters, 1)
-    y = edits.layer_output(torch_layers.batch_norm(store, y, f"{name}.conv.{part + 2}", BN_EPSILON))
+    y = edits.layer_output(torch_layers.conv2d(store, y, f"{name}.conv.{part + 1}", filters, 1,
+                                               bn=f"{name}.conv.{part + 2}", epsilon=BN_EPSILON))
     return backward.residual_add(x, y) if stride == 1 and x.shape[-1] == filters else y
 
 

@@ -40,10 +40,9 @@ def torchvision_vgg(store, x, architecture: str, num_classes: int = 1000):
     end_points = backward.EndPoints()
     net, index, plan = x, 0, stage_plan(architecture)
     for position, (stage, filters) in enumerate(plan):
-        net = torch_layers.conv2d(store, net, f"features.{index}", filters, 3, padding=1)
-        net = net + store.get(f"features.{index}.bias", [filters], "zeros")
+        net = torch_layers.conv2d(store, net, f"features.{index}", filters, 3, padding=1, bias=True,
+                                  bn=f"features.{index + 1}" if batch_norm else None, epsilon=BN_EPSILON)
         if batch_norm:
-            net = torch_layers.batch_norm(store, net, f"features.{index + 1}", BN_EPSILON)
             index += 1
         net = edits.layer_output(net)
         index += 1
