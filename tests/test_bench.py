@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tfattack
-from tfattack.bench import attack_speed, timing
+from tfattack import runs
+from tfattack.bench import attack_speed, tables, timing
 
 from shared_data import NIPS17_DEV, SHARED, requires_shared  # noqa: E402
 
@@ -170,6 +171,15 @@ def test_script_prints_the_attack_table(tmp_path):
     (row,) = payload["rows"]
     assert row["members"] == ["inception_v3"] and row["overhead_ratio"] > 0 and row["s_per_image_iteration"] > 0
     assert (tmp_path / "attacks.md").read_text().count("| fgsm |") == 1
+    # the JSON keeps the run that made its numbers, and the table says it under itself, here and in the docs
+    run = payload["run"]
+    assert run["command"] == (f"benchmark.py --output_dir={tmp_path} --what=attacks --presets=fgsm --num_iter=1 "
+                              "--batch_size=1 --ensemble=inception_v3 --xla=off")
+    assert run["kernels"] == runs.kernels(os.environ, "CPU")
+    assert run["tfattack_sources"] and run["tensorflow"]
+    line = f"Written by `{run['command']}` with TensorFlow {run['tensorflow']} on {run['kernels']}"
+    assert (tmp_path / "attacks.md").read_text().strip().splitlines()[-1].startswith(line)
+    assert tables.render(tmp_path / "attacks.json").splitlines()[-1].startswith(line)
 
 
 @pytest.mark.parametrize("flag,message", [("--presets=nope", "--presets: unknown preset(s) nope"),

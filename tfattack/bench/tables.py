@@ -95,11 +95,27 @@ def renderer(path: Path, part: Optional[str] = None) -> Callable[[Dict], str]:
 
 
 def render(path: Path, part: Optional[str] = None) -> str:
-    """The markdown table of the benchmark JSON at `path` (and `part`, for speed.json)."""
+    """The markdown table of the benchmark JSON at `path` (and `part`, for speed.json), and under it the run that
+    wrote the JSON, where the JSON records it."""
     draw = renderer(path, part)
     with open(path) as handle:
         payload = json.load(handle)
-    return draw(payload)
+    return f"{draw(payload)}\n\n{written_by(payload)}" if "run" in payload else draw(payload)
+
+
+def command_line(argv) -> str:
+    """The command as typed, for the record: the tool's file name (`benchmark.py` or `tfattack-benchmark`) and its
+    arguments, quoted for a shell."""
+    import os
+    import shlex
+    return shlex.join([os.path.basename(argv[0])] + list(argv[1:]))
+
+
+def written_by(payload: Dict) -> str:
+    """One sentence under a table: the command, kernels and sources of the run that wrote its JSON."""
+    run = payload["run"]
+    return (f"Written by `{run['command']}` with TensorFlow {run['tensorflow']} on {run['kernels']}, tfattack "
+            f"{run['tfattack']} (sources {run['tfattack_sources']}).")
 
 
 # In a markdown document: the table of benchmarks/X.json (or X.json#part) sits between these two lines.

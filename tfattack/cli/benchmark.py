@@ -134,11 +134,15 @@ def required_data_dir():
 
 
 def write_result(name, payload, markdown):
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.output_dir, f"{name}.json"), "w") as f:
-        json.dump(payload, f, indent=1)
-    with open(os.path.join(FLAGS.output_dir, f"{name}.md"), "w") as f:
-        f.write(markdown + "\n")
+    """Writes `name`.json and `name`.md whole (never half a file), the JSON with this run's record: the command,
+    kernels and versions that made its numbers (`tables.written_by` says them under the table)."""
+    from tfattack import files, runs
+    from tfattack.bench import tables
+    payload = dict(payload, run=dict(runs.environment(), command=tables.command_line(sys.argv),
+                                     kernels=runs.kernels()))
+    markdown = f"{markdown}\n\n{tables.written_by(payload)}"
+    runs.write_json_atomic(os.path.join(FLAGS.output_dir, f"{name}.json"), payload)
+    files.atomic_write_text(os.path.join(FLAGS.output_dir, f"{name}.md"), markdown + "\n")
     print(markdown)
 
 
