@@ -434,3 +434,53 @@ def test_a_sets_numbers_behind_a_random_defense_do_not_depend_on_the_other_sets_
     # the draws matter: another seed moves some prediction behind rp
     reseeded = evaluate.evaluate(dataset, [unchanged], [ChannelModel("blue", BLUE)], ["rp"], batch_size=2, seed=6)
     assert not np.array_equal(reseeded.clean_predictions[("blue", "rp")], together.clean_predictions[("blue", "rp")])
+
+
+class CountingModel(ChannelModel):
+    """A ChannelModel that counts the images it is shown."""
+
+    def __init__(self, name, channel):
+        super().__init__(name, channel)
+        self.shown = 0
+
+    def __call__(self, images):
+        self.shown += int(images.shape[0])
+        return super().__call__(images)
+
+
+def test_known_clean_predictions_are_reused_not_predicted_again(layout):
+    """A column's clean predictions from an earlier scoring of the same images give the same evaluation as predicting
+    them, and the victim is shown none of that pair's clean images (behind rs, 3 noisy copies of each)."""
+    dataset = data.read_dataset(str(layout / "images"))
+    sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16)]
+    specs = ["none", "rs:0.01:3"]
+    predicting, reusing = CountingModel("red", RED), CountingModel("red", RED)
+    fresh = evaluate.evaluate(dataset, sets, [predicting], specs, batch_size=2, seed=5)
+    known = {("red", "rs:0.01:3"): fresh.clean_predictions[("red", "rs:0.01:3")]}
+    reused = evaluate.evaluate(dataset, sets, [reusing], specs, batch_size=2, seed=5, clean_predictions=known)
+    assert reused.clean_predictions.keys() == fresh.clean_predictions.keys()
+    for key, values in fresh.clean_predictions.items():
+        np.testing.assert_array_equal(reused.clean_predictions[key], values)
+    for key, values in fresh.adv_predictions.items():
+        np.testing.assert_array_equal(reused.adv_predictions[key], values)
+    assert json.dumps([r.to_dict() for r in reused.results]) == json.dumps([r.to_dict() for r in fresh.results])
+    assert all(r.clean_correct > 0 for r in fresh.results)
+    assert predicting.shown - reusing.shown == 3 * len(dataset)
+
+
+@pytest.mark.parametrize("known,message", [
+    ({("blue", "none"): np.zeros(6, np.int64)}, r"clean_predictions for \('blue', 'none'\) do not fit"),
+    ({("red", "none"): np.zeros(5, np.int64)}, r"clean_predictions for \('red', 'none'\) do not fit")])
+def test_known_clean_predictions_must_fit_the_pairs_and_images(layout, known, message):
+    dataset = data.read_dataset(str(layout / "images"))
+    sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16)]
+    with pytest.raises(ValueError, match=message):
+        evaluate.evaluate(dataset, sets, [ChannelModel("red", RED)], ["none"], clean_predictions=known)
+
+
+def test_known_clean_predictions_are_not_taken_with_a_scorer(layout):
+    dataset = data.read_dataset(str(layout / "images"))
+    sets = [evaluate.read_adv_set(str(layout / "untargeted"), max_epsilon=16)]
+    with pytest.raises(ValueError, match="not on a scorer's workers"):
+        evaluate.evaluate(dataset, sets, [ChannelModel("red", RED)], ["none"], scorer=object(),
+                          clean_predictions={("red", "none"): np.zeros(6, np.int64)})

@@ -199,6 +199,32 @@ def test_a_cut_scoring_run_keeps_its_finished_columns_and_the_next_run_scores_on
     assert all(np.array_equal(scored.clean_predictions[k], v) for k, v in at_once.clean_predictions.items())
 
 
+def test_a_column_reuses_the_clean_predictions_of_the_sets_already_scored_in_it(tmp_path, monkeypatch):
+    """Scoring one more set of a group costs its adversarial images only: each column takes its clean predictions
+    from a set scored before, in this run or kept by an earlier one, and the scores equal one evaluation of all."""
+    dataset, entries, victims, specs, at_once = scoring_case(tmp_path)
+    monkeypatch.setattr(leaderboard_run, "SETS_PER_SCORING", 2)
+    evaluate_all = evaluate.evaluate
+    given = []
+
+    def recording(dataset, sets, victims, defenses, **kwargs):
+        given.append(([s.name.rsplit("/", 1)[-1] for s in sets], kwargs["clean_predictions"]))
+        return evaluate_all(dataset, sets, victims, defenses, **kwargs)
+
+    monkeypatch.setattr(leaderboard_run.evaluation_lib, "evaluate", recording)
+    out = str(tmp_path / "out")
+    leaderboard_run.score_group(entries[:2], dataset, victims, specs, out, "fp", 0, 2, print)  # an earlier run
+    scored = leaderboard_run.score_group(entries, dataset, victims, specs, out, "fp", 0, 2, print)
+    columns = list(at_once.clean_predictions)
+    assert [names for names, _ in given] == [["mi_fgsm", "di_mi_fgsm"]] * 4 + [["bsr"]] * 4
+    assert all(clean is None for _, clean in given[:4])  # nothing scored before them
+    for (_, clean), key in zip(given[4:], columns):
+        assert list(clean) == [key]
+        np.testing.assert_array_equal(clean[key], at_once.clean_predictions[key])
+    assert all(np.array_equal(scored.adv_predictions[k], v) for k, v in at_once.adv_predictions.items())
+    assert all(np.array_equal(scored.clean_predictions[k], v) for k, v in at_once.clean_predictions.items())
+
+
 def run_leaderboard(output_dir, *extra, env=REPRODUCIBLE_ENV):
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--what=leaderboard", "--num_images=2",

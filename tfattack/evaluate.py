@@ -28,7 +28,7 @@ import glob
 import json
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -328,8 +328,11 @@ class _PerImage:
                    clean_skipped=[], adv_skipped={n: [] for n in set_names})
 
 
-def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerImage, batch_size, progress) -> None:
-    """Reads clean and adversarial files batch by batch (one image size per batch) and fills `found`."""
+def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerImage, batch_size, progress,
+                 known_clean: Optional[Mapping[Tuple[str, str], np.ndarray]] = None) -> None:
+    """Reads clean and adversarial files batch by batch (one image size per batch) and fills `found`; the clean
+    predictions of the pairs in `known_clean` are taken from it instead of predicted."""
+    known_clean = known_clean or {}
     image_keys = np.asarray([defenses_lib.id_key(i) for i in dataset.ids], np.int64)
     for planned in data.batches_by_size(range(len(dataset)), dataset.sizes, batch_size):
         clean, kept = _read_batch([dataset.paths[i] for i in planned], [dataset.sizes[i] for i in planned],
@@ -341,7 +344,8 @@ def _run_batches(dataset, adv_paths, predictors, label_predictor, found: _PerIma
         if label_predictor is not None:
             found.labels[rows] = label_predictor(clean, image_keys[rows])
         for key, predict in predictors.items():
-            found.clean_pred[key][rows] = predict(clean, image_keys[rows])
+            found.clean_pred[key][rows] = (known_clean[key][rows] if key in known_clean
+                                           else predict(clean, image_keys[rows]))
         for name, paths in adv_paths.items():
             present = [(k, r) for k, r in enumerate(rows) if os.path.isfile(paths[r])]
             adv, adv_kept = _read_batch([paths[r] for _, r in present], [dataset.sizes[r] for _, r in present],
@@ -429,7 +433,7 @@ def recorded_labels(dataset: data.Dataset, adv_sets: Sequence[AdvSet]) -> np.nda
 def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequence, defenses: Sequence = ("none",), *,
              label_source: str = "truth", label_model=None, denominator: str = "clean_correct",
              batch_size: int = 8, seed: int = 0, compiled: Optional[bool] = None, progress=None,
-             scorer=None) -> Evaluation:
+             scorer=None, clean_predictions: Optional[Mapping[Tuple[str, str], np.ndarray]] = None) -> Evaluation:
     """Evaluates every adversarial set against every victim behind every defense.
 
     Args:
@@ -452,6 +456,10 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
       scorer: where the (victim, defense) pairs are predicted: None, here (each batch read once for all pairs), or
         a `tfattack.scale.RayScorer` holding a recipe for each victim's name (each pair on a Ray worker; the same
         predictions). This process still reads every file once, for the perturbation sizes and unreadable files.
+      clean_predictions: {(victim name, defense spec): clean top-1 per image in dataset order} already known for some
+        pairs, from an earlier evaluation of the same images with the same victims, seed, batch size and kernels
+        (`tfattack.bench.leaderboard_run` keeps them with each scored set): those pairs' clean forward passes are
+        skipped, which for one set is half the work. Not with a `scorer`.
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
@@ -459,6 +467,8 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
         raise ValueError(f"denominator must be one of {', '.join(DENOMINATORS)}, got {denominator!r}")
     if not adv_sets or not victims:
         raise ValueError("evaluate needs at least one adversarial set and one victim")
+    if clean_predictions and scorer is not None:
+        raise ValueError("evaluate: clean_predictions are reused here, not on a scorer's workers")
     names = [s.name for s in adv_sets]
     if len(set(names)) != len(names):
         raise ValueError(f"adversarial sets need distinct names, got {names}")
@@ -489,7 +499,11 @@ def evaluate(dataset: data.Dataset, adv_sets: Sequence[AdvSet], victims: Sequenc
     if scorer is None:
         predictors = {(vn, d.spec): _predictor(defenses_lib.wrap(v, d), compiled)
                       for v, vn in zip(victims, victim_names) for d in defense_list}
-        _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress)
+        for key, known in (clean_predictions or {}).items():
+            if key not in predictors or np.shape(known) != (len(dataset),):
+                raise ValueError(f"evaluate: clean_predictions for {key} do not fit: the pairs are "
+                                 f"{', '.join(map(str, predictors))}, the images {len(dataset)}")
+        _run_batches(dataset, adv_paths, predictors, label_predictor, found, batch_size, progress, clean_predictions)
     else:
         _run_batches(dataset, adv_paths, {}, label_predictor, found, batch_size, None)
         shares = iter(_progress_shares(len(dataset), len(pairs)))

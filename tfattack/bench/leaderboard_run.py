@@ -261,8 +261,10 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
             if not needing:
                 continue
             sets = [evaluation_lib.read_adv_set(folders[name], name=name) for name in needing]
+            clean = _known_clean([*kept.values(), *partial.values()], key)
             column = leaderboard.Predictions.of(evaluation_lib.evaluate(
                 dataset, sets, [victim], [spec], batch_size=batch_size, seed=seed, compiled=True,
+                clean_predictions=None if clean is None else {key: clean},
                 progress=transfer.progress_log(log, f"{what} on {leaderboard.victim_label(*key)}", len(dataset),
                                                "leaderboard")))
             for name in needing:
@@ -273,6 +275,16 @@ def score_group(entries: Sequence[PlannedSet], dataset, victims, defense_specs: 
             kept[name].save(paths[name])
             os.remove(paths[name] + COLUMNS_SO_FAR)
     return leaderboard.Predictions.merged([kept[name] for name in names])
+
+
+def _known_clean(scored: Sequence[Optional[leaderboard.Predictions]], key: tuple) -> Optional[np.ndarray]:
+    """The clean predictions of column `key`, from any set of the group already scored in it. Every kept file of a
+    group has the same images, victims, seed, batch size, kernels and scoring code (its key says so), so its clean
+    column is what scoring the clean images again would give: reused, a column of one new set costs half."""
+    for predictions in scored:
+        if predictions is not None and key in predictions.clean_predictions:
+            return predictions.clean_predictions[key]
+    return None
 
 
 def _with_column(scored: Optional[leaderboard.Predictions], column: leaderboard.Predictions) -> leaderboard.Predictions:
