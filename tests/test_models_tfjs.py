@@ -317,3 +317,126 @@ def test_real_model_top1_on_100_dev_images(name, monkeypatch):
     ensemble = tfattack.models.Ensemble([model, other])
     np.testing.assert_allclose(ensemble(images[:2]).numpy(), (model(images[:2]) + other(images[:2])).numpy() / 2,
                                rtol=1e-5, atol=1e-4)
+
+
+# --- batch norms folded into the convolutions before them ------------------------------------------
+
+
+def folding_topology():
+    """A depthwise convolution (multiplier 2, bias) and a convolution, each without an activation and followed by a
+    batch norm: both fold. A batch norm after a ReLU does not."""
+    L = k2_layer
+    layers = [
+        L("InputLayer", "input_1", [], batch_input_shape=[None, SIZE, SIZE, 3], dtype="float32"),
+        L("DepthwiseConv2D", "dw", ["input_1"], kernel_size=[3, 3], strides=[2, 2], padding="same",
+          depth_multiplier=2, use_bias=True, activation="linear", data_format="channels_last"),
+        L("BatchNormalization", "dw_bn", ["dw"], axis=-1, epsilon=0.001, center=True, scale=True),
+        L("ReLU", "dw_relu", ["dw_bn"], max_value=6.0),
+        L("Conv2D", "pw", ["dw_relu"], filters=5, kernel_size=[1, 1], strides=[1, 1], padding="same",
+          use_bias=False, activation="linear", dilation_rate=[1, 1], data_format="channels_last"),
+        L("BatchNormalization", "pw_bn", ["pw"], axis=-1, epsilon=0.001, center=False, scale=True),
+        L("ReLU", "pw_relu", ["pw_bn"]),
+        L("BatchNormalization", "after_relu_bn", ["pw_relu"], axis=-1, epsilon=0.001, center=True, scale=False),
+        L("GlobalAveragePooling2D", "gap", ["after_relu_bn"], data_format="channels_last"),
+        L("Dense", "logits", ["gap"], units=4, use_bias=True, activation="linear"),
+    ]
+    return {"class_name": "Model", "config": {"name": "folding", "layers": layers,
+                                              "input_layers": [["input_1", 0, 0]], "output_layers": [["logits", 0, 0]]}}
+
+
+def folding_weights(rng):
+    def batch_norm(name, channels, center=True, scale=True):
+        return ([(f"{name}/gamma", rng.uniform(0.5, 1.5, channels))] if scale else []) + (
+            [(f"{name}/beta", rng.normal(0, 0.3, channels))] if center else []) + [
+            (f"{name}/moving_mean", rng.normal(0, 0.3, channels)),
+            (f"{name}/moving_variance", rng.uniform(0.3, 2, channels))]
+    return ([("dw/depthwise_kernel", rng.normal(0, 0.5, (3, 3, 3, 2))), ("dw/bias", rng.normal(0, 0.3, 6))]
+            + batch_norm("dw_bn", 6) + [("pw/kernel", rng.normal(0, 0.5, (1, 1, 6, 5)))]
+            + batch_norm("pw_bn", 5, center=False) + batch_norm("after_relu_bn", 5, scale=False)
+            + [("logits/kernel", rng.normal(0, 0.5, (5, 4))), ("logits/bias", rng.normal(0, 0.3, 4))])
+
+
+def feature_map_multiplies(network, input_size, edit=None):
+    """The elementwise multiplies over feature maps in `network`'s traced forward pass (batch norms, and ReLUs with
+    a slope), with `edit` in force."""
+    from tfattack import edits
+    batch = 7  # feature maps have it first; kernels do not
+
+    def forward(x):
+        with edits.editing(edit):
+            edits.begin_forward(input_size)
+            return network(x)[0]
+
+    graph = tf.function(forward).get_concrete_function(tf.TensorSpec([batch, input_size, input_size, 3])).graph
+    return [op.name for op in graph.get_operations() if op.type == "Mul" and op.outputs[0].shape.rank == 4
+            and op.outputs[0].shape[0] == batch and op.outputs[0].shape[-1] > 3]
+
+
+def test_traced_network_folds_a_batch_norm_into_the_convolution_before_it(tmp_path, images):
+    write_tfjs_model(tmp_path, folding_topology(), folding_weights(np.random.default_rng(4)))
+    network = tfjs.TfjsLayersNetwork(tmp_path)
+    assert network._folds == {("dw_bn", 0): ("dw", 0), ("pw_bn", 0): ("pw", 0)}
+    eager_logits, eager_points = network(tf.constant(images))  # eagerly: every layer as written (Keras' semantics)
+
+    @tf.function
+    def traced(x):
+        logits, points = network(x)
+        return logits, points["dw"], points["dw_bn"], points["pw_bn"]
+
+    logits, dw, dw_bn, pw_bn = traced(tf.constant(images))
+    for got, want in ((logits, eager_logits), (dw, eager_points["dw"]), (dw_bn, eager_points["dw_bn"]),
+                      (pw_bn, eager_points["pw_bn"])):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    with tf.GradientTape(persistent=True) as tape:
+        x = tf.constant(images)
+        tape.watch(x)
+        eager_loss = tf.reduce_sum(network(x)[0] * [1.0, -2.0, 0.5, 3.0])
+    expected_gradient = tape.gradient(eager_loss, x).numpy()
+
+    @tf.function
+    def gradient(x):
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(network(x)[0] * [1.0, -2.0, 0.5, 3.0])
+        return inner.gradient(loss, x)
+
+    np.testing.assert_allclose(gradient(tf.constant(images)).numpy(), expected_gradient, rtol=1e-5, atol=1e-5)
+    from tfattack import edits
+    as_written = feature_map_multiplies(network, SIZE, edits.Recorder())  # an edit in force: nothing folded
+    assert len(feature_map_multiplies(network, SIZE)) == len(as_written) - 2  # after_relu_bn has nothing to fold into
+
+
+def test_an_edit_sees_the_layer_outputs_between_convolution_and_batch_norm(tmp_path, images):
+    """With an edit in force (Ghost, CFM), the layers run as written: its layer outputs are the convolutions' own."""
+    from tfattack import edits
+    write_tfjs_model(tmp_path, folding_topology(), folding_weights(np.random.default_rng(4)))
+    network = tfjs.TfjsLayersNetwork(tmp_path)
+
+    def recorded(x):
+        recorder = edits.Recorder()
+        with edits.editing(recorder):
+            edits.begin_forward(SIZE)
+            logits = network(x)[0]
+        return logits, recorder
+
+    _, recorder = recorded(tf.constant(images))
+    np.testing.assert_allclose(recorder.outputs[(0, 0)].numpy(), network(tf.constant(images))[1]["dw"].numpy())
+
+
+@requires_real_models
+@pytest.mark.parametrize("name", ["mobilenet_v1_075", "tiny_darknet"])
+def test_real_models_fold_every_batch_norm_when_traced(name, monkeypatch):
+    monkeypatch.setenv("TFATTACK_MODEL_DIR", str(REAL_MODELS))
+    model = tfattack.models.load(name)
+    images, _ = dev_images(2)
+    eager = model(images).numpy()
+    traced = tf.function(model)(tf.constant(images)).numpy()
+    np.testing.assert_allclose(traced, eager, rtol=0, atol=1e-4 * np.abs(eager).max())
+    assert np.array_equal(np.argmax(traced, 1), np.argmax(eager, 1))
+    from tfattack import edits
+    network = model.network
+    folds = len(network._folds)
+    # every convolution but the classifier
+    assert folds == {"mobilenet_v1_075": 1 + 2 * 13, "tiny_darknet": len(tfjs.TINY_DARKNET_CONVS)}[name]
+    as_written = feature_map_multiplies(network, 224, edits.Recorder())
+    assert len(feature_map_multiplies(network, 224)) == len(as_written) - folds

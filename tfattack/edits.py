@@ -84,6 +84,11 @@ def begin_forward(width: int, architecture: str = "") -> None:
     _STATE.architecture = architecture
 
 
+def active() -> bool:
+    """Whether an edit is in force for the networks traced now."""
+    return _STATE.edit is not None
+
+
 def layer_output(y):
     """A convolution's or linear layer's output, edited by the current edit (unchanged without one)."""
     backward.count("layer_output")

@@ -88,9 +88,9 @@ def fold_into_kernel(kernel, multiplier, depthwise: bool = False):
     """The kernel K' with conv(x, K') = conv(x, K) * multiplier, up to float rounding: a per-output-channel scale
     after a convolution (an inference batch norm's) is the same convolution with each output channel's weights
     scaled. Folded, a batch norm costs no elementwise pass over the activations, forward or backward, and what is
-    left of it, a bias add, oneDNN fuses into the convolution. Depthwise kernels [k, k, C, 1] have their output
-    channels on axis 2."""
-    return kernel * (multiplier[:, None] if depthwise else multiplier)
+    left of it, a bias add, oneDNN fuses into the convolution. A depthwise kernel [k, k, C, M] has output channel
+    c * M + m at [:, :, c, m]."""
+    return kernel * (tf.reshape(multiplier, kernel.shape[2:]) if depthwise else multiplier)
 
 
 def batch_norm_scale_offset(store: VariableStore, name: str, channels: int, scale: bool, epsilon: float):

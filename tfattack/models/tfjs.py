@@ -193,21 +193,37 @@ def _like(x, weight):
     return None if weight is None else tf.cast(weight, x.dtype)
 
 
-def _convolution(kernel_key: str, convolve: Callable):
-    """Conv2D (kernel [kh, kw, cin, cout]) and DepthwiseConv2D (depthwise_kernel [kh, kw, cin, multiplier])."""
-    def build(ctx):
-        ctx.channels_last()
-        kernel = ctx.weight(kernel_key)
-        bias = ctx.weight("bias") if ctx.config.get("use_bias", True) else None
-        strides, dilations = ctx.pair("strides", 1), ctx.pair("dilation_rate", 1)
-        padding, activation = ctx.padding(), ctx.activation()
+class _Convolution:
+    """Conv2D (kernel [kh, kw, cin, cout]) and DepthwiseConv2D (depthwise_kernel [kh, kw, cin, multiplier]); one
+    without an activation can take the batch norm that follows it into its kernel (`folded`)."""
 
-        def apply(inputs):
-            x = _single(inputs, ctx)
-            y = convolve(x, _like(x, kernel), strides, padding, dilations)
-            return activation(edits.layer_output(y if bias is None else tf.nn.bias_add(y, _like(x, bias))))
-        return apply
-    return build
+    def __init__(self, ctx, kernel_key: str, convolve: Callable):
+        ctx.channels_last()
+        self.ctx, self.convolve, self.depthwise = ctx, convolve, kernel_key == "depthwise_kernel"
+        self.kernel = ctx.weight(kernel_key)
+        self.bias = ctx.weight("bias") if ctx.config.get("use_bias", True) else None
+        self.strides, self.dilations = ctx.pair("strides", 1), ctx.pair("dilation_rate", 1)
+        self.padding, self.activation = ctx.padding(), ctx.activation()
+        self.linear = self.activation is ACTIVATIONS["linear"]
+
+    def __call__(self, inputs):
+        x = _single(inputs, self.ctx)
+        y = self.convolve(x, _like(x, self.kernel), self.strides, self.padding, self.dilations)
+        return self.activation(edits.layer_output(y if self.bias is None else tf.nn.bias_add(y, _like(x, self.bias))))
+
+    def folded(self, inputs, batch_norm: "_BatchNormalization"):
+        """This (linear) convolution and `batch_norm` after it as one convolution with a bias."""
+        x = _single(inputs, self.ctx)
+        multiplier, offset = batch_norm.multiplier_offset()
+        kernel = layers.fold_into_kernel(self.kernel, multiplier, depthwise=self.depthwise)
+        if self.bias is not None:
+            offset = self.bias * multiplier + offset
+        y = self.convolve(x, _like(x, kernel), self.strides, self.padding, self.dilations)
+        return tf.nn.bias_add(y, _like(x, offset))
+
+
+def _convolution(kernel_key: str, convolve: Callable):
+    return lambda ctx: _Convolution(ctx, kernel_key, convolve)
 
 
 def _conv2d(x, kernel, strides, padding, dilations):
@@ -230,24 +246,30 @@ def _dense(ctx):
     return apply
 
 
-def _batch_normalization(ctx):
-    axis = ctx.config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    if axis not in (-1, 3):
-        raise ctx.error(f"batch norm over axis {axis} is not supported (channels_last only)")
-    epsilon = float(ctx.config.get("epsilon", 1e-3))
-    gamma = ctx.weight("gamma") if ctx.config.get("scale", True) else None
-    beta = ctx.weight("beta") if ctx.config.get("center", True) else None
-    mean, variance = ctx.weight("moving_mean"), ctx.weight("moving_variance")
+class _BatchNormalization:
+    """Inference-mode BatchNormalization over the channels (channels_last)."""
 
-    def apply(inputs):
-        multiplier = tf.math.rsqrt(variance + epsilon)
-        if gamma is not None:
-            multiplier = multiplier * gamma
-        offset = -mean * multiplier if beta is None else beta - mean * multiplier
-        x = _single(inputs, ctx)
+    def __init__(self, ctx):
+        axis = ctx.config.get("axis", -1)
+        axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+        if axis not in (-1, 3):
+            raise ctx.error(f"batch norm over axis {axis} is not supported (channels_last only)")
+        self.ctx, self.epsilon = ctx, float(ctx.config.get("epsilon", 1e-3))
+        self.gamma = ctx.weight("gamma") if ctx.config.get("scale", True) else None
+        self.beta = ctx.weight("beta") if ctx.config.get("center", True) else None
+        self.mean, self.variance = ctx.weight("moving_mean"), ctx.weight("moving_variance")
+
+    def multiplier_offset(self):
+        """(multiplier, offset) with batch_norm(x) = x * multiplier + offset, float32."""
+        multiplier = tf.math.rsqrt(self.variance + self.epsilon)
+        if self.gamma is not None:
+            multiplier = multiplier * self.gamma
+        return multiplier, (-self.mean * multiplier if self.beta is None else self.beta - self.mean * multiplier)
+
+    def __call__(self, inputs):
+        multiplier, offset = self.multiplier_offset()
+        x = _single(inputs, self.ctx)
         return x * _like(x, multiplier) + _like(x, offset)
-    return apply
 
 
 def _activation(ctx):
@@ -353,7 +375,7 @@ LAYER_BUILDERS: Dict[str, Callable] = {
     "Conv2D": _convolution("kernel", _conv2d),
     "DepthwiseConv2D": _convolution("depthwise_kernel", _depthwise_conv2d),
     "Dense": _dense,
-    "BatchNormalization": _batch_normalization,
+    "BatchNormalization": _BatchNormalization,
     "Activation": _activation,
     "ReLU": _relu,
     "LeakyReLU": _leaky_relu,
@@ -510,6 +532,25 @@ class TfjsLayersNetwork(tf.Module):
             self._apply[key] = builder(_LayerContext(node.name, node.class_name, node.config, weights, json_path, created))
         self._inputs_of = {key: nodes[key].inputs for key in self._order}
         self.variables_by_name = created
+        self._folds = self._batch_norms_to_fold(nodes)
+
+    def _batch_norms_to_fold(self, nodes) -> Dict[Tuple[str, int], Tuple[str, int]]:
+        """{batch-norm node: the convolution node it folds into}: the batch norms whose one input is a convolution
+        without an activation that nothing else reads."""
+        readers: Dict[Tuple[str, int], int] = {}
+        for key in self._order:
+            for ref in self._inputs_of[key]:
+                readers[ref[:2]] = readers.get(ref[:2], 0) + 1
+        folds = {}
+        for key in self._order:
+            if not isinstance(self._apply.get(key), _BatchNormalization) or len(self._inputs_of[key]) != 1:
+                continue
+            source = self._inputs_of[key][0][:2]
+            convolution = self._apply.get(source)
+            if (isinstance(convolution, _Convolution) and convolution.linear and readers[source] == 1
+                    and source != self._output[:2]):
+                folds[key] = source
+        return folds
 
     def _topological_order(self, nodes) -> List[Tuple[str, int]]:
         order, state = [], {}
@@ -532,13 +573,22 @@ class TfjsLayersNetwork(tf.Module):
         return order
 
     def __call__(self, x):
+        # Traced without an edit, a batch norm after a convolution is folded into it (`layers.fold_into_kernel`).
+        # The convolution's own output stays an end point (a feature tap may read it); a traced graph drops it when
+        # nothing does. Eagerly, or with an edit (Ghost, CFM) whose layer outputs sit between the two, both run as
+        # written.
+        folding = bool(self._folds) and not edits.active() and not tf.executing_eagerly()
         outputs = {}
         end_points = backward.EndPoints()
         for key in self._order:
             if key == self._input[:2]:
                 outputs[key] = x
                 continue
-            y = self._apply[key]([outputs[ref[:2]] for ref in self._inputs_of[key]])
+            if folding and key in self._folds:
+                source = self._folds[key]
+                y = self._apply[source].folded([outputs[ref[:2]] for ref in self._inputs_of[source]], self._apply[key])
+            else:
+                y = self._apply[key]([outputs[ref[:2]] for ref in self._inputs_of[key]])
             outputs[key] = edits.end_point(end_points, key[0] if key[1] == 0 else f"{key[0]}:{key[1]}", y)
         logits = outputs[self._output[:2]]
         end_points["Logits"] = logits
