@@ -13,6 +13,8 @@ dropout). Attacks need logits, so a trailing softmax is removed: walking back fr
 through shape-only layers (Reshape, Flatten, Dropout, linear Activation), a softmax `Activation` /
 `Softmax` layer found there becomes the identity, or a Dense/Conv layer's own `activation: softmax`
 becomes linear; `network.dropped_softmax` names the layer (None when the model already ends in logits).
+Traced without an edit, a batch norm that follows a convolution without an activation is folded into it, as the
+other families fold theirs (see `TfjsLayersNetwork.__call__`).
 
 Records here: Google's MobileNet v1 0.75 (tfjs-models) and ml5's Tiny Darknet, whose 1000 outputs are in
 darknet's class order (the wnid list ships with the model; `network.output_index` maps it).
