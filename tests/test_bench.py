@@ -46,6 +46,7 @@ def test_count_flops_equals_hand_count():
         pooled = tf.reduce_mean(z, axis=[1, 2])                        # [2, 6], not counted
         logits = tf.matmul(pooled, dense)                              # [2, 10]
         side = tf.matmul(tf.ones([7, 3]), transposed, transpose_a=True)  # [3, 2], inner 7
+        tf.nn.conv2d(x, conv_kernel, 2, "SAME")                        # read by nothing: pruned, not counted
         return logits, d, side
 
     # 2 FLOPs per multiply-add; a convolution does (output elements) x kh x kw x cin of them.

@@ -82,11 +82,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def live_operations(graph) -> list:
+    """The ops of a traced function's graph that its outputs depend on, in graph order: what runs. A network may
+    build ops nothing reads (a folded convolution's own output, kept as an end point for feature taps), which
+    TensorFlow prunes before running the graph."""
+    live, todo = set(), [t.op for t in graph.outputs] + list(graph.control_outputs)
+    while todo:
+        op = todo.pop()
+        if op not in live:
+            live.add(op)
+            todo += [t.op for t in op.inputs] + list(op.control_inputs)
+    return [op for op in graph.get_operations() if op in live]
+
+
 def count_flops(function, *args) -> float:
-    """Multiply-adds x 2 of the convolutions and matmuls in a traced function's graph (static shapes)."""
+    """Multiply-adds x 2 of the convolutions and matmuls a traced function computes (static shapes)."""
     graph = function.get_concrete_function(*args).graph
     total = 0.0
-    for op in graph.get_operations():
+    for op in live_operations(graph):
         if op.type in ("Conv2D", "DepthwiseConv2dNative"):
             out = op.outputs[0].shape
             kernel = op.inputs[1].shape
