@@ -32,6 +32,23 @@ BATCH = 2
 IMAGES = 6  # three batches: two in flight on two workers, one waiting
 
 
+@pytest.fixture(scope="module", autouse=True)
+def workers_with_this_process_threads():
+    """The local reference runs on TensorFlow's default pools here, a thread per core; Ray's CPU workers would size
+    theirs to the one CPU each reserves. Convolutions fused with their bias (folded batch norm) give other last bits
+    on another thread count even with oneDNN off, so the workers get this process's count: worker_environment keeps
+    the driver's setting."""
+    saved = {name: os.environ.get(name) for name in scale.THREAD_VARIABLES}
+    for name in scale.THREAD_VARIABLES:
+        os.environ.setdefault(name, str(len(os.sched_getaffinity(0))))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
