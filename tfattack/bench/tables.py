@@ -12,7 +12,9 @@ A table is named by its JSON file and, for the multi-part `--what=speed` payload
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -106,8 +108,6 @@ def render(path: Path, part: Optional[str] = None) -> str:
 def command_line(argv) -> str:
     """The command as typed, for the record: the tool's file name (`benchmark.py` or `tfattack-benchmark`) and its
     arguments, quoted for a shell."""
-    import os
-    import shlex
     return shlex.join([os.path.basename(argv[0])] + list(argv[1:]))
 
 

@@ -103,10 +103,7 @@ def batch_norm_scale_offset(store: VariableStore, name: str, channels: int, scal
     beta = store.get(f"{name}/beta", [channels], "zeros")
     mean = store.get(f"{name}/moving_mean", [channels], "zeros")
     variance = store.get(f"{name}/moving_variance", [channels], "ones")
-    multiplier = tf.math.rsqrt(variance + epsilon)
-    if gamma is not None:
-        multiplier = multiplier * gamma
-    return multiplier, beta - mean * multiplier
+    return batch_norm_multiplier_offset(1.0 if gamma is None else gamma, beta, mean, variance, epsilon)
 
 
 def batch_norm(store: VariableStore, x, name: str, *, scale: bool, epsilon: float,

@@ -263,10 +263,9 @@ class _BatchNormalization:
 
     def multiplier_offset(self):
         """(multiplier, offset) with batch_norm(x) = x * multiplier + offset, float32."""
-        multiplier = tf.math.rsqrt(self.variance + self.epsilon)
-        if self.gamma is not None:
-            multiplier = multiplier * self.gamma
-        return multiplier, (-self.mean * multiplier if self.beta is None else self.beta - self.mean * multiplier)
+        return layers.batch_norm_multiplier_offset(1.0 if self.gamma is None else self.gamma,
+                                                   0.0 if self.beta is None else self.beta, self.mean, self.variance,
+                                                   self.epsilon)
 
     def __call__(self, inputs):
         multiplier, offset = self.multiplier_offset()
